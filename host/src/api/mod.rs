@@ -1,0 +1,112 @@
+//! HTTP to domain and back: the listener, the request router, JSON errors. No alerting logic lives here.
+
+mod alerts;
+mod health;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::dispatch::Dispatcher;
+use crate::plugin::Receiver;
+use crate::route::Router;
+
+/// What the API handlers need.
+pub struct App {
+    /// The tenant requests act for (multi-tenancy resolves it per request later).
+    pub tenant: String,
+    /// The tenant's routing.
+    pub router: Router,
+    /// The tenant's receivers by name.
+    pub receivers: HashMap<String, Arc<Receiver>>,
+    /// Where deliveries go.
+    pub dispatcher: Dispatcher,
+    /// Sent to plugins for links back.
+    pub external_url: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// Serve `app` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(route(&app, req).await) }
+            });
+            if let Err(e) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (path.as_str(), &method) {
+        ("/api/v2/alerts", &Method::POST) => match read_body(req, app.max_body_bytes).await {
+            Ok(body) => alerts::post(app, &body),
+            Err(response) => response,
+        },
+        ("/-/healthy" | "/-/ready", &Method::GET | &Method::HEAD) => health::ok(),
+        ("/api/v2/alerts" | "/-/healthy" | "/-/ready", _) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no endpoint at {path}")),
+    }
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes; send fewer alerts per request"),
+        )),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+    }
+}
+
+/// A JSON error in Alertmanager's shape: `{"code": 400, "message": "..."}`.
+pub fn error(status: StatusCode, message: String) -> Response<Body> {
+    let body = serde_json::json!({ "code": status.as_u16(), "message": message });
+    json(status, &body)
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static response parts are valid")
+}

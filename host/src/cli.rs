@@ -1,0 +1,178 @@
+//! The `belfry` command line: `serve`, `plugin inspect`, and `dev-sink` for trying plugins locally.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::config::Config;
+use crate::plugin::{Runtime, RuntimeOptions};
+use crate::serve::{self, StartError};
+
+/// Belfry: a multi-tenant alert-notification host with sandboxed WebAssembly channel plugins.
+#[derive(Parser)]
+#[command(name = "belfry", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: accept alerts on the Alertmanager API and deliver them.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// A local HTTP endpoint that prints every request it receives: a stand-in webhook target.
+    DevSink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9099")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a component and print what it says about itself: name, version, config schema.
+    Inspect {
+        /// The component (`.wasm`).
+        path: PathBuf,
+    },
+}
+
+/// Run the command line; the exit code is 2 for configuration errors, 1 for other failures.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("belfry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => run_serve(config).await,
+            Command::Plugin { command: PluginCommand::Inspect { path } } => inspect(path).await,
+            Command::DevSink { listen } => dev_sink(listen).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::Config(errors)) => {
+            eprintln!("belfry: the configuration has {} problem(s):\n{errors}", errors.0.len());
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("belfry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+async fn run_serve(config_path: PathBuf) -> Result<(), StartError> {
+    let config = Config::load(&config_path)?;
+    let running = serve::start(&config, Arc::new(crate::dispatch::log_outcome), shutdown_signal()).await?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("belfry listening on http://{}", running.addr);
+    let _ = std::io::stdout().flush();
+    tracing::info!(addr = %running.addr, receivers = running.prepared.receivers.len(), "belfry is serving");
+    running.server.await.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
+    tracing::info!("belfry stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn inspect(path: PathBuf) -> Result<(), StartError> {
+    let cache_dir = std::env::temp_dir().join("belfry-inspect-cache");
+    let runtime = Runtime::new(RuntimeOptions { cache_dir, allocator: Default::default(), pool_slots: 1 })?;
+    let plugin = runtime.load(&path, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let info = &plugin.info;
+    println!("{} {} — {}", info.name, info.version, info.description);
+    println!("sha256 {}", plugin.sha256);
+    println!("config:");
+    for f in &info.config_schema {
+        let flags = [(f.required, "required"), (f.secret, "secret")].iter().filter(|(on, _)| *on).map(|(_, s)| *s).collect::<Vec<_>>();
+        println!("  {:<22} {:<10} {:<20} {}", f.name, kind_name(f.kind), flags.join(","), f.description);
+    }
+    Ok(())
+}
+
+fn kind_name(kind: crate::plugin::FieldKind) -> &'static str {
+    use crate::plugin::FieldKind::*;
+    match kind {
+        Text => "text",
+        Url => "url",
+        Integer => "integer",
+        Boolean => "boolean",
+        TextList => "text-list",
+        TextMap => "text-map",
+    }
+}
+
+async fn dev_sink(listen: SocketAddr) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    println!("dev-sink listening on http://{}", listener.local_addr().map_err(anyhow::Error::from)?);
+    loop {
+        let (stream, _) = listener.accept().await.map_err(anyhow::Error::from)?;
+        tokio::spawn(async move {
+            let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let shown = match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                    Err(_) => String::from_utf8_lossy(&body).into_owned(),
+                };
+                let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                println!("--- {} {} ({content_type}, {} bytes)\n{shown}", parts.method, parts.uri, body.len());
+                let _ = std::io::stdout().flush();
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}

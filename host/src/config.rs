@@ -1,0 +1,424 @@
+//! The operator's TOML configuration: parsed strictly, checked whole, errors name file and key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP API listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The plugin runtime: isolation, cache, limits.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Plugins by name: `[plugins.webhook] path = "..."`.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSource>,
+    /// Receivers: a named plugin with its configuration and grants.
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+    /// Where alerts go.
+    pub route: RouteConfig,
+    /// Directory of the config file; relative paths in it resolve against this.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file, for error messages.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API. Port 0 picks a free port (printed at start).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL users reach Belfry at, sent to plugins for links back. Defaults to `http://<listen>`.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    // Alertmanager's port, so Prometheus configs that point at :9093 work unchanged.
+    SocketAddr::from(([127, 0, 0, 1], 9093))
+}
+
+fn default_max_body_bytes() -> usize {
+    // Prometheus sends at most `max_alerts_per_request`... its default batch of 64 alerts fits easily.
+    4 << 20
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), external_url: None, max_body_bytes: default_max_body_bytes() }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Where compiled plugins are cached. Relative to the config file. Must be writable by
+    /// Belfry alone: its contents are loaded as native code.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// How plugin instances are shared between deliveries.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// How instance memory is allocated.
+    #[serde(default)]
+    pub allocator: Allocator,
+    /// Deliveries in flight at once, across all receivers.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Default limits for every receiver; a receiver may lower or raise them.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from(".belfry/cache")
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: default_cache_dir(),
+            isolation: Isolation::default(),
+            allocator: Allocator::default(),
+            max_in_flight: default_max_in_flight(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// How plugin instances are shared.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// An instance serves deliveries of one receiver only, and is reused by them; never shared
+    /// across receivers or tenants. Discarded after any trap or limit violation.
+    #[default]
+    PerReceiver,
+    /// A fresh instance for every delivery: nothing survives a delivery, at ~5x the cost.
+    PerDelivery,
+}
+
+/// How instance memory is allocated.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocator {
+    /// Allocate on demand: no up-front reservation. Best with `per-receiver` isolation.
+    #[default]
+    OnDemand,
+    /// Pre-reserved slots: faster instantiation, large virtual reservation.
+    Pooling,
+}
+
+/// Limits on one plugin call. Every one has a default; every violation is reported with blame.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Guest execution time per call, outside host calls (epoch-checked every 10 ms).
+    #[serde(default = "default_cpu_ms")]
+    pub cpu_ms: u64,
+    /// Linear memory per instance.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    /// Wall time for one outbound HTTP request, response body included.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Response bodies are cut at this size.
+    #[serde(default = "default_response_max_bytes")]
+    pub response_max_bytes: u64,
+    /// Outbound requests per call.
+    #[serde(default = "default_max_requests")]
+    pub max_requests: u32,
+    /// Log lines per call; further lines are dropped and counted.
+    #[serde(default = "default_max_log_lines")]
+    pub max_log_lines: u32,
+}
+
+fn default_cpu_ms() -> u64 {
+    // Building a payload takes microseconds; 100 ms leaves room for 10,000-alert groups.
+    100
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_response_max_bytes() -> u64 {
+    1 << 20
+}
+fn default_max_requests() -> u32 {
+    8
+}
+fn default_max_log_lines() -> u32 {
+    100
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_ms: default_cpu_ms(),
+            memory_mib: default_memory_mib(),
+            request_timeout_ms: default_request_timeout_ms(),
+            response_max_bytes: default_response_max_bytes(),
+            max_requests: default_max_requests(),
+            max_log_lines: default_max_log_lines(),
+        }
+    }
+}
+
+impl Limits {
+    /// Guest CPU budget per call.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_millis(self.cpu_ms)
+    }
+    /// Timeout of one outbound request.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// Memory cap in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+    /// Wall-clock bound on a whole call: CPU budget plus every request at its timeout.
+    pub fn call_timeout(&self) -> Duration {
+        self.cpu() + self.request_timeout() * self.max_requests.max(1) + Duration::from_secs(1)
+    }
+}
+
+/// `[plugins.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSource {
+    /// The component (`.wasm`), relative to the config file.
+    pub path: PathBuf,
+    /// If set, the component's SHA-256 (hex) must match or the plugin is refused.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// `[[receivers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Unique name, used by routes.
+    pub name: String,
+    /// Which plugin delivers (a key of `[plugins]`).
+    pub plugin: String,
+    /// Hosts the plugin may send HTTP requests to: `example.com`, `*.example.com`, `10.0.0.5`,
+    /// optionally with `:port`. Empty means no outbound HTTP at all.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Allow addresses in loopback, private, link-local and other internal ranges. Off by
+    /// default so a plugin cannot reach internal services through a lookalike hostname.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// Per-receiver limits; defaults from `[runtime.limits]`.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// The plugin's configuration, checked by its `validate-config`.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// `[route]`: for now a single default receiver (per-tenant Rhai routing replaces it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Every alert goes to this receiver.
+    pub receiver: String,
+}
+
+/// A problem with the configuration: where, and what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// The key at fault, e.g. `receivers[0].config.url`; a `line N` location for syntax errors.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+    }
+}
+
+/// Every problem found in one configuration.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Read and check `file`. Plugin-specific checks happen when the plugins load.
+    pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+        let error = |key: &str, message: String| ConfigErrors(vec![ConfigError { file: file.to_path_buf(), key: key.into(), message }]);
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| error("-", format!("cannot read the config file: {e} (check the --config path)")))?;
+        let mut config = Config::parse(&text).map_err(|(key, message)| error(&key, message))?;
+        config.file = file.to_path_buf();
+        config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; an error comes back as (location, message).
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}")
+                }
+                None => "-".to_string(),
+            };
+            (location, format!("{} (fix the TOML; see examples/belfry.toml)", e.message().trim_end()))
+        })
+    }
+
+    /// Cross-references within the file: unique receivers, known plugins, a routed receiver.
+    fn check(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut push = |key: String, message: String| errors.push(ConfigError { file: self.file.clone(), key, message });
+        for (i, r) in self.receivers.iter().enumerate() {
+            if r.name.trim().is_empty() {
+                push(format!("receivers[{i}].name"), "must not be empty".into());
+            }
+            if self.receivers[..i].iter().any(|o| o.name == r.name) {
+                push(format!("receivers[{i}].name"), format!("receiver `{}` is defined twice; give each receiver its own name", r.name));
+            }
+            if !self.plugins.contains_key(&r.plugin) {
+                let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+                push(
+                    format!("receivers[{i}].plugin"),
+                    format!("unknown plugin `{}`; declare it under [plugins.{}] (known: {})", r.plugin, r.plugin, known.join(", ")),
+                );
+            }
+            for (j, host) in r.allowed_hosts.iter().enumerate() {
+                if let Err(why) = crate::plugin::HostPattern::parse(host) {
+                    push(format!("receivers[{i}].allowed_hosts[{j}]"), why);
+                }
+            }
+        }
+        if !self.receivers.iter().any(|r| r.name == self.route.receiver) {
+            push("route.receiver".into(), format!("no receiver is named `{}`; add a [[receivers]] entry with that name", self.route.receiver));
+        }
+        for (name, p) in &self.plugins {
+            if let Some(sha) = &p.sha256 {
+                if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                    push(format!("plugins.{name}.sha256"), "must be 64 hex digits (sha256sum of the .wasm)".into());
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+
+    /// The external URL, or one derived from the listen address.
+    pub fn external_url(&self, bound: SocketAddr) -> String {
+        self.server.external_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [plugins.webhook]
+        path = "webhook.wasm"
+
+        [[receivers]]
+        name = "ops"
+        plugin = "webhook"
+        config = { url = "http://127.0.0.1:1/" }
+
+        [route]
+        receiver = "ops"
+    "#;
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        let dir = std::env::temp_dir().join(format!("belfry-config-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("belfry.toml");
+        std::fs::write(&file, text).unwrap();
+        Config::load(&file)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.server.listen, default_listen());
+        assert_eq!(c.runtime.isolation, Isolation::PerReceiver);
+        assert_eq!(c.runtime.limits, Limits::default());
+        assert!(c.resolve(Path::new("webhook.wasm")).ends_with("webhook.wasm"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = load(&MINIMAL.replace("[route]", "[route]\nrecevier = \"x\"")).unwrap_err().to_string();
+        assert!(err.contains("belfry.toml: line 12:"), "{err}");
+        assert!(err.contains("recevier"), "{err}");
+    }
+
+    #[test]
+    fn unknown_plugin_and_missing_receiver_are_both_reported() {
+        let text = MINIMAL.replace("plugin = \"webhook\"", "plugin = \"slak\"").replace("receiver = \"ops\"", "receiver = \"nobody\"");
+        let err = load(&text).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["receivers[0].plugin", "route.receiver"]);
+        assert!(err.0[0].message.contains("[plugins.slak]"));
+    }
+
+    #[test]
+    fn bad_allowed_host_is_rejected() {
+        let text = MINIMAL.replace("plugin = \"webhook\"", "plugin = \"webhook\"\nallowed_hosts = [\"http://x/\"]");
+        let err = load(&text).unwrap_err();
+        assert_eq!(err.0[0].key, "receivers[0].allowed_hosts[0]");
+    }
+
+    #[test]
+    fn missing_file_says_so() {
+        let err = Config::load(Path::new("/nonexistent/belfry.toml")).unwrap_err().to_string();
+        assert!(err.contains("cannot read the config file"), "{err}");
+    }
+}

@@ -1,0 +1,162 @@
+//! Decodes and validates Alertmanager's postable alerts (`POST /api/v2/alerts`); errors name the array index and field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::alert::{Alert, LabelSet};
+
+/// One element of the request array, as Prometheus sends it (`PostableAlert` in Alertmanager's OpenAPI).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PostableAlert {
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: Option<String>,
+}
+
+/// A rejected request: where in the body, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestError {
+    /// JSON path of the offending value, e.g. `[2].labels.severity` (`.` for the whole body).
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for IngestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Go's zero time, which Prometheus and amtool send for "unset".
+const GO_ZERO_TIME_YEAR: i32 = 1;
+
+/// Decode a request body into validated alerts, with Alertmanager's defaulting: an unset
+/// `startsAt` becomes `endsAt` if that is set, else `now`.
+pub fn decode_postable_alerts(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Alert>, IngestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let postable: Vec<PostableAlert> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        IngestError { path: if path.is_empty() || path == "." { ".".into() } else { path }, message: format!("{} (expected a JSON array of alerts with a `labels` object)", e.inner()) }
+    })?;
+    de.end().map_err(|e| IngestError { path: ".".into(), message: format!("trailing data after the JSON array: {e}") })?;
+    postable.into_iter().enumerate().map(|(i, p)| validate(i, p, now)).collect()
+}
+
+fn validate(i: usize, p: PostableAlert, now: DateTime<Utc>) -> Result<Alert, IngestError> {
+    let err = |field: &str, message: String| IngestError { path: format!("[{i}].{field}"), message };
+    if p.labels.is_empty() {
+        return Err(err("labels", "at least one label is required (Prometheus always sends alertname)".into()));
+    }
+    check_names(&p.labels).map_err(|name| err(&format!("labels.{name}"), invalid_name(&name)))?;
+    check_names(&p.annotations).map_err(|name| err(&format!("annotations.{name}"), invalid_name(&name)))?;
+    let starts_at = parse_time(p.starts_at.as_deref()).map_err(|m| err("startsAt", m))?;
+    let ends_at = parse_time(p.ends_at.as_deref()).map_err(|m| err("endsAt", m))?;
+    let starts_at = starts_at.or(ends_at).unwrap_or(now);
+    if let Some(end) = ends_at {
+        if end < starts_at {
+            return Err(err("endsAt", format!("{end} is before startsAt {starts_at}; an alert cannot end before it starts")));
+        }
+    }
+    Ok(Alert {
+        labels: p.labels as LabelSet,
+        annotations: p.annotations,
+        starts_at,
+        ends_at,
+        generator_url: p.generator_url.unwrap_or_default(),
+    })
+}
+
+fn invalid_name(name: &str) -> String {
+    format!("`{name}` is not a valid name: use letters, digits and underscores, not starting with a digit")
+}
+
+/// The first name that is not a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+fn check_names(set: &BTreeMap<String, String>) -> Result<(), String> {
+    for name in set.keys() {
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(name.clone());
+        }
+    }
+    Ok(())
+}
+
+/// RFC 3339; absent, empty or Go's zero time mean "unset".
+fn parse_time(value: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(s) = value.filter(|s| !s.is_empty()) else { return Ok(None) };
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time ({e}); write e.g. 2026-11-23T18:30:00Z"))?
+        .with_timezone(&Utc);
+    use chrono::Datelike;
+    Ok((t.year() != GO_ZERO_TIME_YEAR).then_some(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn decode(body: &str) -> Result<Vec<Alert>, IngestError> {
+        decode_postable_alerts(body.as_bytes(), now())
+    }
+
+    #[test]
+    fn prometheus_shaped_alerts_decode() {
+        let alerts = decode(
+            r#"[{"labels":{"alertname":"Up","job":"api"},"annotations":{"summary":"down"},
+                "startsAt":"2026-11-23T11:00:00.5Z","endsAt":"2026-11-23T12:04:00Z","generatorURL":"http://prom/graph"}]"#,
+        )
+        .unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].labels["job"], "api");
+        assert_eq!(alerts[0].annotations["summary"], "down");
+        assert_eq!(alerts[0].generator_url, "http://prom/graph");
+        assert_eq!(alerts[0].starts_at.to_rfc3339(), "2026-11-23T11:00:00.500+00:00");
+    }
+
+    #[test]
+    fn unset_times_default_like_alertmanager() {
+        let a = decode(r#"[{"labels":{"a":"b"},"startsAt":"0001-01-01T00:00:00Z","endsAt":"0001-01-01T00:00:00Z"}]"#).unwrap();
+        assert_eq!(a[0].starts_at, now());
+        assert_eq!(a[0].ends_at, None);
+        let a = decode(r#"[{"labels":{"a":"b"},"endsAt":"2026-11-23T11:00:00Z"}]"#).unwrap();
+        assert_eq!(Some(a[0].starts_at), a[0].ends_at);
+    }
+
+    #[test]
+    fn errors_name_index_and_field() {
+        let cases = [
+            (r#"[{"labels":{"a":"b"}},{"labels":{}}]"#, "[1].labels"),
+            (r#"[{"labels":{"a":"b"}},{"labels":{"1bad":"x"}}]"#, "[1].labels.1bad"),
+            (r#"[{"labels":{"a":"b"},"annotations":{"bad-name":"x"}}]"#, "[0].annotations.bad-name"),
+            (r#"[{"labels":{"a":"b"},"startsAt":"yesterday"}]"#, "[0].startsAt"),
+            (r#"[{"labels":{"a":"b"},"startsAt":"2026-11-23T11:00:00Z","endsAt":"2026-11-23T10:00:00Z"}]"#, "[0].endsAt"),
+            (r#"[{"labels":{"a":"b"}},{"labels":{"a":1}}]"#, "[1].labels.a"),
+            (r#"[{"annotations":{}}]"#, "[0]"),
+            (r#"{"labels":{}}"#, "."),
+            (r#"[{"labels":{"a":"b"}}] x"#, "."),
+            ("[", "."),
+        ];
+        for (body, path) in cases {
+            let e = decode(body).unwrap_err();
+            assert_eq!(e.path, path, "{body}: {e}");
+            assert!(!e.message.is_empty());
+        }
+    }
+}

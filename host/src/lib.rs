@@ -1,0 +1,25 @@
+//! Belfry: receives alerts, decides who must hear about them, and delivers through sandboxed plugins.
+//!
+//! # Layout
+//!
+//! Modules in the order an alert flows through them:
+//!
+//! - [`config`]: the operator's TOML, parsed strictly; errors name the file and key.
+//! - [`api`]: HTTP to domain and back (`/api/v2/alerts`, health).
+//! - [`ingest`]: decodes and validates Alertmanager's postable alerts.
+//! - [`alert`]: the alert model: label sets, fingerprints, status.
+//! - [`route`]: decides which receivers get an alert.
+//! - [`dispatch`]: turns routed alerts into notifications and runs deliveries.
+//! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
+//! - [`serve`]: wires the above into the daemon.
+//! - [`cli`]: the `belfry` command line.
+
+pub mod alert;
+pub mod config;
+pub mod plugin;
+pub mod api;
+pub mod cli;
+pub mod dispatch;
+pub mod ingest;
+pub mod route;
+pub mod serve;

@@ -1,0 +1,11 @@
+//! Host-side bindings generated from `wit/receiver.wit` (world `belfry:receiver/receiver`).
+
+wasmtime::component::bindgen!({
+    world: "receiver",
+    path: "../wit",
+    imports: {
+        // Only `send` waits on I/O; the log and clock imports answer at once.
+        "belfry:receiver/http.send": async,
+    },
+    exports: { default: async },
+});

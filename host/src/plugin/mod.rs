@@ -1,0 +1,379 @@
+//! Channel plugins: compile and cache components, bind receivers to them, and run deliveries in sandboxes.
+//!
+//! A [`Runtime`] owns the engine (with epoch interruption driven by a 10 ms ticker) and the
+//! linker. [`Runtime::load`] turns a `.wasm` into a [`Plugin`] (compiled once, cached on disk,
+//! one `InstancePre`). [`Plugin::bind`] validates a receiver's configuration with the plugin and
+//! returns a [`Receiver`], which owns the receiver's grants and its instances: an instance only
+//! ever serves the receiver it was created for.
+
+mod bindings;
+mod cache;
+mod error;
+mod outbound;
+mod sandbox;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use bindings::belfry::receiver::types::{
+    Alert, AlertStatus, Config as PluginConfig, ConfigError as PluginConfigError, ConfigField, ConfigValue, DeliveryReport,
+    FieldKind, Notification, PluginInfo,
+};
+pub use cache::LoadSource;
+pub use error::{Blame, DeliveryFailure, FailureKind};
+pub use outbound::{HostPattern, HttpGrant, Outbound, is_internal};
+pub use sandbox::Redactor;
+
+use crate::config::{Allocator, Isolation, Limits};
+use bindings::ReceiverPre;
+use sandbox::{Grants, Instance, State};
+
+/// How often the epoch advances: the granularity of CPU deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Idle instances kept per receiver; more concurrent deliveries create more, then drop extras.
+const MAX_IDLE_PER_RECEIVER: usize = 8;
+
+/// An instance is replaced after this many calls, so a slow leak in a plugin stays bounded.
+const MAX_USES_PER_INSTANCE: u32 = 10_000;
+
+/// Engine-wide options.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Where compiled components are cached.
+    pub cache_dir: std::path::PathBuf,
+    /// How instance memory is allocated.
+    pub allocator: Allocator,
+    /// Pooling only: instance slots (bounds deliveries in flight).
+    pub pool_slots: u32,
+}
+
+/// The engine, the linker and the compile cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    options: RuntimeOptions,
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source} (build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml)")]
+    Read { path: String, source: std::io::Error },
+    /// The file's SHA-256 is not the pinned one.
+    #[error("{path} has sha256 {actual}, but the configuration pins {expected}; refusing to load it")]
+    Integrity { path: String, expected: String, actual: String },
+    /// Not a valid component, or not one implementing `belfry:receiver`.
+    #[error("{path} is not a usable Belfry plugin: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Runtime {
+    /// An engine configured for sandboxed plugins, and its epoch ticker.
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if options.allocator == Allocator::Pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let slots = options.pool_slots.max(1);
+            pool.total_component_instances(slots)
+                .total_core_instances(slots * 4)
+                .total_memories(slots * 2)
+                .total_tables(slots * 4)
+                .total_stacks(slots)
+                // Above any per-receiver cap; growth beyond a receiver's cap is refused earlier.
+                .max_memory_size(1 << 30)
+                .linear_memory_keep_resident(1 << 20);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        // Grants nothing by itself: the WasiCtx of every store is empty (see sandbox::instantiate).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e}"))?;
+        bindings::Receiver::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        spawn_epoch_ticker(&engine);
+        Ok(Runtime { engine, linker, options })
+    }
+
+    /// The engine (benchmarks and tests inspect it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Load the component at `path`, check its pin, compile it (or take it from the cache),
+    /// link it, and ask it to `describe` itself.
+    pub async fn load(&self, path: &Path, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>, LoadError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+        let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        if let Some(expected) = pinned_sha256 {
+            if !expected.eq_ignore_ascii_case(&sha256) {
+                return Err(LoadError::Integrity { path: shown, expected: expected.to_string(), actual: sha256 });
+            }
+        }
+        let invalid = |message: String| LoadError::Invalid { path: shown.clone(), message };
+        let loaded = cache::load(&self.engine, &self.options.cache_dir, &bytes, &sha256).map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&loaded.component).map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = ReceiverPre::new(pre).map_err(|e| invalid(format!("it does not export belfry:receiver/plugin@0.1.0: {e:#}")))?;
+        let describe_grants = Arc::new(Grants {
+            tenant: String::new(),
+            receiver: String::new(),
+            limits: Limits::default(),
+            http: None,
+            secrets: Redactor::default(),
+        });
+        let mut instance = sandbox::instantiate(&pre, describe_grants).await.map_err(|e| invalid(e.message))?;
+        let info = instance.describe().await.map_err(|e| invalid(format!("describe failed: {}", e.message)))?;
+        Ok(Arc::new(Plugin { info, sha256, pre, component: loaded.component, source: loaded.source, load_time: loaded.elapsed }))
+    }
+
+    /// Compile `bytes` without the cache (benchmarks compare the two).
+    pub fn compile_uncached(&self, bytes: &[u8]) -> anyhow::Result<Component> {
+        Component::new(&self.engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("belfry-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A loaded plugin: compiled once, linked once.
+pub struct Plugin {
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+    /// SHA-256 of the `.wasm`, hex.
+    pub sha256: String,
+    /// Compiled now or taken from the cache.
+    pub source: LoadSource,
+    /// Time to compile or deserialize.
+    pub load_time: Duration,
+    #[allow(dead_code)]
+    component: Component,
+    pre: ReceiverPre<State>,
+}
+
+/// What it takes to bind a receiver to a plugin.
+#[derive(Clone, Debug)]
+pub struct ReceiverSpec {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Receiver name.
+    pub name: String,
+    /// Plugin configuration, from the operator's TOML.
+    pub config: toml::Table,
+    /// Hosts the plugin may reach for this receiver.
+    pub allowed_hosts: Vec<HostPattern>,
+    /// Whether internal address ranges are reachable.
+    pub allow_private_addresses: bool,
+    /// Limits per call.
+    pub limits: Limits,
+    /// Instance sharing.
+    pub isolation: Isolation,
+}
+
+/// Why a receiver could not be bound to its plugin.
+#[derive(Debug)]
+pub enum BindError {
+    /// Config fields the plugin rejected, with the field at fault.
+    Config(Vec<PluginConfigError>),
+    /// The plugin failed while validating.
+    Plugin(DeliveryFailure),
+}
+
+impl Plugin {
+    /// Convert and validate `spec.config` with the plugin; on success, a receiver ready to deliver.
+    pub async fn bind(self: &Arc<Self>, spec: ReceiverSpec) -> Result<Receiver, BindError> {
+        let config = to_plugin_config(&spec.config).map_err(BindError::Config)?;
+        let secrets = Redactor::new(secret_values(&self.info, &config));
+        let http = (!spec.allowed_hosts.is_empty()).then(|| {
+            Outbound::new(HttpGrant {
+                receiver: spec.name.clone(),
+                allowed_hosts: spec.allowed_hosts.clone(),
+                allow_private: spec.allow_private_addresses,
+                timeout: spec.limits.request_timeout(),
+                max_response_bytes: spec.limits.response_max_bytes,
+            })
+        });
+        let grants = Arc::new(Grants {
+            tenant: spec.tenant.clone(),
+            receiver: spec.name.clone(),
+            limits: spec.limits.clone(),
+            http,
+            secrets,
+        });
+        let receiver = Receiver { plugin: self.clone(), grants, config, isolation: spec.isolation, idle: Mutex::new(Vec::new()) };
+        let mut instance = receiver.checkout().await.map_err(BindError::Plugin)?;
+        match instance.validate_config(&receiver.config).await {
+            Ok(Ok(())) => {
+                receiver.checkin(instance, true);
+                Ok(receiver)
+            }
+            Ok(Err(errors)) => Err(BindError::Config(
+                errors.into_iter().map(|e| PluginConfigError { field: e.field, message: receiver.grants.secrets.redact(&e.message) }).collect(),
+            )),
+            Err(failure) => Err(BindError::Plugin(failure)),
+        }
+    }
+}
+
+/// TOML → the WIT config: strings, integers, booleans, lists of strings, tables of strings.
+fn to_plugin_config(table: &toml::Table) -> Result<PluginConfig, Vec<PluginConfigError>> {
+    let mut out = Vec::with_capacity(table.len());
+    let mut errors = Vec::new();
+    for (key, value) in table {
+        let converted = match value {
+            toml::Value::String(s) => Some(ConfigValue::Text(s.clone())),
+            toml::Value::Integer(n) => Some(ConfigValue::Integer(*n)),
+            toml::Value::Boolean(b) => Some(ConfigValue::Boolean(*b)),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .map(ConfigValue::TextList),
+            toml::Value::Table(t) => t
+                .iter()
+                .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect::<Option<Vec<_>>>()
+                .map(ConfigValue::TextMap),
+            _ => None,
+        };
+        match converted {
+            Some(v) => out.push((key.clone(), v)),
+            None => errors.push(PluginConfigError {
+                field: key.clone(),
+                message: "plugin settings must be strings, integers, booleans, lists of strings or tables of strings".into(),
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+/// Values of the fields the plugin's schema marks secret.
+fn secret_values(info: &PluginInfo, config: &PluginConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, value) in config {
+        if !info.config_schema.iter().any(|f| &f.name == name && f.secret) {
+            continue;
+        }
+        match value {
+            ConfigValue::Text(s) => out.push(s.clone()),
+            ConfigValue::TextList(v) => out.extend(v.iter().cloned()),
+            ConfigValue::TextMap(m) => out.extend(m.iter().map(|(_, v)| v.clone())),
+            ConfigValue::Integer(_) | ConfigValue::Boolean(_) => {}
+        }
+    }
+    out
+}
+
+/// A receiver bound to its plugin: its validated configuration, its grants and its instances.
+pub struct Receiver {
+    plugin: Arc<Plugin>,
+    grants: Arc<Grants>,
+    config: PluginConfig,
+    isolation: Isolation,
+    idle: Mutex<Vec<Instance>>,
+}
+
+impl Receiver {
+    /// Receiver name.
+    pub fn name(&self) -> &str {
+        &self.grants.receiver
+    }
+
+    /// Owning tenant.
+    pub fn tenant(&self) -> &str {
+        &self.grants.tenant
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        &self.plugin.info.name
+    }
+
+    /// Masks this receiver's secrets.
+    pub fn redactor(&self) -> &Redactor {
+        &self.grants.secrets
+    }
+
+    /// Deliver `notification` through the plugin, in an instance that serves this receiver only.
+    pub async fn deliver(&self, notification: &Notification) -> Result<DeliveryReport, DeliveryFailure> {
+        let mut instance = self.checkout().await?;
+        let outcome = instance.deliver(&self.config, notification).await;
+        self.checkin(instance, outcome.reusable);
+        outcome.result
+    }
+
+    async fn checkout(&self) -> Result<Instance, DeliveryFailure> {
+        if self.isolation == Isolation::PerReceiver {
+            if let Some(instance) = self.idle.lock().expect("idle pool lock").pop() {
+                return Ok(instance);
+            }
+        }
+        sandbox::instantiate(&self.plugin.pre, self.grants.clone()).await
+    }
+
+    fn checkin(&self, instance: Instance, reusable: bool) {
+        if !reusable || self.isolation == Isolation::PerDelivery || instance.uses >= MAX_USES_PER_INSTANCE {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("idle pool lock");
+        if idle.len() < MAX_IDLE_PER_RECEIVER {
+            idle.push(instance);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_config_converts_to_plugin_values_sorted() {
+        let table: toml::Table = toml::from_str(
+            r#"
+            url = "http://x/"
+            max_alerts = 3
+            send_resolved = true
+            tags = ["a", "b"]
+            headers = { X-A = "1" }
+            "#,
+        )
+        .unwrap();
+        let config = to_plugin_config(&table).unwrap();
+        let names: Vec<&str> = config.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["headers", "max_alerts", "send_resolved", "tags", "url"]);
+        assert!(matches!(&config[1].1, ConfigValue::Integer(3)));
+        assert!(matches!(&config[0].1, ConfigValue::TextMap(m) if m == &[("X-A".to_string(), "1".to_string())]));
+    }
+
+    #[test]
+    fn nested_or_mixed_values_are_refused_with_the_field() {
+        let table: toml::Table = toml::from_str("a = 1.5\nb = [1, 2]\nc = { d = { e = 1 } }").unwrap();
+        let errors = to_plugin_config(&table).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["a", "b", "c"]);
+    }
+}

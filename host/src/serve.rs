@@ -1,0 +1,124 @@
+//! Wires config, plugins, receivers, routing, dispatch and the API into the running daemon.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, App};
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::dispatch::{Dispatcher, OnOutcome};
+use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, RuntimeOptions};
+use crate::route::Router;
+
+/// The tenant of a single-tenant setup.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Deliveries waiting for a worker before ingest answers 503.
+const QUEUE_CAPACITY: usize = 100_000;
+
+/// Why the daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is wrong: the operator must fix it.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// Anything else (a port in use, an engine that cannot start).
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// Everything the API needs, built from a checked configuration.
+pub struct Prepared {
+    /// The plugin runtime (kept alive for the daemon's life).
+    pub runtime: Runtime,
+    /// Loaded plugins by configured name.
+    pub plugins: HashMap<String, Arc<Plugin>>,
+    /// Bound receivers by name.
+    pub receivers: HashMap<String, Arc<crate::plugin::Receiver>>,
+}
+
+/// Load every plugin and bind every receiver; collect every problem before giving up.
+pub async fn prepare(config: &Config) -> Result<Prepared, StartError> {
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: config.resolve(&config.runtime.cache_dir),
+        allocator: config.runtime.allocator,
+        pool_slots: config.runtime.max_in_flight as u32,
+    })?;
+    let mut errors = Vec::new();
+    let mut error = |key: String, message: String| errors.push(ConfigError { file: config.file.clone(), key, message });
+    let mut plugins = HashMap::new();
+    for (name, source) in &config.plugins {
+        match runtime.load(&config.resolve(&source.path), source.sha256.as_deref()).await {
+            Ok(plugin) => {
+                tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
+                plugins.insert(name.clone(), plugin);
+            }
+            Err(e) => error(format!("plugins.{name}.path"), e.to_string()),
+        }
+    }
+    let mut receivers = HashMap::new();
+    for (i, r) in config.receivers.iter().enumerate() {
+        let Some(plugin) = plugins.get(&r.plugin) else { continue };
+        let spec = ReceiverSpec {
+            tenant: DEFAULT_TENANT.to_string(),
+            name: r.name.clone(),
+            config: r.config.clone(),
+            allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
+            allow_private_addresses: r.allow_private_addresses,
+            limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
+            isolation: config.runtime.isolation,
+        };
+        match plugin.bind(spec).await {
+            Ok(receiver) => {
+                receivers.insert(r.name.clone(), Arc::new(receiver));
+            }
+            Err(BindError::Config(problems)) => {
+                for p in problems {
+                    let key = if p.field.is_empty() { format!("receivers[{i}].config") } else { format!("receivers[{i}].config.{}", p.field) };
+                    error(key, format!("{} (receiver `{}`, plugin `{}`)", p.message, r.name, r.plugin));
+                }
+            }
+            Err(BindError::Plugin(failure)) => error(
+                format!("receivers[{i}]"),
+                format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name),
+            ),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors).into());
+    }
+    Ok(Prepared { runtime, plugins, receivers })
+}
+
+/// A running daemon.
+pub struct Running {
+    /// The address the API listens on.
+    pub addr: SocketAddr,
+    /// Resolves when the server stops.
+    pub server: tokio::task::JoinHandle<()>,
+    /// The runtime, kept alive while the daemon runs.
+    pub prepared: Arc<Prepared>,
+}
+
+/// Prepare, bind the listener and serve until `shutdown` resolves.
+pub async fn start(config: &Config, on_outcome: OnOutcome, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
+    let prepared = Arc::new(prepare(config).await?);
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set [server] listen to a free address)", config.server.listen))?;
+    let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let dispatcher = Dispatcher::start(QUEUE_CAPACITY, config.runtime.max_in_flight, on_outcome);
+    let app = Arc::new(App {
+        tenant: DEFAULT_TENANT.to_string(),
+        router: Router::new(config.route.receiver.clone()),
+        receivers: prepared.receivers.clone(),
+        dispatcher,
+        external_url: config.external_url(addr),
+        max_body_bytes: config.server.max_body_bytes,
+    });
+    let server = tokio::spawn(api::serve(listener, app, shutdown));
+    Ok(Running { addr, server, prepared })
+}

@@ -1,0 +1,176 @@
+//! Write a Belfry channel plugin: implement [`Plugin`], call [`export_plugin!`].
+//!
+//! A plugin turns one [`Notification`] into a request to one outside service. The host does
+//! everything else (routing, grouping, retries, breakers, failover, audit); the plugin only
+//! builds the request, sends it with [`http`], and says how it went.
+//!
+//! ```ignore
+//! use belfry_plugin_sdk::{export_plugin, http, Config, DeliveryError, DeliveryReport, Notification, Plugin};
+//!
+//! struct Echo;
+//! struct EchoConfig { url: String }
+//!
+//! impl Plugin for Echo {
+//!     type Config = EchoConfig;
+//!     const NAME: &'static str = "echo";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!     const DESCRIPTION: &'static str = "POSTs the group key";
+//!
+//!     fn config(c: &mut Config) -> EchoConfig {
+//!         EchoConfig { url: c.url("url", "Where to POST") }
+//!     }
+//!
+//!     fn deliver(config: EchoConfig, n: Notification) -> Result<DeliveryReport, DeliveryError> {
+//!         let response = http::post(&config.url).body(n.group_key.into_bytes()).send()?.check()?;
+//!         Ok(response.report(None))
+//!     }
+//! }
+//! export_plugin!(Echo);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`: the result is a component.
+#![deny(missing_docs)]
+
+mod config;
+pub mod http;
+pub mod log;
+pub mod time;
+
+pub use config::Config;
+
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        world: "receiver",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_receiver",
+        default_bindings_module: "belfry_plugin_sdk::__bindings",
+    });
+}
+
+use __bindings::belfry::receiver::types;
+
+/// Firing or resolved.
+pub use types::AlertStatus;
+/// One alert, as Alertmanager defines it.
+pub use types::Alert;
+/// A group of alerts to deliver to one receiver.
+pub use types::Notification;
+/// One field of a plugin's configuration schema.
+pub use types::ConfigField;
+/// The type of a config field.
+pub use types::FieldKind;
+/// One value of a receiver's configuration.
+pub use types::ConfigValue;
+/// One thing wrong with a receiver's configuration.
+pub use types::ConfigError;
+/// What the service said when it accepted a notification.
+pub use types::DeliveryReport;
+/// Why a delivery did not go through, and whether to retry.
+pub use types::DeliveryError;
+/// A failure worth retrying, with the wait the service asked for.
+pub use types::RetryableError;
+/// What a plugin says about itself.
+pub use types::PluginInfo;
+
+/// A channel plugin.
+///
+/// The configuration is declared once, in [`Plugin::config`]: the same function gives the
+/// host the plugin's schema (`describe`), validates a receiver's configuration with an error
+/// per bad field (`validate-config`), and builds the typed configuration for `deliver`.
+pub trait Plugin {
+    /// The plugin's typed configuration.
+    type Config;
+    /// Short, stable name operators refer to, e.g. `webhook`.
+    const NAME: &'static str;
+    /// The plugin's version; `env!("CARGO_PKG_VERSION")` is the usual choice.
+    const VERSION: &'static str;
+    /// One line for operators.
+    const DESCRIPTION: &'static str;
+
+    /// Read the configuration through `c`. Every getter records its field in the schema and
+    /// any problem with the receiver's value; when there are problems, the value returned
+    /// here is discarded, so getters return placeholders for bad fields.
+    fn config(c: &mut Config) -> Self::Config;
+
+    /// Deliver one notification.
+    fn deliver(config: Self::Config, notification: Notification) -> Result<DeliveryReport, DeliveryError>;
+}
+
+/// Glue between the generated export trait and [`Plugin`]; used by [`export_plugin!`].
+#[doc(hidden)]
+pub mod __export {
+    use super::*;
+
+    pub fn describe<P: Plugin>() -> PluginInfo {
+        let mut c = Config::schema_only();
+        let _ = P::config(&mut c);
+        PluginInfo {
+            name: P::NAME.to_string(),
+            version: P::VERSION.to_string(),
+            description: P::DESCRIPTION.to_string(),
+            config_schema: c.into_schema(),
+        }
+    }
+
+    pub fn validate_config<P: Plugin>(config: Vec<(String, ConfigValue)>) -> Result<(), Vec<ConfigError>> {
+        let mut c = Config::new(config);
+        let _ = P::config(&mut c);
+        c.finish().map(|_| ())
+    }
+
+    pub fn deliver<P: Plugin>(
+        config: Vec<(String, ConfigValue)>,
+        notification: Notification,
+    ) -> Result<DeliveryReport, DeliveryError> {
+        let mut c = Config::new(config);
+        let typed = P::config(&mut c);
+        match c.finish() {
+            Ok(()) => P::deliver(typed, notification),
+            Err(errors) => Err(DeliveryError::Misconfigured(
+                errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "),
+            )),
+        }
+    }
+}
+
+/// Export `$plugin` (a type implementing [`Plugin`]) as this component's plugin.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        const _: () = {
+            struct BelfryExport;
+            impl $crate::__bindings::exports::belfry::receiver::plugin::Guest for BelfryExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__export::describe::<$plugin>()
+                }
+                fn validate_config(
+                    config: ::std::vec::Vec<(::std::string::String, $crate::ConfigValue)>,
+                ) -> ::std::result::Result<(), ::std::vec::Vec<$crate::ConfigError>> {
+                    $crate::__export::validate_config::<$plugin>(config)
+                }
+                fn deliver(
+                    config: ::std::vec::Vec<(::std::string::String, $crate::ConfigValue)>,
+                    notification: $crate::Notification,
+                ) -> ::std::result::Result<$crate::DeliveryReport, $crate::DeliveryError> {
+                    $crate::__export::deliver::<$plugin>(config, notification)
+                }
+            }
+            $crate::__bindings::__export_receiver!(BelfryExport with_types_in $crate::__bindings);
+        };
+    };
+}
+
+/// Look up `name` in a sorted `(name, value)` list (labels, annotations, headers).
+pub fn pair<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+impl DeliveryError {
+    /// A retryable failure without a requested wait.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        DeliveryError::Retryable(RetryableError { message: message.into(), retry_after_ms: None })
+    }
+}
