@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn unknown_key_names_line_and_key() {
         let err = load(&MINIMAL.replace("[route]", "[route]\nrecevier = \"x\"")).unwrap_err().to_string();
-        assert!(err.contains("belfry.toml: line 12:"), "{err}");
+        assert!(err.contains("belfry.toml: line 11:"), "{err}"); // the line of the bad key
         assert!(err.contains("recevier"), "{err}");
     }
 

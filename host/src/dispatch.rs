@@ -82,8 +82,8 @@ pub fn log_outcome(delivery: &Delivery, outcome: &Result<DeliveryReport, Deliver
             blame = failure.blame.as_str(),
             kind = failure.kind.as_str(),
             retryable = failure.is_retryable(),
-            "delivery failed: {}",
-            failure.message
+            error = %failure.message,
+            "delivery failed"
         ),
     }
 }

@@ -1,1 +1,316 @@
-//! kit
+//! The Belfry test kit: built components, a recording HTTP stand-in, receivers bound to real plugins, and a daemon launcher.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use belfry::config::{Isolation, Limits};
+use belfry::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+
+/// The webhook plugin component, built from `plugins/webhook`.
+pub fn webhook_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_WEBHOOK"))
+}
+
+/// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
+pub fn misbehave_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_MISBEHAVE"))
+}
+
+/// How long tests wait for something that should happen at once (generous for slow CI).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A plugin runtime with a private cache directory.
+pub struct TestRuntime {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// Its cache directory (deleted on drop).
+    pub cache: tempfile::TempDir,
+}
+
+impl TestRuntime {
+    /// A runtime with on-demand allocation.
+    pub fn new() -> TestRuntime {
+        let cache = tempfile::tempdir().expect("temp dir");
+        let runtime = Runtime::new(RuntimeOptions { cache_dir: cache.path().to_path_buf(), allocator: Default::default(), pool_slots: 16 })
+            .expect("runtime");
+        TestRuntime { runtime, cache }
+    }
+
+    /// Load a component, panicking with the reason if it does not load.
+    pub async fn load(&self, path: &Path) -> Arc<Plugin> {
+        self.runtime.load(path, None).await.unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+    }
+}
+
+impl Default for TestRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A receiver spec for tests: tenant `t1`, loopback allowed on `allowed_hosts`, default limits.
+pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSpec {
+    ReceiverSpec {
+        tenant: "t1".into(),
+        name: name.into(),
+        config: toml::from_str(config_toml).expect("test config is valid TOML"),
+        allowed_hosts: allowed_hosts.iter().map(|h| HostPattern::parse(h).expect("test host pattern")).collect(),
+        allow_private_addresses: true,
+        limits: Limits { cpu_ms: 50, memory_mib: 32, request_timeout_ms: 5_000, ..Limits::default() },
+        isolation: Isolation::PerReceiver,
+    }
+}
+
+/// Bind `spec` to `plugin`, panicking with the plugin's complaints if it refuses.
+pub async fn bind(plugin: &Arc<Plugin>, spec: ReceiverSpec) -> Receiver {
+    match plugin.bind(spec).await {
+        Ok(r) => r,
+        Err(BindError::Config(errors)) => panic!("config refused: {errors:?}"),
+        Err(BindError::Plugin(f)) => panic!("plugin failed to validate: {f}"),
+    }
+}
+
+/// A notification with one firing alert, as the dispatcher builds it.
+pub fn notification(receiver: &str, alertname: &str) -> belfry::plugin::Notification {
+    let alert = belfry::alert::Alert {
+        labels: [("alertname", alertname), ("severity", "page")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        annotations: [("summary".to_string(), format!("{alertname} is on fire"))].into_iter().collect(),
+        starts_at: chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().into(),
+        ends_at: None,
+        generator_url: "http://prometheus.local/graph".into(),
+    };
+    belfry::dispatch::single_alert_notification("t1", receiver, &alert, "http://belfry.local", chrono::Utc::now())
+}
+
+/// A request the stand-in received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What the stand-in answers.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// A local HTTP endpoint that records every request and answers with a configurable reply.
+pub struct HttpSink {
+    /// Where it listens (127.0.0.1, random port).
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    arrived: Arc<Notify>,
+    reply: Arc<Mutex<Reply>>,
+}
+
+impl HttpSink {
+    /// Start on 127.0.0.1:0, answering 200 "ok".
+    pub async fn start() -> HttpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let reply = Arc::new(Mutex::new(Reply { status: 200, headers: Vec::new(), body: b"ok".to_vec() }));
+        let (r, a, rep) = (requests.clone(), arrived.clone(), reply.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (r, a, rep) = (r.clone(), a.clone(), rep.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (r, a, rep) = (r.clone(), a.clone(), rep.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            r.lock().unwrap().push(Recorded { method: parts.method.to_string(), path, headers: parts.headers, body });
+                            a.notify_waiters();
+                            let reply = rep.lock().unwrap().clone();
+                            let mut response = hyper::Response::builder().status(reply.status);
+                            for (k, v) in &reply.headers {
+                                response = response.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(response.body(Full::new(Bytes::from(reply.body))).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        HttpSink { addr, requests, arrived, reply }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The allow-list entry for this sink.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Answer every later request with `status`, `headers` and `body`.
+    pub fn reply_with(&self, status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) {
+        *self.reply.lock().unwrap() = Reply {
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: body.into(),
+        };
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Wait until at least `n` requests arrived (panics after [`PATIENCE`]).
+    pub async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let notified = self.arrived.notified();
+            let got = self.requests();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("expected {n} requests at the sink, got {}: {:?}", got.len(), got);
+            }
+        }
+    }
+}
+
+/// A `belfry serve` process started from the built binary.
+pub struct Daemon {
+    child: Child,
+    /// The API address it printed.
+    pub addr: SocketAddr,
+    /// Its working directory with the config (deleted on drop).
+    pub dir: tempfile::TempDir,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// The daemon exited instead of serving.
+#[derive(Debug)]
+pub struct DaemonFailed {
+    /// Its exit code.
+    pub code: Option<i32>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+    /// The config file it was given.
+    pub config: PathBuf,
+}
+
+impl Daemon {
+    /// Write `config_toml` to `belfry.toml` in a fresh directory and run `bin serve` on it.
+    /// `bin` is `env!("CARGO_BIN_EXE_belfry-under-test")` (only integration tests see that variable).
+    pub fn start(bin: &str, config_toml: &str) -> Result<Daemon, DaemonFailed> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("belfry.toml");
+        std::fs::write(&config, config_toml).expect("write config");
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn belfry");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let stderr_done = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first_line).expect("read stdout");
+        match first_line.trim().strip_prefix("belfry listening on http://") {
+            Some(addr) => Ok(Daemon { child, addr: addr.parse().expect("address"), dir, stderr }),
+            None => {
+                let status = child.wait().expect("wait");
+                let _ = stderr_done.join();
+                let stderr = stderr.lock().unwrap().clone();
+                Err(DaemonFailed { code: status.code(), stderr, config })
+            }
+        }
+    }
+
+    /// What it logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client for talking to the daemon.
+pub async fn http_request(method: &str, url: &str, body: &str) -> (u16, String) {
+    let uri: hyper::Uri = url.parse().expect("url");
+    let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", uri.authority().unwrap().as_str())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = sender.send_request(req).await.expect("send");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

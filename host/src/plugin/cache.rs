@@ -40,11 +40,13 @@ pub fn cache_path(dir: &Path, engine: &Engine, wasm_sha256: &str) -> PathBuf {
 pub fn load(engine: &Engine, dir: &Path, bytes: &[u8], sha256: &str) -> wasmtime::Result<Loaded> {
     let started = Instant::now();
     let path = cache_path(dir, engine, sha256);
-    if path.exists() {
+    // Read into memory rather than `deserialize_file`: a mapped file that is later truncated or
+    // rewritten in place (by an operator, a backup tool, a test) would crash the host with SIGBUS.
+    if let Ok(cached) = std::fs::read(&path) {
         // SAFETY: the file was written by `precompile_component` of an engine with the same
         // compatibility hash, in a directory the operator reserves for Belfry (see the docs of
         // `runtime.cache_dir`). wasmtime still checks the header and the engine configuration.
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        match unsafe { Component::deserialize(engine, &cached) } {
             Ok(component) => return Ok(Loaded { component, source: LoadSource::Cached, elapsed: started.elapsed() }),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cache entry; recompiling"),
         }

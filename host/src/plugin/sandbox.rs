@@ -272,13 +272,14 @@ impl Instance {
     }
 }
 
-/// The first line of a trap's message plus its `Trap` code when there is one.
+/// A one-line description of a trap: its code (e.g. "wasm `unreachable` instruction executed")
+/// rather than the multi-line wasm backtrace that wraps it.
 fn trap_summary(error: &wasmtime::Error) -> String {
-    let first = error.to_string();
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) if first != trap.to_string() => format!("{first} ({trap})"),
-        _ => first,
-    }
+    let text = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    text.lines().next().unwrap_or("unknown trap").trim().to_string()
 }
 
 /// The plugin's own verdict, turned into a failure with blame; secrets masked.

@@ -1,0 +1,186 @@
+//! Black-box: `belfry serve` as a process on 127.0.0.1:0, alerts in over HTTP, webhook payloads out to a local receiver.
+
+use belfry_tests::{Daemon, HttpSink, http_request, misbehave_wasm, webhook_wasm};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+
+/// A config with the webhook plugin pointed at `sink`; `extra` is appended.
+fn config(sink: &HttpSink, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+external_url = "http://belfry.example:9093"
+
+[runtime]
+cache_dir = "cache"
+
+[plugins.webhook]
+path = "{webhook}"
+
+[plugins.misbehave]
+path = "{misbehave}"
+
+[[receivers]]
+name = "team-hook"
+plugin = "webhook"
+allowed_hosts = ["{host}"]
+allow_private_addresses = true
+config = {{ url = "{url}", headers = {{ X-Source = "belfry" }} }}
+
+[route]
+receiver = "team-hook"
+{extra}
+"#,
+        webhook = webhook_wasm().display(),
+        misbehave = misbehave_wasm().display(),
+        host = sink.host(),
+        url = sink.url("/hook"),
+    )
+}
+
+#[tokio::test]
+async fn posted_alerts_arrive_as_alertmanager_webhook_payloads() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &config(&sink, "")).expect("daemon starts");
+    let (status, body) = http_request(
+        "POST",
+        &daemon.url("/api/v2/alerts"),
+        r#"[
+          {"labels":{"alertname":"HighLatency","service":"api","severity":"page"},
+           "annotations":{"summary":"p99 above 2s","runbook_url":"http://runbooks/latency"},
+           "startsAt":"2026-11-23T10:00:00.123Z","endsAt":"0001-01-01T00:00:00Z",
+           "generatorURL":"http://prometheus:9090/graph?g0.expr=x"},
+          {"labels":{"alertname":"DiskFull","service":"db"},
+           "startsAt":"2026-11-23T09:00:00Z","endsAt":"2026-11-23T09:30:00Z"}
+        ]"#,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, ""));
+
+    let mut got: Vec<serde_json::Value> = sink.wait_for(2).await.iter().map(|r| {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/hook");
+        assert_eq!(r.header("x-source"), Some("belfry"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        r.json()
+    }).collect();
+    got.sort_by_key(|v| v["commonLabels"]["alertname"].as_str().unwrap().to_string());
+
+    let disk = json!({"alertname": "DiskFull", "service": "db"});
+    assert_eq!(
+        got[0],
+        json!({
+            "version": "4",
+            "receiver": "team-hook",
+            "status": "resolved",
+            "groupKey": "{}:{alertname=\"DiskFull\", service=\"db\"}",
+            "truncatedAlerts": 0,
+            "groupLabels": disk,
+            "commonLabels": disk,
+            "commonAnnotations": {},
+            "externalURL": "http://belfry.example:9093",
+            "alerts": [{
+                "status": "resolved",
+                "labels": disk,
+                "annotations": {},
+                "startsAt": "2026-11-23T09:00:00Z",
+                "endsAt": "2026-11-23T09:30:00Z",
+                "generatorURL": "",
+                // Alertmanager's fingerprint of {alertname="DiskFull", service="db"}.
+                "fingerprint": belfry::alert::Fingerprint::of(&[("alertname", "DiskFull"), ("service", "db")]
+                    .iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).to_string(),
+            }],
+        })
+    );
+    let latency = &got[1];
+    assert_eq!(latency["status"], "firing");
+    assert_eq!(latency["alerts"][0]["startsAt"], "2026-11-23T10:00:00.123Z");
+    assert_eq!(latency["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(latency["alerts"][0]["generatorURL"], "http://prometheus:9090/graph?g0.expr=x");
+    assert_eq!(latency["commonAnnotations"]["runbook_url"], "http://runbooks/latency");
+    assert_eq!(latency["alerts"][0]["fingerprint"].as_str().unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_400_and_the_daemon_keeps_serving() {
+    let sink = HttpSink::start().await;
+    let mut daemon = Daemon::start(BIN, &config(&sink, "")).expect("daemon starts");
+    let url = daemon.url("/api/v2/alerts");
+    for (body, needle) in [
+        ("not json", "."),
+        (r#"[{"labels":{"alertname":"A"}},{"labels":{"bad-name":"x"}}]"#, "[1].labels.bad-name"),
+        (r#"[{"labels":{"alertname":"A"},"startsAt":"2026-11-23T10:00:00Z","endsAt":"2026-11-23T09:00:00Z"}]"#, "[0].endsAt"),
+        (r#"[{"labels":{}}]"#, "[0].labels"),
+    ] {
+        let (status, response) = http_request("POST", &url, body).await;
+        assert_eq!(status, 400, "{body}");
+        let response: serde_json::Value = serde_json::from_str(&response).expect("JSON error body");
+        assert_eq!(response["code"], 400);
+        assert!(response["message"].as_str().unwrap().starts_with(needle), "{response}");
+    }
+    // All or nothing: the valid first alert of a rejected batch was not delivered.
+    assert!(sink.requests().is_empty());
+
+    assert_eq!(http_request("GET", &url, "").await.0, 405);
+    assert_eq!(http_request("GET", &daemon.url("/nope"), "").await.0, 404);
+    assert_eq!(http_request("GET", &daemon.url("/-/healthy"), "").await, (200, "OK".into()));
+    assert_eq!(http_request("GET", &daemon.url("/-/ready"), "").await, (200, "OK".into()));
+
+    let (status, _) = http_request("POST", &url, r#"[{"labels":{"alertname":"StillHere"}}]"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(sink.wait_for(1).await[0].json()["commonLabels"]["alertname"], "StillHere");
+    assert!(daemon.is_running());
+}
+
+#[tokio::test]
+async fn a_plugin_that_traps_is_logged_with_blame_and_the_daemon_carries_on() {
+    let sink = HttpSink::start().await;
+    let text = config(&sink, "").replace(
+        "[route]",
+        "[[receivers]]\nname = \"broken\"\nplugin = \"misbehave\"\nconfig = { mode = \"panic\" }\n\n[route]",
+    ).replace("receiver = \"team-hook\"\n", "receiver = \"broken\"\n");
+    let daemon = Daemon::start(BIN, &text).expect("daemon starts");
+    let (status, _) = http_request("POST", &daemon.url("/api/v2/alerts"), r#"[{"labels":{"alertname":"Boom"}}]"#).await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + belfry_tests::PATIENCE;
+    while !daemon.stderr().contains("delivery failed") {
+        assert!(std::time::Instant::now() < deadline, "no failure logged:\n{}", daemon.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = daemon.stderr();
+    let line = log.lines().find(|l| l.contains("delivery failed")).unwrap();
+    for needle in ["tenant=default", "receiver=broken", "plugin=misbehave", "blame=\"plugin\"", "kind=\"trap\"", "unreachable"] {
+        assert!(line.contains(needle), "missing {needle} in: {line}");
+    }
+    assert_eq!(http_request("GET", &daemon.url("/-/healthy"), "").await.0, 200);
+}
+
+#[test]
+fn config_errors_name_the_file_and_key_and_exit_2() {
+    let sink_host = "127.0.0.1:9";
+    let base = format!(
+        "[plugins.webhook]\npath = \"{}\"\n\n[[receivers]]\nname = \"r\"\nplugin = \"webhook\"\nallowed_hosts = [\"{sink_host}\"]\nconfig = {{ url = \"http://{sink_host}/\" }}\n\n[route]\nreceiver = \"r\"\n",
+        webhook_wasm().display()
+    );
+    let cases = [
+        // (change, expected key in the message)
+        (base.replace("[route]", "[route]\nreciever = \"r\""), "line 11"),
+        (base.replace("plugin = \"webhook\"", "plugin = \"slack\""), "receivers[0].plugin"),
+        (base.replace("receiver = \"r\"", "receiver = \"nobody\""), "route.receiver"),
+        (base.replace("url = \"http://", "url = \"ftp://"), "receivers[0].config.url"),
+        (base.replace("config = {", "config = { bogus = true, "), "receivers[0].config.bogus"),
+        (base.replace(&webhook_wasm().display().to_string(), "/nonexistent/webhook.wasm"), "plugins.webhook.path"),
+        (base.replace("path = ", &format!("sha256 = \"{}\"\npath = ", "ab".repeat(32))), "plugins.webhook.path"),
+    ];
+    for (text, key) in cases {
+        let failed = match Daemon::start(BIN, &text) {
+            Ok(_) => panic!("accepted a bad config expecting {key}:\n{text}"),
+            Err(failed) => failed,
+        };
+        assert_eq!(failed.code, Some(2), "{}", failed.stderr);
+        let expected = format!("{}: {key}", failed.config.display());
+        assert!(failed.stderr.contains(&expected), "expected `{expected}` in:\n{}", failed.stderr);
+    }
+}
