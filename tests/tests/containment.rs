@@ -112,6 +112,21 @@ async fn loopback_is_refused_unless_private_addresses_are_allowed() {
 }
 
 #[tokio::test]
+async fn no_filesystem_environment_or_sockets() {
+    let rt = TestRuntime::new();
+    let sink = HttpSink::start().await;
+    // Even with the sink allow-listed for HTTP, a raw socket to it is refused.
+    let escape = misbehaving(&rt, "escape", &format!("url = '{}'", sink.host()), &[&sink.host()]).await;
+    let report = escape.deliver(&notification("escape", "Escape")).await.expect("the attempts fail inside the plugin");
+    let id = report.remote_id.unwrap();
+    assert!(id.starts_with("file=Err("), "{id}");
+    assert!(id.contains(" dir=Err("), "{id}");
+    assert!(id.contains(" env=0 "), "{id}");
+    assert!(id.contains(" tcp=Err("), "{id}");
+    assert!(sink.requests().is_empty());
+}
+
+#[tokio::test]
 async fn oversized_response_is_cut_at_the_limit() {
     let rt = TestRuntime::new();
     let sink = HttpSink::start().await;

@@ -23,6 +23,7 @@ pub use bindings::belfry::receiver::types::{
     Alert, AlertStatus, Config as PluginConfig, ConfigError as PluginConfigError, ConfigField, ConfigValue, DeliveryReport,
     FieldKind, Notification, PluginInfo,
 };
+pub use bindings::belfry::receiver::http::{Method as HttpMethod, Request as HttpRequest};
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
 pub use outbound::{HostPattern, HttpGrant, Outbound, is_internal};

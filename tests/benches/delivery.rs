@@ -1,0 +1,201 @@
+//! Delivery cost per isolation mode (no-op plugin = host overhead; webhook plugin into a local
+//! no-op HTTP sink), and component load time cold vs from the cache.
+//!
+//! Run: `cargo bench -p belfry-tests --bench delivery` (release build; 2 cores here).
+//! Figures go to docs/BENCHMARKS.md.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use belfry::config::{Allocator, Isolation};
+use belfry::plugin::{Receiver, Runtime, RuntimeOptions};
+use belfry_tests::{misbehave_wasm, notification, spec, webhook_wasm};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+/// Deliveries per measurement; enough for a stable mean, short enough for CI-sized machines.
+const ITERATIONS: usize = 20_000;
+const WARMUP: usize = 500;
+
+struct Mode {
+    name: &'static str,
+    isolation: Isolation,
+    allocator: Allocator,
+}
+
+const MODES: [Mode; 3] = [
+    Mode { name: "per-receiver reuse (default)", isolation: Isolation::PerReceiver, allocator: Allocator::OnDemand },
+    Mode { name: "per-delivery, on-demand alloc", isolation: Isolation::PerDelivery, allocator: Allocator::OnDemand },
+    Mode { name: "per-delivery, pooling alloc", isolation: Isolation::PerDelivery, allocator: Allocator::Pooling },
+];
+
+fn runtime(allocator: Allocator, cache: &std::path::Path) -> Runtime {
+    Runtime::new(RuntimeOptions { cache_dir: cache.to_path_buf(), allocator, pool_slots: 64 }).expect("runtime")
+}
+
+/// Start a sink that answers 200 and discards everything.
+async fn noop_sink() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok")))) });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Mean µs per operation and operations/s: `op` run `ITERATIONS` times split over `tasks`
+/// concurrent loops, after `WARMUP` runs.
+async fn timed<F, Fut>(tasks: usize, op: F) -> (f64, f64)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    for _ in 0..WARMUP {
+        op().await;
+    }
+    let started = Instant::now();
+    let per_task = ITERATIONS / tasks;
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    op().await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = (per_task * tasks) as f64;
+    (elapsed * 1e6 / total, total / elapsed)
+}
+
+/// Deliveries through `receiver`; each must succeed, or (`expect_refusal`) fail.
+async fn measure(receiver: Arc<Receiver>, tasks: usize, expect_refusal: bool) -> (f64, f64) {
+    let n = Arc::new(notification(receiver.name(), "Bench"));
+    timed(tasks, move || {
+        let (receiver, n) = (receiver.clone(), n.clone());
+        async move {
+            assert_eq!(receiver.deliver(&n).await.is_err(), expect_refusal, "unexpected delivery outcome");
+        }
+    })
+    .await
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let cache = tempfile::tempdir().unwrap();
+        let sink = noop_sink().await;
+
+        println!("## Delivery cost ({ITERATIONS} single-alert deliveries after {WARMUP} warm-up)\n");
+        println!("| plugin | isolation | tasks | µs/delivery | deliveries/s |");
+        println!("|---|---|---|---|---|");
+        // BELFRY_BENCH_QUICK=1: the default mode only (for profiling).
+        let quick = std::env::var_os("BELFRY_BENCH_QUICK").is_some();
+        for mode in MODES.iter().take(if quick { 1 } else { MODES.len() }) {
+            let runtime = runtime(mode.allocator, cache.path());
+            let noop = runtime.load(misbehave_wasm(), None).await.unwrap();
+            let webhook = runtime.load(webhook_wasm(), None).await.unwrap();
+            for (plugin_name, plugin, config, hosts) in [
+                ("no-op (host overhead)", &noop, "mode = 'noop'".to_string(), vec![]),
+                ("webhook → local sink", &webhook, format!("url = 'http://{sink}/'"), vec![sink.to_string()]),
+                ("webhook, no network (host refuses the request)", &webhook, format!("url = 'http://{sink}/'"), vec![]),
+            ] {
+                if std::env::var("BELFRY_BENCH_ONLY").is_ok_and(|only| !plugin_name.starts_with(only.as_str())) {
+                    continue;
+                }
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                let mut s = spec("bench", &config, &hosts);
+                s.isolation = mode.isolation;
+                s.limits.cpu_ms = 1_000;
+                let receiver = Arc::new(plugin.bind(s).await.map_err(|_| "bind").unwrap());
+                for tasks in [1, 2] {
+                    let (us, per_sec) = measure(receiver.clone(), tasks, hosts.is_empty() && plugin_name.starts_with("webhook")).await;
+                    println!("| {plugin_name} | {} | {tasks} | {us:.1} | {per_sec:.0} |", mode.name);
+                }
+            }
+        }
+
+        // Baseline: the host's HTTP client alone, same JSON body size, no plugin involved.
+        let outbound = belfry::plugin::Outbound::new(belfry::plugin::HttpGrant {
+            receiver: "bench".into(),
+            allowed_hosts: vec![belfry::plugin::HostPattern::parse(&sink.to_string()).unwrap()],
+            allow_private: true,
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 20,
+        });
+        let request = belfry::plugin::HttpRequest {
+            method: belfry::plugin::HttpMethod::Post,
+            url: format!("http://{sink}/"),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: vec![b' '; 700],
+        };
+        for tasks in [1usize, 2] {
+            let (outbound, request) = (outbound.clone(), request.clone());
+            let (us, per_sec) = timed(tasks, move || {
+                let (outbound, request) = (outbound.clone(), request.clone());
+                async move {
+                    outbound.send(request).await.expect("baseline request");
+                }
+            })
+            .await;
+            println!("| host HTTP client alone → local sink (baseline) | - | {tasks} | {us:.1} | {per_sec:.0} |");
+        }
+
+        println!("\n## Component load time\n");
+        println!("| component | size | compile (cold) | from cache | ratio |");
+        println!("|---|---|---|---|---|");
+        let runtime = runtime(Allocator::OnDemand, cache.path());
+        for path in [webhook_wasm(), misbehave_wasm()] {
+            let bytes = std::fs::read(path).unwrap();
+            let cold = best_of(5, || {
+                runtime.compile_uncached(&bytes).unwrap();
+            });
+            let fresh_cache = tempfile::tempdir().unwrap();
+            let cached_runtime = runtime_with_cache(fresh_cache.path());
+            cached_runtime.load(path, None).await.unwrap(); // fills the cache
+            let mut warm = Duration::MAX;
+            for _ in 0..20 {
+                let p = cached_runtime.load(path, None).await.unwrap();
+                assert_eq!(p.source, belfry::plugin::LoadSource::Cached);
+                warm = warm.min(p.load_time);
+            }
+            println!(
+                "| {} | {} KiB | {:.1} ms | {:.2} ms | {:.0}x |",
+                path.file_name().unwrap().to_string_lossy(),
+                bytes.len() / 1024,
+                cold.as_secs_f64() * 1e3,
+                warm.as_secs_f64() * 1e3,
+                cold.as_secs_f64() / warm.as_secs_f64()
+            );
+        }
+    });
+}
+
+fn runtime_with_cache(dir: &std::path::Path) -> Runtime {
+    runtime(Allocator::OnDemand, dir)
+}
+
+fn best_of(n: usize, mut f: impl FnMut()) -> Duration {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
