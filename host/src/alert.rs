@@ -24,7 +24,8 @@ pub struct Alert {
 }
 
 /// Firing or resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// The condition holds.
     Firing,

@@ -18,6 +18,12 @@ pub struct Config {
     /// The plugin runtime: isolation, cache, limits.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Where state is kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How long alerts live.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Plugins by name: `[plugins.webhook] path = "..."`.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSource>,
@@ -62,6 +68,62 @@ fn default_max_body_bytes() -> usize {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig { listen: default_listen(), external_url: None, max_body_bytes: default_max_body_bytes() }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The store file, relative to the config file; created (with its directory) on first start.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/belfry.redb")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_store_path() }
+    }
+}
+
+/// `[alerts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// `endsAt` given to alerts posted without one (Alertmanager's `resolve_timeout`), e.g. "5m".
+    #[serde(default = "default_resolve_timeout", with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+    /// How long resolved alerts stay visible after their resolve was notified, e.g. "30m".
+    #[serde(default = "default_resolved_retention", with = "humantime_serde")]
+    pub resolved_retention: Duration,
+    /// How often Belfry looks for alerts that resolved by timeout and for garbage, e.g. "1s".
+    #[serde(default = "default_sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+fn default_resolve_timeout() -> Duration {
+    // Alertmanager's default.
+    Duration::from_secs(5 * 60)
+}
+fn default_resolved_retention() -> Duration {
+    // Alertmanager's alerts.gc-interval: resolved alerts stay listed for up to this long.
+    Duration::from_secs(30 * 60)
+}
+fn default_sweep_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            resolve_timeout: default_resolve_timeout(),
+            resolved_retention: default_resolved_retention(),
+            sweep_interval: default_sweep_interval(),
+        }
     }
 }
 
@@ -334,6 +396,9 @@ impl Config {
                     push(format!("receivers[{i}].allowed_hosts[{j}]"), why);
                 }
             }
+        }
+        if self.alerts.sweep_interval.is_zero() {
+            push("alerts.sweep_interval".into(), "must be greater than zero, e.g. \"1s\"".into());
         }
         if !self.receivers.iter().any(|r| r.name == self.route.receiver) {
             push("route.receiver".into(), format!("no receiver is named `{}`; add a [[receivers]] entry with that name", self.route.receiver));

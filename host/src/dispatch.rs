@@ -6,8 +6,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
-use crate::alert::{self, Alert, Status};
+use std::collections::HashMap;
+
+use crate::alert::{self, Alert, Fingerprint, Status};
 use crate::plugin::{self, AlertStatus, DeliveryFailure, DeliveryReport, Notification, Receiver};
+use crate::route::Router;
+use crate::state::AlertState;
+use crate::store::Store;
 
 /// One notification on its way to one receiver.
 pub struct Delivery {
@@ -69,6 +74,59 @@ impl Dispatcher {
             permit.send(delivery);
         }
         Ok(())
+    }
+}
+
+/// Turns one tenant's alert changes that nobody was told about yet into deliveries.
+pub struct Notifier {
+    /// The tenant.
+    pub tenant: String,
+    /// Its routing.
+    pub router: Router,
+    /// Its receivers by name.
+    pub receivers: HashMap<String, Arc<Receiver>>,
+    /// Where deliveries go.
+    pub dispatcher: Dispatcher,
+    /// Sent to plugins for links back.
+    pub external_url: String,
+    /// Its alerts.
+    pub state: Arc<AlertState>,
+    /// Where the `notified` marks are persisted.
+    pub store: Arc<dyn Store>,
+}
+
+impl Notifier {
+    /// Dispatch every unnotified change (all alerts, or those in `only`). When the queue is
+    /// full nothing is dispatched and the changes stay unnotified for the next sweep.
+    pub fn notify_changes(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>) -> Result<usize, QueueFull> {
+        let taken = self.state.take_unnotified(only, now);
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let mut deliveries = Vec::with_capacity(taken.len());
+        for t in &taken {
+            let alert = t.record.to_alert();
+            for name in self.router.route(&alert).receivers {
+                match self.receivers.get(&name) {
+                    Some(receiver) => deliveries.push(Delivery {
+                        receiver: receiver.clone(),
+                        notification: single_alert_notification(&self.tenant, &name, &alert, &self.external_url, now),
+                    }),
+                    None => tracing::error!(tenant = %self.tenant, receiver = %name, "route names a receiver that does not exist"),
+                }
+            }
+        }
+        match self.dispatcher.submit_all(deliveries) {
+            Ok(()) => {
+                // Not awaited: losing these marks in a crash only means notifying again (at least once).
+                drop(self.store.submit(self.state.persist_ops(&taken)));
+                Ok(taken.len())
+            }
+            Err(full) => {
+                self.state.unmark(&taken);
+                Err(full)
+            }
+        }
     }
 }
 

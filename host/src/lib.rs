@@ -8,6 +8,9 @@
 //! - [`api`]: HTTP to domain and back (`/api/v2/alerts`, health).
 //! - [`ingest`]: decodes and validates Alertmanager's postable alerts.
 //! - [`alert`]: the alert model: label sets, fingerprints, status.
+//! - [`matcher`]: Alertmanager's label matchers, for API filters and silences.
+//! - [`state`]: each tenant's alerts with Alertmanager's merge semantics, and which changes still need notifying.
+//! - [`store`]: durable state (redb) behind a narrow interface, with group commit.
 //! - [`route`]: decides which receivers get an alert.
 //! - [`dispatch`]: turns routed alerts into notifications and runs deliveries.
 //! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
@@ -21,5 +24,8 @@ pub mod api;
 pub mod cli;
 pub mod dispatch;
 pub mod ingest;
+pub mod matcher;
 pub mod route;
 pub mod serve;
+pub mod state;
+pub mod store;

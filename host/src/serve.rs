@@ -9,9 +9,11 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, App};
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::dispatch::{Dispatcher, OnOutcome};
+use crate::dispatch::{Dispatcher, Notifier, OnOutcome};
 use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, RuntimeOptions};
 use crate::route::Router;
+use crate::state::{AlertSettings, AlertState};
+use crate::store::{RedbStore, Store};
 
 /// The tenant of a single-tenant setup.
 pub const DEFAULT_TENANT: &str = "default";
@@ -38,6 +40,10 @@ pub struct Prepared {
     pub plugins: HashMap<String, Arc<Plugin>>,
     /// Bound receivers by name.
     pub receivers: HashMap<String, Arc<crate::plugin::Receiver>>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The default tenant's alerts, restored from the store.
+    pub state: Arc<AlertState>,
 }
 
 /// Load every plugin and bind every receiver; collect every problem before giving up.
@@ -90,7 +96,18 @@ pub async fn prepare(config: &Config) -> Result<Prepared, StartError> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors).into());
     }
-    Ok(Prepared { runtime, plugins, receivers })
+    let store_path = config.resolve(&config.store.path);
+    let store = RedbStore::open(&store_path).map_err(|e| anyhow::anyhow!("{e} (check [store] path and its permissions)"))?;
+    let snapshot = store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = AlertSettings {
+        resolve_timeout: config.alerts.resolve_timeout,
+        resolved_retention: config.alerts.resolved_retention,
+    };
+    let state = Arc::new(AlertState::new(DEFAULT_TENANT, settings));
+    let restored = snapshot.alerts.into_iter().filter(|(tenant, _)| tenant == DEFAULT_TENANT).map(|(_, a)| a);
+    state.restore(restored);
+    tracing::info!(path = %store_path.display(), alerts = state.len(), "store opened");
+    Ok(Prepared { runtime, plugins, receivers, store: Arc::new(store), state })
 }
 
 /// A running daemon.
@@ -111,14 +128,36 @@ pub async fn start(config: &Config, on_outcome: OnOutcome, shutdown: impl Future
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set [server] listen to a free address)", config.server.listen))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
     let dispatcher = Dispatcher::start(QUEUE_CAPACITY, config.runtime.max_in_flight, on_outcome);
-    let app = Arc::new(App {
+    let notifier = Arc::new(Notifier {
         tenant: DEFAULT_TENANT.to_string(),
         router: Router::new(config.route.receiver.clone()),
         receivers: prepared.receivers.clone(),
         dispatcher,
         external_url: config.external_url(addr),
-        max_body_bytes: config.server.max_body_bytes,
+        state: prepared.state.clone(),
+        store: prepared.store.clone(),
     });
+    tokio::spawn(sweep(notifier.clone(), config.alerts.sweep_interval));
+    let app = Arc::new(App { notifier, max_body_bytes: config.server.max_body_bytes, started: chrono::Utc::now() });
     let server = tokio::spawn(api::serve(listener, app, shutdown));
     Ok(Running { addr, server, prepared })
+}
+
+/// Every `interval`: notify changes nobody was told about (alerts that resolved by timeout,
+/// changes left over by a full queue or a restart), and drop expired resolved alerts.
+async fn sweep(notifier: Arc<Notifier>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        if notifier.notify_changes(None, now).is_err() {
+            tracing::warn!(tenant = %notifier.tenant, "the delivery queue is full; retrying at the next sweep");
+        }
+        let expired = notifier.state.collect_garbage(now);
+        if !expired.is_empty() {
+            tracing::debug!(tenant = %notifier.tenant, alerts = expired.len(), "collected resolved alerts");
+            drop(notifier.store.submit(expired));
+        }
+    }
 }

@@ -239,8 +239,21 @@ impl Daemon {
     /// `bin` is `env!("CARGO_BIN_EXE_belfry-under-test")` (only integration tests see that variable).
     pub fn start(bin: &str, config_toml: &str) -> Result<Daemon, DaemonFailed> {
         let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("belfry.toml"), config_toml).expect("write config");
+        Daemon::spawn(bin, dir)
+    }
+
+    /// Kill the process with SIGKILL (no shutdown path runs), then start it again on the same
+    /// directory, config and store.
+    pub fn kill_9_and_restart(mut self, bin: &str) -> Result<Daemon, DaemonFailed> {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Daemon::spawn(bin, dir)
+    }
+
+    fn spawn(bin: &str, dir: tempfile::TempDir) -> Result<Daemon, DaemonFailed> {
         let config = dir.path().join("belfry.toml");
-        std::fs::write(&config, config_toml).expect("write config");
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&config)

@@ -44,33 +44,47 @@ receiver = "team-hook"
 async fn posted_alerts_arrive_as_alertmanager_webhook_payloads() {
     let sink = HttpSink::start().await;
     let daemon = Daemon::start(BIN, &config(&sink, "")).expect("daemon starts");
+    let url = daemon.url("/api/v2/alerts");
     let (status, body) = http_request(
         "POST",
-        &daemon.url("/api/v2/alerts"),
+        &url,
         r#"[
           {"labels":{"alertname":"HighLatency","service":"api","severity":"page"},
            "annotations":{"summary":"p99 above 2s","runbook_url":"http://runbooks/latency"},
            "startsAt":"2026-11-23T10:00:00.123Z","endsAt":"0001-01-01T00:00:00Z",
            "generatorURL":"http://prometheus:9090/graph?g0.expr=x"},
           {"labels":{"alertname":"DiskFull","service":"db"},
-           "startsAt":"2026-11-23T09:00:00Z","endsAt":"2026-11-23T09:30:00Z"}
+           "startsAt":"2026-11-23T09:00:00Z","endsAt":"2099-01-01T00:00:00Z"}
         ]"#,
     )
     .await;
     assert_eq!((status, body.as_str()), (200, ""));
+    let firing = sink.wait_for(2).await;
+    // Resolve DiskFull explicitly, as Prometheus does.
+    let (status, _) = http_request(
+        "POST",
+        &url,
+        r#"[{"labels":{"alertname":"DiskFull","service":"db"},"startsAt":"2026-11-23T09:00:00Z","endsAt":"2026-11-23T09:30:00Z"}]"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let all = sink.wait_for(3).await;
+    assert_eq!(firing.len(), 2);
 
-    let mut got: Vec<serde_json::Value> = sink.wait_for(2).await.iter().map(|r| {
+    let payloads: Vec<serde_json::Value> = all.iter().map(|r| {
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/hook");
         assert_eq!(r.header("x-source"), Some("belfry"));
         assert_eq!(r.header("content-type"), Some("application/json"));
         r.json()
     }).collect();
-    got.sort_by_key(|v| v["commonLabels"]["alertname"].as_str().unwrap().to_string());
+    let find = |name: &str, status: &str| {
+        payloads.iter().find(|p| p["commonLabels"]["alertname"] == name && p["status"] == status).unwrap_or_else(|| panic!("no {status} {name} in {payloads:?}"))
+    };
 
     let disk = json!({"alertname": "DiskFull", "service": "db"});
     assert_eq!(
-        got[0],
+        *find("DiskFull", "resolved"),
         json!({
             "version": "4",
             "receiver": "team-hook",
@@ -94,13 +108,56 @@ async fn posted_alerts_arrive_as_alertmanager_webhook_payloads() {
             }],
         })
     );
-    let latency = &got[1];
-    assert_eq!(latency["status"], "firing");
+    assert_eq!(find("DiskFull", "firing")["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+    let latency = find("HighLatency", "firing");
     assert_eq!(latency["alerts"][0]["startsAt"], "2026-11-23T10:00:00.123Z");
     assert_eq!(latency["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     assert_eq!(latency["alerts"][0]["generatorURL"], "http://prometheus:9090/graph?g0.expr=x");
     assert_eq!(latency["commonAnnotations"]["runbook_url"], "http://runbooks/latency");
     assert_eq!(latency["alerts"][0]["fingerprint"].as_str().unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn prometheus_resends_are_deduplicated() {
+    let sink = HttpSink::start().await;
+    // One delivery at a time: deliveries finish in queue order, so once the marker posted last
+    // has arrived, any duplicate queued before it would have arrived too.
+    let text = config(&sink, "").replace("cache_dir = \"cache\"", "cache_dir = \"cache\"\nmax_in_flight = 1");
+    let daemon = Daemon::start(BIN, &text).expect("daemon starts");
+    let url = daemon.url("/api/v2/alerts");
+    // Prometheus re-sends a firing alert every evaluation with the same startsAt and a later endsAt.
+    for ends in ["2099-01-01T00:04:00Z", "2099-01-01T00:05:00Z", "2099-01-01T00:06:00Z"] {
+        let body = format!(r#"[{{"labels":{{"alertname":"Flappy"}},"startsAt":"2026-11-23T10:00:00Z","endsAt":"{ends}"}}]"#);
+        assert_eq!(http_request("POST", &url, &body).await.0, 200);
+    }
+    // A different alert after the re-sends: once it arrives, every earlier delivery has too.
+    assert_eq!(http_request("POST", &url, r#"[{"labels":{"alertname":"Marker"}}]"#).await.0, 200);
+    let got = sink.wait_for(2).await;
+    let names: Vec<String> = sink.requests().iter().map(|r| r.json()["commonLabels"]["alertname"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.iter().filter(|n| *n == "Flappy").count(), 1, "{names:?}");
+    assert_eq!(got.len(), 2);
+}
+
+#[tokio::test]
+async fn accepted_alerts_survive_kill_9_and_their_resolve_still_goes_out() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &config(&sink, "")).expect("daemon starts");
+    // Firing now, resolving by itself in a few seconds (nobody will re-send it).
+    let ends = (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339();
+    let body = format!(r#"[{{"labels":{{"alertname":"Survivor","severity":"page"}},"endsAt":"{ends}"}}]"#);
+    assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), &body).await.0, 200);
+    assert_eq!(sink.wait_for(1).await[0].json()["status"], "firing");
+
+    let daemon = daemon.kill_9_and_restart(BIN).expect("restarts on the same store");
+    let (status, listed) = http_request("GET", &daemon.url("/api/v2/alerts"), "").await;
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["labels"]["alertname"], "Survivor", "{listed}");
+
+    let got = sink.wait_for(2).await;
+    assert_eq!(got[1].json()["status"], "resolved");
+    assert_eq!(got[1].json()["commonLabels"]["alertname"], "Survivor");
+    assert_eq!(got.len(), 2, "the firing notification was not repeated after the restart");
 }
 
 #[tokio::test]
@@ -123,7 +180,7 @@ async fn bad_requests_get_a_clear_400_and_the_daemon_keeps_serving() {
     // All or nothing: the valid first alert of a rejected batch was not delivered.
     assert!(sink.requests().is_empty());
 
-    assert_eq!(http_request("GET", &url, "").await.0, 405);
+    assert_eq!(http_request("DELETE", &url, "").await.0, 405);
     assert_eq!(http_request("GET", &daemon.url("/nope"), "").await.0, 404);
     assert_eq!(http_request("GET", &daemon.url("/-/healthy"), "").await, (200, "OK".into()));
     assert_eq!(http_request("GET", &daemon.url("/-/ready"), "").await, (200, "OK".into()));

@@ -1,34 +1,104 @@
-//! `POST /api/v2/alerts`: decode, route, hand every notification to the dispatcher.
+//! `/api/v2/alerts`: POST decodes, merges into the tenant's state, makes it durable, then notifies what changed; GET lists with Alertmanager's filters.
 
 use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::alert::format_time;
+use crate::matcher::Matcher;
 use hyper::{Response, StatusCode};
 
 use super::{App, Body, error};
-use crate::dispatch::{Delivery, single_alert_notification};
 
 /// Accept a batch of postable alerts. All or nothing: a bad alert rejects the whole request
-/// before anything is dispatched, so a client can fix and resend it.
-pub fn post(app: &App, body: &[u8]) -> Response<Body> {
+/// before anything is stored. The 200 is sent only once the alerts are durable.
+pub async fn post(app: &App, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     let alerts = match crate::ingest::decode_postable_alerts(body, now) {
         Ok(alerts) => alerts,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let mut deliveries = Vec::with_capacity(alerts.len());
-    for alert in &alerts {
-        for receiver_name in app.router.route(alert).receivers {
-            let Some(receiver) = app.receivers.get(&receiver_name) else {
-                tracing::error!(receiver = %receiver_name, "route names a receiver that does not exist");
-                continue;
-            };
-            let notification = single_alert_notification(&app.tenant, &receiver_name, alert, &app.external_url, now);
-            deliveries.push(Delivery { receiver: receiver.clone(), notification });
-        }
+    let notifier = &app.notifier;
+    let (touched, commit) = notifier.state.ingest(alerts, now, notifier.store.as_ref());
+    match commit.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry")),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into()),
     }
-    if app.dispatcher.submit_all(deliveries).is_err() {
-        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "the delivery queue is full; retry shortly".into());
-        response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
-        return response;
+    if notifier.notify_changes(Some(&touched), now).is_err() {
+        tracing::warn!(tenant = %notifier.tenant, "the delivery queue is full; the sweeper will notify these alerts");
     }
     Response::builder().status(StatusCode::OK).body(Body::default()).expect("static response")
+}
+
+/// `GET /api/v2/alerts`: the tenant's unresolved alerts, filtered like Alertmanager:
+/// `active`, `silenced`, `inhibited`, `unprocessed` (booleans, default true), `receiver` (an
+/// anchored regex on receiver names) and repeated `filter` matchers.
+pub fn get(app: &App, query: Option<&str>) -> Response<Body> {
+    let q = match Query::parse(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let now = Utc::now();
+    let notifier = &app.notifier;
+    let mut out = Vec::new();
+    for a in notifier.state.list() {
+        if a.ends_at <= now || !q.filters.iter().all(|m| m.matches(&a.labels)) {
+            continue;
+        }
+        let receivers = notifier.router.route(&a.to_alert()).receivers;
+        if let Some(re) = &q.receiver {
+            if !receivers.iter().any(|r| re.is_match(r)) {
+                continue;
+            }
+        }
+        // Silences and inhibition come with the routing pipeline: every alert is active until then.
+        if !q.active {
+            continue;
+        }
+        out.push(json!({
+            "labels": a.labels,
+            "annotations": a.annotations,
+            "startsAt": format_time(a.starts_at),
+            "endsAt": format_time(a.ends_at),
+            "updatedAt": format_time(a.updated_at),
+            "generatorURL": a.generator_url,
+            "fingerprint": a.fingerprint().to_string(),
+            "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
+            "status": {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []},
+        }));
+    }
+    super::json(StatusCode::OK, &Value::Array(out))
+}
+
+/// The query parameters of `GET /api/v2/alerts`.
+struct Query {
+    active: bool,
+    filters: Vec<Matcher>,
+    receiver: Option<regex::Regex>,
+}
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Query, String> {
+        let mut q = Query { active: true, filters: Vec::new(), receiver: None };
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let flag = || match value.as_ref() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                other => Err(format!("{key}: `{other}` is not a boolean; use true or false")),
+            };
+            match key.as_ref() {
+                "active" => q.active = flag()?,
+                // Accepted for compatibility; they filter nothing until silences and inhibition exist.
+                "silenced" | "inhibited" | "unprocessed" => {
+                    flag()?;
+                }
+                "filter" => q.filters.push(Matcher::parse(&value).map_err(|e| format!("filter[{}]: {e}", q.filters.len()))?),
+                "receiver" => {
+                    q.receiver = Some(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("receiver: not a valid regular expression: {e}"))?)
+                }
+                other => return Err(format!("unknown query parameter `{other}`")),
+            }
+        }
+        Ok(q)
+    }
 }

@@ -2,8 +2,8 @@
 
 mod alerts;
 mod health;
+mod status;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,24 +17,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::dispatch::Dispatcher;
-use crate::plugin::Receiver;
-use crate::route::Router;
+use crate::dispatch::Notifier;
 
 /// What the API handlers need.
 pub struct App {
-    /// The tenant requests act for (multi-tenancy resolves it per request later).
-    pub tenant: String,
-    /// The tenant's routing.
-    pub router: Router,
-    /// The tenant's receivers by name.
-    pub receivers: HashMap<String, Arc<Receiver>>,
-    /// Where deliveries go.
-    pub dispatcher: Dispatcher,
-    /// Sent to plugins for links back.
-    pub external_url: String,
+    /// The tenant's alert state, routing and delivery (multi-tenancy resolves it per request later).
+    pub notifier: Arc<Notifier>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// When the daemon started (for `/api/v2/status`).
+    pub started: chrono::DateTime<chrono::Utc>,
 }
 
 /// A response body.
@@ -74,11 +66,14 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     match (path.as_str(), &method) {
         ("/api/v2/alerts", &Method::POST) => match read_body(req, app.max_body_bytes).await {
-            Ok(body) => alerts::post(app, &body),
+            Ok(body) => alerts::post(app, &body).await,
             Err(response) => response,
         },
+        ("/api/v2/alerts", &Method::GET) => alerts::get(app, req.uri().query()),
+        ("/api/v2/status", &Method::GET) => status::status(app),
+        ("/api/v2/receivers", &Method::GET) => status::receivers(app),
         ("/-/healthy" | "/-/ready", &Method::GET | &Method::HEAD) => health::ok(),
-        ("/api/v2/alerts" | "/-/healthy" | "/-/ready", _) => {
+        ("/api/v2/alerts" | "/api/v2/status" | "/api/v2/receivers" | "/-/healthy" | "/-/ready", _) => {
             error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no endpoint at {path}")),

@@ -1,0 +1,377 @@
+//! Alert state per tenant with Alertmanager's semantics: merge of re-posted alerts, resolve_timeout, garbage collection, and which changes still need notifying.
+//!
+//! Prometheus re-sends every firing alert each evaluation interval with the same `startsAt`
+//! and a moving `endsAt`: that is one alert, updated, not a new one. Each record remembers the
+//! status last handed to the dispatcher (`notified`), durably, so that a status change is
+//! notified at least once: a crash between accepting an alert and notifying it, or an alert
+//! that times out while Belfry is down, is caught up by the sweeper after restart.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Alert, Fingerprint, LabelSet, Status};
+use crate::store::{Commit, Op, Store};
+
+/// An alert as Belfry keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Identifying labels.
+    pub labels: LabelSet,
+    /// Annotations of the latest update.
+    pub annotations: LabelSet,
+    /// Earliest known start.
+    pub starts_at: DateTime<Utc>,
+    /// When it resolves (or resolved); always set, by the client or by `resolve_timeout`.
+    pub ends_at: DateTime<Utc>,
+    /// Link to the source.
+    pub generator_url: String,
+    /// When Belfry last received it.
+    pub updated_at: DateTime<Utc>,
+    /// `ends_at` came from `resolve_timeout`, not from the client.
+    pub timeout: bool,
+    /// The status last handed to the dispatcher; `None` before the first notification.
+    pub notified: Option<Status>,
+}
+
+impl AlertRecord {
+    /// A freshly posted alert, with Alertmanager's defaulting of a missing `endsAt`.
+    pub fn from_posted(a: Alert, now: DateTime<Utc>, resolve_timeout: Duration) -> AlertRecord {
+        let (ends_at, timeout) = match a.ends_at {
+            Some(end) => (end, false),
+            None => (now + chrono::Duration::from_std(resolve_timeout).unwrap_or(chrono::Duration::MAX), true),
+        };
+        AlertRecord {
+            labels: a.labels,
+            annotations: a.annotations,
+            starts_at: a.starts_at,
+            ends_at,
+            generator_url: a.generator_url,
+            updated_at: now,
+            timeout,
+            notified: None,
+        }
+    }
+
+    /// Alertmanager's fingerprint of the labels.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.labels)
+    }
+
+    /// Resolved once `ends_at` has passed.
+    pub fn status_at(&self, now: DateTime<Utc>) -> Status {
+        if self.ends_at <= now { Status::Resolved } else { Status::Firing }
+    }
+
+    /// The alert as the dispatcher sees it.
+    pub fn to_alert(&self) -> Alert {
+        Alert {
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            starts_at: self.starts_at,
+            ends_at: Some(self.ends_at),
+            generator_url: self.generator_url.clone(),
+        }
+    }
+
+    /// Alertmanager's `Alert.Merge`, `self` being the older alert and `new` the younger.
+    fn merge(&self, new: AlertRecord, now: DateTime<Utc>) -> AlertRecord {
+        let mut merged = new;
+        merged.notified = self.notified;
+        // Always pick the earliest starting time.
+        if self.starts_at < merged.starts_at {
+            merged.starts_at = self.starts_at;
+        }
+        if merged.status_at(now) == Status::Resolved {
+            // The latest explicit resolve wins when both are resolved.
+            if self.status_at(now) == Status::Resolved && self.ends_at > merged.ends_at {
+                merged.ends_at = self.ends_at;
+            }
+        } else if self.ends_at > merged.ends_at && !self.timeout {
+            // A later end set by a client beats a timeout-derived one.
+            merged.ends_at = self.ends_at;
+            merged.timeout = false;
+        }
+        merged
+    }
+}
+
+/// An alert taken for notification, with the mark it had before.
+#[derive(Clone, Debug)]
+pub struct Taken {
+    /// The alert, marked with the status being notified.
+    pub record: AlertRecord,
+    /// Its previous mark, restored by [`AlertState::unmark`].
+    pub previous: Option<Status>,
+}
+
+/// How long alerts live.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlertSettings {
+    /// `endsAt` of an alert posted without one: now + this (Alertmanager's `resolve_timeout`).
+    pub resolve_timeout: Duration,
+    /// Resolved, notified alerts are dropped this long after they resolved.
+    pub resolved_retention: Duration,
+}
+
+/// One tenant's alerts.
+pub struct AlertState {
+    tenant: String,
+    settings: AlertSettings,
+    alerts: Mutex<HashMap<Fingerprint, AlertRecord>>,
+}
+
+impl AlertState {
+    /// Empty state for `tenant`.
+    pub fn new(tenant: &str, settings: AlertSettings) -> AlertState {
+        AlertState { tenant: tenant.to_string(), settings, alerts: Mutex::new(HashMap::new()) }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Put back what the store had.
+    pub fn restore(&self, records: impl IntoIterator<Item = AlertRecord>) {
+        let mut alerts = self.lock();
+        for r in records {
+            alerts.insert(r.fingerprint(), r);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Fingerprint, AlertRecord>> {
+        self.alerts.lock().expect("alert state lock")
+    }
+
+    /// Merge posted alerts into the state and queue them for the store. The batch is queued
+    /// under the lock, so the store commits updates of one alert in the order they were merged.
+    /// Returns the fingerprints touched and the commit to await before acknowledging.
+    pub fn ingest(&self, posted: Vec<Alert>, now: DateTime<Utc>, store: &dyn Store) -> (Vec<Fingerprint>, Commit) {
+        let mut alerts = self.lock();
+        let mut ops = Vec::with_capacity(posted.len());
+        let mut touched = Vec::with_capacity(posted.len());
+        for a in posted {
+            let new = AlertRecord::from_posted(a, now, self.settings.resolve_timeout);
+            let fp = new.fingerprint();
+            let record = match alerts.get(&fp) {
+                // Merge when the activity ranges overlap (Alertmanager's provider/mem Put);
+                // otherwise this is a new occurrence that replaces the old one.
+                Some(old)
+                    if (new.ends_at > old.starts_at && new.ends_at < old.ends_at)
+                        || (new.starts_at > old.starts_at && new.starts_at < old.ends_at) =>
+                {
+                    old.merge(new, now)
+                }
+                Some(old) => AlertRecord { notified: old.notified, ..new },
+                None => new,
+            };
+            ops.push(Op::PutAlert { tenant: self.tenant.clone(), alert: record.clone() });
+            alerts.insert(fp, record);
+            touched.push(fp);
+        }
+        let commit = store.submit(ops);
+        (touched, commit)
+    }
+
+    /// Alerts (all, or among `only`) whose status at `now` has not been notified yet, marked
+    /// as notified. Call [`AlertState::unmark`] with them if they could not be dispatched.
+    pub fn take_unnotified(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>) -> Vec<Taken> {
+        let mut alerts = self.lock();
+        let mut out = Vec::new();
+        let mut take = |r: &mut AlertRecord| {
+            let status = r.status_at(now);
+            // A first sighting that is already resolved was never announced: nothing to resolve.
+            let due = match r.notified {
+                None => status == Status::Firing,
+                Some(previous) => previous != status,
+            };
+            if due {
+                let previous = r.notified.replace(status);
+                out.push(Taken { record: r.clone(), previous });
+            }
+        };
+        match only {
+            Some(fps) => {
+                for fp in fps {
+                    if let Some(r) = alerts.get_mut(fp) {
+                        take(r);
+                    }
+                }
+            }
+            None => alerts.values_mut().for_each(&mut take),
+        }
+        out
+    }
+
+    /// Undo [`AlertState::take_unnotified`] for alerts that could not be dispatched.
+    pub fn unmark(&self, taken: &[Taken]) {
+        let mut alerts = self.lock();
+        for t in taken {
+            if let Some(current) = alerts.get_mut(&t.record.fingerprint()) {
+                current.notified = t.previous;
+            }
+        }
+    }
+
+    /// Store writes recording the `notified` marks of `taken`.
+    pub fn persist_ops(&self, taken: &[Taken]) -> Vec<Op> {
+        let alerts = self.lock();
+        taken
+            .iter()
+            .filter_map(|t| alerts.get(&t.record.fingerprint()))
+            .map(|r| Op::PutAlert { tenant: self.tenant.clone(), alert: r.clone() })
+            .collect()
+    }
+
+    /// Drop resolved alerts whose resolve is notified (or never needed) and older than the
+    /// retention; returns the store deletions.
+    pub fn collect_garbage(&self, now: DateTime<Utc>) -> Vec<Op> {
+        let retention = chrono::Duration::from_std(self.settings.resolved_retention).unwrap_or(chrono::Duration::MAX);
+        let mut alerts = self.lock();
+        let expired: Vec<Fingerprint> = alerts
+            .iter()
+            .filter(|(_, r)| r.status_at(now) == Status::Resolved && r.notified != Some(Status::Firing) && r.ends_at + retention <= now)
+            .map(|(fp, _)| *fp)
+            .collect();
+        expired
+            .into_iter()
+            .map(|fp| {
+                alerts.remove(&fp);
+                Op::DeleteAlert { tenant: self.tenant.clone(), fingerprint: fp }
+            })
+            .collect()
+    }
+
+    /// Every alert, in fingerprint order.
+    pub fn list(&self) -> Vec<AlertRecord> {
+        let alerts = self.lock();
+        let mut out: Vec<AlertRecord> = alerts.values().cloned().collect();
+        out.sort_by_key(AlertRecord::fingerprint);
+        out
+    }
+
+    /// How many alerts are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Snapshot, StoreError};
+
+    /// A store that acknowledges at once and records what it was given.
+    #[derive(Default)]
+    struct Recording(Mutex<Vec<Op>>);
+
+    impl Store for Recording {
+        fn submit(&self, ops: Vec<Op>) -> Commit {
+            self.0.lock().unwrap().extend(ops);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Ok(()));
+            rx
+        }
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-11-23T{s}Z")).unwrap().with_timezone(&Utc)
+    }
+
+    fn alert(name: &str, starts: &str, ends: Option<&str>) -> Alert {
+        Alert {
+            labels: [("alertname".to_string(), name.to_string())].into_iter().collect(),
+            annotations: LabelSet::new(),
+            starts_at: t(starts),
+            ends_at: ends.map(t),
+            generator_url: String::new(),
+        }
+    }
+
+    const SETTINGS: AlertSettings =
+        AlertSettings { resolve_timeout: Duration::from_secs(300), resolved_retention: Duration::from_secs(1800) };
+
+    #[test]
+    fn prometheus_resends_are_one_alert_with_a_moving_end() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", Some("10:04:00"))], t("10:00:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", Some("10:05:00"))], t("10:01:00"), &store);
+        let all = state.list();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].starts_at, all[0].ends_at), (t("10:00:00"), t("10:05:00")));
+        assert_eq!(store.0.lock().unwrap().len(), 2, "both updates are persisted");
+    }
+
+    #[test]
+    fn missing_end_uses_resolve_timeout_and_a_client_end_beats_it() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        let r = &state.list()[0];
+        assert_eq!((r.ends_at, r.timeout), (t("10:05:00"), true));
+        state.ingest(vec![alert("A", "10:00:00", Some("10:20:00"))], t("10:01:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:02:00"), &store);
+        let r = &state.list()[0];
+        assert_eq!((r.ends_at, r.timeout), (t("10:20:00"), false), "an explicit later end is kept");
+    }
+
+    #[test]
+    fn an_explicit_resolve_ends_the_alert_and_a_later_firing_is_a_new_occurrence() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", Some("10:02:00"))], t("10:02:00"), &store);
+        assert_eq!(state.list()[0].status_at(t("10:02:00")), Status::Resolved);
+        // Fires again an hour later: no overlap, so it replaces the old occurrence.
+        state.ingest(vec![alert("A", "11:00:00", None)], t("11:00:00"), &store);
+        let r = &state.list()[0];
+        assert_eq!((r.starts_at, r.status_at(t("11:00:00"))), (t("11:00:00"), Status::Firing));
+    }
+
+    #[test]
+    fn each_status_change_is_taken_once() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        assert_eq!(state.take_unnotified(Some(&fps), t("10:00:00")).len(), 1);
+        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:01:00"), &store);
+        assert!(state.take_unnotified(Some(&fps), t("10:01:00")).is_empty(), "a re-send is not news");
+        // Nobody re-sends: resolve_timeout passes and the sweeper finds the resolve.
+        let resolved = state.take_unnotified(None, t("10:06:01"));
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].record.notified, Some(Status::Resolved));
+        assert_eq!(resolved[0].previous, Some(Status::Firing));
+        assert!(state.take_unnotified(None, t("10:07:00")).is_empty());
+    }
+
+    #[test]
+    fn unmarked_alerts_are_taken_again() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        let taken = state.take_unnotified(None, t("10:00:00"));
+        state.unmark(&taken);
+        assert_eq!(state.take_unnotified(None, t("10:00:01")).len(), 1);
+    }
+
+    #[test]
+    fn resolved_alerts_are_collected_after_retention_but_not_before_their_resolve_is_sent() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", Some("10:01:00"))], t("10:00:00"), &store);
+        state.take_unnotified(None, t("10:00:00")); // notified firing
+        assert!(state.collect_garbage(t("12:00:00")).is_empty(), "its resolve was never sent");
+        state.take_unnotified(None, t("12:00:00")); // notified resolved
+        assert!(state.collect_garbage(t("10:20:00")).is_empty(), "within retention");
+        let deleted = state.collect_garbage(t("12:00:00"));
+        assert_eq!(deleted.len(), 1);
+        assert!(state.is_empty());
+    }
+}
