@@ -47,12 +47,25 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Make a new random API token and print it with the `sha256:` line for the config.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// A local HTTP endpoint that prints every request it receives: a stand-in webhook target.
     DevSink {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9099")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new token (give it to the client) and its hash (put it in `tokens`).
+    New,
+    /// Print the hash of an existing token read from standard input.
+    Hash,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +93,7 @@ pub fn main() -> ExitCode {
             Command::Serve { config } => run_serve(config).await,
             Command::Plugin { command: PluginCommand::Inspect { path } } => inspect(path).await,
             Command::DevSink { listen } => dev_sink(listen).await,
+            Command::Token { command } => token(command),
         }
     });
     match result {
@@ -108,13 +122,47 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+fn token(command: TokenCommand) -> Result<(), StartError> {
+    let token = match command {
+        TokenCommand::New => {
+            let mut bytes = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("token:  {token}");
+            token
+        }
+        TokenCommand::Hash => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(anyhow::Error::from)?;
+            line.trim().to_string()
+        }
+    };
+    let hash: String = crate::tenant::hash_token(&token).iter().map(|b| format!("{b:02x}")).collect();
+    println!("config: tokens = [\"sha256:{hash}\"]");
+    Ok(())
+}
+
 async fn run_serve(config_path: PathBuf) -> Result<(), StartError> {
     let config = Config::load(&config_path)?;
-    let running = serve::start(&config, Arc::new(crate::dispatch::log_outcome), shutdown_signal()).await?;
+    let running = serve::start(config_path, &config, Arc::new(crate::dispatch::log_outcome), shutdown_signal()).await?;
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads, as for Alertmanager.
+        let daemon = running.daemon.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(anyhow::Error::from)?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if let Err(e) = daemon.reload().await {
+                    tracing::error!(error = %e, "reload refused; the previous configuration stays in effect");
+                }
+            }
+        });
+    }
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("belfry listening on http://{}", running.addr);
     let _ = std::io::stdout().flush();
-    tracing::info!(addr = %running.addr, receivers = running.prepared.receivers.len(), "belfry is serving");
+    tracing::info!(addr = %running.addr, tenants = running.daemon.tenants().all().count(), "belfry is serving");
     running.server.await.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
     tracing::info!("belfry stopped");
     Ok(())

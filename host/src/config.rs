@@ -27,11 +27,22 @@ pub struct Config {
     /// Plugins by name: `[plugins.webhook] path = "..."`.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSource>,
-    /// Receivers: a named plugin with its configuration and grants.
+    /// The default tenant's receivers: a named plugin with its configuration and grants.
     #[serde(default)]
     pub receivers: Vec<ReceiverConfig>,
-    /// Where alerts go.
-    pub route: RouteConfig,
+    /// Where the default tenant's alerts go. Without it there is no default tenant.
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    /// API tokens of the default tenant, as `sha256:<hex>` (`belfry token new` makes one). With
+    /// none, requests without a token act for the default tenant (single-tenant setups).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// More tenants, one directory each.
+    #[serde(default)]
+    pub tenants: TenantsConfig,
+    /// Tenants read from `[tenants] dir`, in name order.
+    #[serde(skip)]
+    pub tenant_files: Vec<TenantFile>,
     /// Directory of the config file; relative paths in it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -53,6 +64,15 @@ pub struct ServerConfig {
     /// Largest accepted request body.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Take the tenant from the `X-Scope-OrgID` header (Mimir's convention). Only for a
+    /// listener that a trusted authenticating proxy fronts: anyone who can reach it can claim
+    /// any tenant.
+    #[serde(default)]
+    pub trust_scope_org_id: bool,
+    /// Tokens (`sha256:<hex>`) allowed to call `POST /-/reload` when tenants have tokens. In a
+    /// setup without any token, reload is open, as in Alertmanager.
+    #[serde(default)]
+    pub admin_tokens: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -67,8 +87,90 @@ fn default_max_body_bytes() -> usize {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), external_url: None, max_body_bytes: default_max_body_bytes() }
+        ServerConfig {
+            listen: default_listen(),
+            external_url: None,
+            max_body_bytes: default_max_body_bytes(),
+            trust_scope_org_id: false,
+            admin_tokens: Vec::new(),
+        }
     }
+}
+
+/// `[tenants]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsConfig {
+    /// A directory with one subdirectory per tenant, each holding a `tenant.toml`. The
+    /// subdirectory's name is the tenant's name. Relative to the config file.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+/// `tenants/<name>/tenant.toml`: what one tenant owns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// API tokens, as `sha256:<hex>`. A tenant without tokens is reachable only through a
+    /// trusted proxy (`X-Scope-OrgID`).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// The tenant's receivers.
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+    /// Where its alerts go.
+    pub route: RouteConfig,
+}
+
+/// A tenant read from its directory.
+#[derive(Debug)]
+pub struct TenantFile {
+    /// The tenant's name (its directory's name).
+    pub name: String,
+    /// Its `tenant.toml`.
+    pub file: PathBuf,
+    /// What it holds.
+    pub config: TenantConfig,
+}
+
+/// One tenant's part of the configuration, wherever it was written.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantView<'a> {
+    /// The tenant's name.
+    pub name: &'a str,
+    /// The file that defines it, for error messages.
+    pub file: &'a Path,
+    /// Token hashes.
+    pub tokens: &'a [String],
+    /// Receivers.
+    pub receivers: &'a [ReceiverConfig],
+    /// Routing.
+    pub route: &'a RouteConfig,
+}
+
+/// The tenant the top-level `[[receivers]]` and `[route]` define.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Tenant names are directory names and store keys: short, lowercase, no separators.
+pub fn check_tenant_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err(format!("`{name}` is not a valid tenant name: use 1-63 lowercase letters, digits, `-` or `_`, starting with a letter or digit")) }
+}
+
+/// Parse `sha256:<64 hex>` into the 32-byte hash.
+pub fn parse_token_hash(s: &str) -> Result<[u8; 32], String> {
+    let hex = s.strip_prefix("sha256:").ok_or_else(|| "must look like `sha256:<64 hex digits>`; `belfry token new` prints one".to_string())?;
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("must be `sha256:` followed by 64 hex digits; `belfry token new` prints one".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("checked hex");
+    }
+    Ok(out)
 }
 
 /// `[store]`.
@@ -355,58 +457,137 @@ impl Config {
         let mut config = Config::parse(&text).map_err(|(key, message)| error(&key, message))?;
         config.file = file.to_path_buf();
         config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.tenant_files = config.read_tenant_dirs()?;
         config.check()?;
         Ok(config)
     }
 
-    /// Parse TOML text; an error comes back as (location, message).
-    pub fn parse(text: &str) -> Result<Config, (String, String)> {
-        toml::from_str::<Config>(text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}")
+    /// Every `tenants/<name>/tenant.toml`, in name order; all problems at once.
+    fn read_tenant_dirs(&self) -> Result<Vec<TenantFile>, ConfigErrors> {
+        let Some(dir) = &self.tenants.dir else { return Ok(Vec::new()) };
+        let dir = self.resolve(dir);
+        let mut errors = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| {
+            ConfigErrors(vec![ConfigError { file: self.file.clone(), key: "tenants.dir".into(), message: format!("cannot read {}: {e}", dir.display()) }])
+        })?;
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        let mut tenants = Vec::new();
+        for name in names {
+            let file = dir.join(&name).join("tenant.toml");
+            let mut fail = |key: String, message: String| errors.push(ConfigError { file: file.clone(), key, message });
+            if let Err(why) = check_tenant_name(&name) {
+                fail("-".into(), format!("{why} (rename the directory)"));
+                continue;
+            }
+            if name == DEFAULT_TENANT && self.route.is_some() {
+                fail("-".into(), "the top-level [route] already defines tenant `default`; rename this directory or move its settings".into());
+                continue;
+            }
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(e) => {
+                    fail("-".into(), format!("cannot read it: {e} (every tenant directory needs a tenant.toml)"));
+                    continue;
                 }
-                None => "-".to_string(),
             };
-            (location, format!("{} (fix the TOML; see examples/belfry.toml)", e.message().trim_end()))
-        })
+            match parse_toml::<TenantConfig>(&text) {
+                Ok(config) => tenants.push(TenantFile { name, file, config }),
+                Err((key, message)) => fail(key, message),
+            }
+        }
+        if errors.is_empty() { Ok(tenants) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// Cross-references within the file: unique receivers, known plugins, a routed receiver.
+    /// Every tenant: the default one (top-level `[route]`), then those from `[tenants] dir`.
+    pub fn tenants(&self) -> Vec<TenantView<'_>> {
+        let default = self.route.as_ref().map(|route| TenantView {
+            name: DEFAULT_TENANT,
+            file: &self.file,
+            tokens: &self.tokens,
+            receivers: &self.receivers,
+            route,
+        });
+        default
+            .into_iter()
+            .chain(self.tenant_files.iter().map(|t| TenantView {
+                name: &t.name,
+                file: &t.file,
+                tokens: &t.config.tokens,
+                receivers: &t.config.receivers,
+                route: &t.config.route,
+            }))
+            .collect()
+    }
+
+    /// Parse TOML text; an error comes back as (location, message).
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        parse_toml(text)
+    }
+
+    /// Cross-references: unique receivers, known plugins, a routed receiver, valid tokens; for
+    /// every tenant, each problem named in the file that defines it.
     fn check(&self) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
-        let mut push = |key: String, message: String| errors.push(ConfigError { file: self.file.clone(), key, message });
-        for (i, r) in self.receivers.iter().enumerate() {
-            if r.name.trim().is_empty() {
-                push(format!("receivers[{i}].name"), "must not be empty".into());
+        let mut push = |file: &Path, key: String, message: String| errors.push(ConfigError { file: file.to_path_buf(), key, message });
+        if self.route.is_none() && !self.receivers.is_empty() {
+            push(&self.file, "route".into(), "the top-level [[receivers]] need a [route] table naming where alerts go".into());
+        }
+        if self.route.is_none() && self.tenant_files.is_empty() {
+            push(&self.file, "route".into(), "no tenant is defined: add a [route] (and [[receivers]]) for the default tenant, or [tenants] dir".into());
+        }
+        for tenant in self.tenants() {
+            for (i, r) in tenant.receivers.iter().enumerate() {
+                if r.name.trim().is_empty() {
+                    push(tenant.file, format!("receivers[{i}].name"), "must not be empty".into());
+                }
+                if tenant.receivers[..i].iter().any(|o| o.name == r.name) {
+                    push(tenant.file, format!("receivers[{i}].name"), format!("receiver `{}` is defined twice; give each receiver its own name", r.name));
+                }
+                if !self.plugins.contains_key(&r.plugin) {
+                    let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+                    push(
+                        tenant.file,
+                        format!("receivers[{i}].plugin"),
+                        format!("unknown plugin `{}`; declare it under [plugins.{}] in {} (known: {})", r.plugin, r.plugin, self.file.display(), known.join(", ")),
+                    );
+                }
+                for (j, host) in r.allowed_hosts.iter().enumerate() {
+                    if let Err(why) = crate::plugin::HostPattern::parse(host) {
+                        push(tenant.file, format!("receivers[{i}].allowed_hosts[{j}]"), why);
+                    }
+                }
             }
-            if self.receivers[..i].iter().any(|o| o.name == r.name) {
-                push(format!("receivers[{i}].name"), format!("receiver `{}` is defined twice; give each receiver its own name", r.name));
-            }
-            if !self.plugins.contains_key(&r.plugin) {
-                let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+            if !tenant.receivers.iter().any(|r| r.name == tenant.route.receiver) {
                 push(
-                    format!("receivers[{i}].plugin"),
-                    format!("unknown plugin `{}`; declare it under [plugins.{}] (known: {})", r.plugin, r.plugin, known.join(", ")),
+                    tenant.file,
+                    "route.receiver".into(),
+                    format!("no receiver is named `{}`; add a [[receivers]] entry with that name", tenant.route.receiver),
                 );
             }
-            for (j, host) in r.allowed_hosts.iter().enumerate() {
-                if let Err(why) = crate::plugin::HostPattern::parse(host) {
-                    push(format!("receivers[{i}].allowed_hosts[{j}]"), why);
+            for (i, token) in tenant.tokens.iter().enumerate() {
+                if let Err(why) = parse_token_hash(token) {
+                    push(tenant.file, format!("tokens[{i}]"), why);
                 }
+            }
+        }
+        for (i, token) in self.server.admin_tokens.iter().enumerate() {
+            if let Err(why) = parse_token_hash(token) {
+                push(&self.file, format!("server.admin_tokens[{i}]"), why);
             }
         }
         if self.alerts.sweep_interval.is_zero() {
-            push("alerts.sweep_interval".into(), "must be greater than zero, e.g. \"1s\"".into());
-        }
-        if !self.receivers.iter().any(|r| r.name == self.route.receiver) {
-            push("route.receiver".into(), format!("no receiver is named `{}`; add a [[receivers]] entry with that name", self.route.receiver));
+            push(&self.file, "alerts.sweep_interval".into(), "must be greater than zero, e.g. \"1s\"".into());
         }
         for (name, p) in &self.plugins {
             if let Some(sha) = &p.sha256 {
                 if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-                    push(format!("plugins.{name}.sha256"), "must be 64 hex digits (sha256sum of the .wasm)".into());
+                    push(&self.file, format!("plugins.{name}.sha256"), "must be 64 hex digits (sha256sum of the .wasm)".into());
                 }
             }
         }
@@ -422,6 +603,20 @@ impl Config {
     pub fn external_url(&self, bound: SocketAddr) -> String {
         self.server.external_url.clone().unwrap_or_else(|| format!("http://{bound}"))
     }
+}
+
+/// Parse TOML text into `T`; an error comes back as (`line N`, message).
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
+toml::from_str::<T>(text).map_err(|e| {
+        let location = match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            }
+            None => "-".to_string(),
+        };
+        (location, format!("{} (fix the TOML; see examples/belfry.toml)", e.message().trim_end()))
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: the operator's TOML, parsed strictly; errors name the file and key.
 //! - [`api`]: HTTP to domain and back (`/api/v2/alerts`, health).
+//! - [`tenant`]: who a request acts for (token or trusted proxy header) and what each tenant owns.
 //! - [`ingest`]: decodes and validates Alertmanager's postable alerts.
 //! - [`alert`]: the alert model: label sets, fingerprints, status.
 //! - [`matcher`]: Alertmanager's label matchers, for API filters and silences.
@@ -14,7 +15,7 @@
 //! - [`route`]: decides which receivers get an alert.
 //! - [`dispatch`]: turns routed alerts into notifications and runs deliveries.
 //! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
-//! - [`serve`]: wires the above into the daemon.
+//! - [`serve`]: wires the above into the daemon; rebuilds the tenants on reload.
 //! - [`cli`]: the `belfry` command line.
 
 pub mod alert;
@@ -29,3 +30,4 @@ pub mod route;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod tenant;

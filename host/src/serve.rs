@@ -1,75 +1,151 @@
-//! Wires config, plugins, receivers, routing, dispatch and the API into the running daemon.
+//! Wires config, plugins, tenants, routing, state, dispatch and the API into the running daemon, and rebuilds the tenants on reload.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::net::TcpListener;
 
-use crate::api::{self, App};
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::api::{self, App, Reload};
+use crate::config::{Config, ConfigError, ConfigErrors, TenantView, parse_token_hash};
 use crate::dispatch::{Dispatcher, Notifier, OnOutcome};
-use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, RuntimeOptions};
+use crate::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
 use crate::route::Router;
 use crate::state::{AlertSettings, AlertState};
 use crate::store::{RedbStore, Store};
-
-/// The tenant of a single-tenant setup.
-pub const DEFAULT_TENANT: &str = "default";
+use crate::tenant::{Tenant, Tenants};
 
 /// Deliveries waiting for a worker before ingest answers 503.
 const QUEUE_CAPACITY: usize = 100_000;
 
-/// Why the daemon did not start.
+/// Why the daemon did not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is wrong: the operator must fix it.
     #[error("{0}")]
     Config(#[from] ConfigErrors),
-    /// Anything else (a port in use, an engine that cannot start).
+    /// Anything else (a port in use, an engine that cannot start, an unreadable store).
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
 
-/// Everything the API needs, built from a checked configuration.
-pub struct Prepared {
-    /// The plugin runtime (kept alive for the daemon's life).
-    pub runtime: Runtime,
-    /// Loaded plugins by configured name.
-    pub plugins: HashMap<String, Arc<Plugin>>,
-    /// Bound receivers by name.
-    pub receivers: HashMap<String, Arc<crate::plugin::Receiver>>,
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The default tenant's alerts, restored from the store.
-    pub state: Arc<AlertState>,
+/// What outlives reloads: the engine, the store, the dispatcher, and every tenant's alerts.
+pub struct Daemon {
+    config_path: PathBuf,
+    runtime: Runtime,
+    store: Arc<dyn Store>,
+    dispatcher: Dispatcher,
+    external_url: String,
+    /// Alert state by tenant; kept across reloads so a changed tenant keeps its alerts.
+    states: Mutex<HashMap<String, Arc<AlertState>>>,
+    tenants: RwLock<Arc<Tenants>>,
 }
 
-/// Load every plugin and bind every receiver; collect every problem before giving up.
-pub async fn prepare(config: &Config) -> Result<Prepared, StartError> {
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: config.resolve(&config.runtime.cache_dir),
-        allocator: config.runtime.allocator,
-        pool_slots: config.runtime.max_in_flight as u32,
-    })?;
-    let mut errors = Vec::new();
-    let mut error = |key: String, message: String| errors.push(ConfigError { file: config.file.clone(), key, message });
-    let mut plugins = HashMap::new();
-    for (name, source) in &config.plugins {
-        match runtime.load(&config.resolve(&source.path), source.sha256.as_deref()).await {
-            Ok(plugin) => {
-                tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
-                plugins.insert(name.clone(), plugin);
-            }
-            Err(e) => error(format!("plugins.{name}.path"), e.to_string()),
-        }
+impl Daemon {
+    /// The current tenants.
+    pub fn tenants(&self) -> Arc<Tenants> {
+        self.tenants.read().expect("tenants lock").clone()
     }
+
+    /// Load every plugin and bind every tenant's receivers; collect every problem before giving up.
+    async fn build_tenants(&self, config: &Config) -> Result<Tenants, StartError> {
+        let mut errors = Vec::new();
+        let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
+        for (name, source) in &config.plugins {
+            match self.runtime.load(&config.resolve(&source.path), source.sha256.as_deref()).await {
+                Ok(plugin) => {
+                    tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
+                    plugins.insert(name.clone(), plugin);
+                }
+                Err(e) => errors.push(ConfigError { file: config.file.clone(), key: format!("plugins.{name}.path"), message: e.to_string() }),
+            }
+        }
+        let settings = AlertSettings { resolve_timeout: config.alerts.resolve_timeout, resolved_retention: config.alerts.resolved_retention };
+        let mut new_states = Vec::new();
+        let mut tenants = Vec::new();
+        for view in config.tenants() {
+            let receivers = bind_receivers(view, config, &plugins, &mut errors).await;
+            let state = self.states.lock().expect("states lock").get(view.name).cloned();
+            let state = match state {
+                Some(state) => state,
+                None => {
+                    let state = Arc::new(AlertState::new(view.name, settings));
+                    new_states.push(state.clone());
+                    state
+                }
+            };
+            let notifier = Arc::new(Notifier {
+                tenant: view.name.to_string(),
+                router: Router::new(view.route.receiver.clone()),
+                receivers,
+                dispatcher: self.dispatcher.clone(),
+                external_url: self.external_url.clone(),
+                state,
+                store: self.store.clone(),
+            });
+            let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
+            tenants.push(Tenant::new(view.name.to_string(), hashes, notifier));
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors).into());
+        }
+        // New tenants (at start: all of them) get back what the store holds for them.
+        if !new_states.is_empty() {
+            let snapshot = self.store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut by_tenant: HashMap<String, Vec<_>> = HashMap::new();
+            for (tenant, alert) in snapshot.alerts {
+                by_tenant.entry(tenant).or_default().push(alert);
+            }
+            let mut states = self.states.lock().expect("states lock");
+            for state in new_states {
+                state.restore(by_tenant.remove(state.tenant()).unwrap_or_default());
+                tracing::info!(tenant = %state.tenant(), alerts = state.len(), "tenant ready");
+                states.insert(state.tenant().to_string(), state);
+            }
+        }
+        let admin = config.server.admin_tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
+        Ok(Tenants::new(tenants, config.server.trust_scope_org_id, admin))
+    }
+
+    /// Re-read the config file and swap in the new tenants; on any problem keep the old ones.
+    /// Server, store and runtime settings take effect at the next start.
+    pub async fn reload(&self) -> Result<usize, StartError> {
+        let config = Config::load(&self.config_path)?;
+        let tenants = self.build_tenants(&config).await?;
+        let count = tenants.all().count();
+        let live: Vec<String> = tenants.all().map(|t| t.name.clone()).collect();
+        *self.tenants.write().expect("tenants lock") = Arc::new(tenants);
+        // Removed tenants stop being swept and served; their stored alerts stay for a re-add.
+        self.states.lock().expect("states lock").retain(|name, _| live.contains(name));
+        tracing::info!(tenants = count, "configuration reloaded");
+        Ok(count)
+    }
+}
+
+impl Reload for Daemon {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<usize, String>> + Send + '_>> {
+        Box::pin(async move { Daemon::reload(self).await.map_err(|e| e.to_string()) })
+    }
+
+    fn tenants(&self) -> Arc<Tenants> {
+        Daemon::tenants(self)
+    }
+}
+
+async fn bind_receivers(
+    view: TenantView<'_>,
+    config: &Config,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    errors: &mut Vec<ConfigError>,
+) -> HashMap<String, Arc<Receiver>> {
     let mut receivers = HashMap::new();
-    for (i, r) in config.receivers.iter().enumerate() {
+    for (i, r) in view.receivers.iter().enumerate() {
         let Some(plugin) = plugins.get(&r.plugin) else { continue };
         let spec = ReceiverSpec {
-            tenant: DEFAULT_TENANT.to_string(),
+            tenant: view.name.to_string(),
             name: r.name.clone(),
             config: r.config.clone(),
             allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
@@ -77,6 +153,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared, StartError> {
             limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
             isolation: config.runtime.isolation,
         };
+        let mut error = |key: String, message: String| errors.push(ConfigError { file: view.file.to_path_buf(), key, message });
         match plugin.bind(spec).await {
             Ok(receiver) => {
                 receivers.insert(r.name.clone(), Arc::new(receiver));
@@ -93,21 +170,7 @@ pub async fn prepare(config: &Config) -> Result<Prepared, StartError> {
             ),
         }
     }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors).into());
-    }
-    let store_path = config.resolve(&config.store.path);
-    let store = RedbStore::open(&store_path).map_err(|e| anyhow::anyhow!("{e} (check [store] path and its permissions)"))?;
-    let snapshot = store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let settings = AlertSettings {
-        resolve_timeout: config.alerts.resolve_timeout,
-        resolved_retention: config.alerts.resolved_retention,
-    };
-    let state = Arc::new(AlertState::new(DEFAULT_TENANT, settings));
-    let restored = snapshot.alerts.into_iter().filter(|(tenant, _)| tenant == DEFAULT_TENANT).map(|(_, a)| a);
-    state.restore(restored);
-    tracing::info!(path = %store_path.display(), alerts = state.len(), "store opened");
-    Ok(Prepared { runtime, plugins, receivers, store: Arc::new(store), state })
+    receivers
 }
 
 /// A running daemon.
@@ -116,48 +179,65 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Resolves when the server stops.
     pub server: tokio::task::JoinHandle<()>,
-    /// The runtime, kept alive while the daemon runs.
-    pub prepared: Arc<Prepared>,
+    /// The daemon (reload, tenants).
+    pub daemon: Arc<Daemon>,
 }
 
-/// Prepare, bind the listener and serve until `shutdown` resolves.
-pub async fn start(config: &Config, on_outcome: OnOutcome, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Running, StartError> {
-    let prepared = Arc::new(prepare(config).await?);
+/// Open the store, load plugins, build the tenants, bind the listener and serve until
+/// `shutdown` resolves.
+pub async fn start(
+    config_path: PathBuf,
+    config: &Config,
+    on_outcome: OnOutcome,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: config.resolve(&config.runtime.cache_dir),
+        allocator: config.runtime.allocator,
+        pool_slots: config.runtime.max_in_flight as u32,
+    })?;
+    let store_path = config.resolve(&config.store.path);
+    let store = RedbStore::open(&store_path).map_err(|e| anyhow::anyhow!("{e} (check [store] path and its permissions)"))?;
+    tracing::info!(path = %store_path.display(), "store opened");
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set [server] listen to a free address)", config.server.listen))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-    let dispatcher = Dispatcher::start(QUEUE_CAPACITY, config.runtime.max_in_flight, on_outcome);
-    let notifier = Arc::new(Notifier {
-        tenant: DEFAULT_TENANT.to_string(),
-        router: Router::new(config.route.receiver.clone()),
-        receivers: prepared.receivers.clone(),
-        dispatcher,
+    let daemon = Arc::new(Daemon {
+        config_path,
+        runtime,
+        store: Arc::new(store),
+        dispatcher: Dispatcher::start(QUEUE_CAPACITY, config.runtime.max_in_flight, on_outcome),
         external_url: config.external_url(addr),
-        state: prepared.state.clone(),
-        store: prepared.store.clone(),
+        states: Mutex::new(HashMap::new()),
+        tenants: RwLock::new(Arc::new(Tenants::new(Vec::new(), false, Vec::new()))),
     });
-    tokio::spawn(sweep(notifier.clone(), config.alerts.sweep_interval));
-    let app = Arc::new(App { notifier, max_body_bytes: config.server.max_body_bytes, started: chrono::Utc::now() });
+    let tenants = daemon.build_tenants(config).await?;
+    *daemon.tenants.write().expect("tenants lock") = Arc::new(tenants);
+    tokio::spawn(sweep(daemon.clone(), config.alerts.sweep_interval));
+    let app = Arc::new(App { daemon: daemon.clone(), max_body_bytes: config.server.max_body_bytes, started: chrono::Utc::now() });
     let server = tokio::spawn(api::serve(listener, app, shutdown));
-    Ok(Running { addr, server, prepared })
+    Ok(Running { addr, server, daemon })
 }
 
-/// Every `interval`: notify changes nobody was told about (alerts that resolved by timeout,
-/// changes left over by a full queue or a restart), and drop expired resolved alerts.
-async fn sweep(notifier: Arc<Notifier>, interval: std::time::Duration) {
+/// Every `interval`, for every tenant: notify changes nobody was told about (alerts that
+/// resolved by timeout, changes a full queue or a restart held back), and drop expired alerts.
+async fn sweep(daemon: Arc<Daemon>, interval: std::time::Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = chrono::Utc::now();
-        if notifier.notify_changes(None, now).is_err() {
-            tracing::warn!(tenant = %notifier.tenant, "the delivery queue is full; retrying at the next sweep");
-        }
-        let expired = notifier.state.collect_garbage(now);
-        if !expired.is_empty() {
-            tracing::debug!(tenant = %notifier.tenant, alerts = expired.len(), "collected resolved alerts");
-            drop(notifier.store.submit(expired));
+        for tenant in daemon.tenants().all() {
+            let notifier = &tenant.notifier;
+            if notifier.notify_changes(None, now).is_err() {
+                tracing::warn!(tenant = %tenant.name, "the delivery queue is full; retrying at the next sweep");
+            }
+            let expired = notifier.state.collect_garbage(now);
+            if !expired.is_empty() {
+                tracing::debug!(tenant = %tenant.name, alerts = expired.len(), "collected resolved alerts");
+                drop(notifier.store.submit(expired));
+            }
         }
     }
 }

@@ -57,6 +57,16 @@ impl Default for TestRuntime {
     }
 }
 
+/// A `[[receivers]]` TOML entry: the webhook plugin posting to `sink` at `/{name}`, with
+/// the sink allow-listed (loopback allowed), and a `[route]` to it.
+pub fn webhook_receiver_toml(name: &str, sink: &HttpSink) -> String {
+    format!(
+        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{host}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{url}\" }}\n\n[route]\nreceiver = \"{name}\"\n",
+        host = sink.host(),
+        url = sink.url(&format!("/{name}")),
+    )
+}
+
 /// A receiver spec for tests: tenant `t1`, loopback allowed on `allowed_hosts`, default limits.
 pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSpec {
     ReceiverSpec {
@@ -238,9 +248,31 @@ impl Daemon {
     /// Write `config_toml` to `belfry.toml` in a fresh directory and run `bin serve` on it.
     /// `bin` is `env!("CARGO_BIN_EXE_belfry-under-test")` (only integration tests see that variable).
     pub fn start(bin: &str, config_toml: &str) -> Result<Daemon, DaemonFailed> {
+        Daemon::start_with_files(bin, config_toml, &[])
+    }
+
+    /// Like [`Daemon::start`], with more files (e.g. `tenants/acme/tenant.toml`) beside the config.
+    pub fn start_with_files(bin: &str, config_toml: &str, files: &[(&str, &str)]) -> Result<Daemon, DaemonFailed> {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("belfry.toml"), config_toml).expect("write config");
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).expect("create dirs");
+            std::fs::write(path, text).expect("write file");
+        }
         Daemon::spawn(bin, dir)
+    }
+
+    /// Write (or with `None`, delete) a file in the daemon's directory.
+    pub fn write_file(&self, path: &str, text: Option<&str>) {
+        let path = self.dir.path().join(path);
+        match text {
+            Some(text) => {
+                std::fs::create_dir_all(path.parent().unwrap()).expect("create dirs");
+                std::fs::write(path, text).expect("write file");
+            }
+            None => std::fs::remove_dir_all(path.parent().unwrap()).expect("remove tenant dir"),
+        }
     }
 
     /// Kill the process with SIGKILL (no shutdown path runs), then start it again on the same
@@ -310,6 +342,11 @@ impl Drop for Daemon {
 
 /// A minimal HTTP/1.1 client for talking to the daemon.
 pub async fn http_request(method: &str, url: &str, body: &str) -> (u16, String) {
+    http_request_with(method, url, body, &[]).await
+}
+
+/// [`http_request`] with extra headers.
+pub async fn http_request_with(method: &str, url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let uri: hyper::Uri = url.parse().expect("url");
     let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -319,9 +356,8 @@ pub async fn http_request(method: &str, url: &str, body: &str) -> (u16, String) 
         .method(method)
         .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
         .header("host", uri.authority().unwrap().as_str())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+        .header("content-type", "application/json");
+    let req = headers.iter().fold(req, |req, (k, v)| req.header(*k, *v)).body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let response = sender.send_request(req).await.expect("send");
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();

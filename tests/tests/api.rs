@@ -1,32 +1,15 @@
 //! Black-box: the Alertmanager API v2 read endpoints, in the shapes amtool and Prometheus expect.
 
-use belfry_tests::{Daemon, HttpSink, http_request, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, http_request, webhook_receiver_toml, webhook_wasm};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
 fn config(sink: &HttpSink) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[plugins.webhook]
-path = "{webhook}"
-
-[[receivers]]
-name = "team-hook"
-plugin = "webhook"
-allowed_hosts = ["{host}"]
-allow_private_addresses = true
-config = {{ url = "{url}" }}
-
-[route]
-receiver = "team-hook"
-"#,
-        webhook = webhook_wasm().display(),
-        host = sink.host(),
-        url = sink.url("/hook"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
+        webhook_wasm().display(),
+        webhook_receiver_toml("team-hook", sink)
     )
 }
 
@@ -106,7 +89,7 @@ async fn status_and_receivers_have_alertmanagers_shape() {
     assert!(s["uptime"].as_str().unwrap().ends_with('Z'));
     let original = s["config"]["original"].as_str().unwrap();
     assert!(original.contains("team-hook"));
-    assert!(!original.contains(&sink.url("/hook")), "no receiver settings are exposed: {original}");
+    assert!(!original.contains(&sink.url("/team-hook")), "no receiver settings are exposed: {original}");
 
     let (status, r) = get_json(&daemon, "/api/v2/receivers").await;
     assert_eq!(status, 200);

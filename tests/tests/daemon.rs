@@ -154,10 +154,19 @@ async fn accepted_alerts_survive_kill_9_and_their_resolve_still_goes_out() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["labels"]["alertname"], "Survivor", "{listed}");
 
-    let got = sink.wait_for(2).await;
-    assert_eq!(got[1].json()["status"], "resolved");
-    assert_eq!(got[1].json()["commonLabels"]["alertname"], "Survivor");
-    assert_eq!(got.len(), 2, "the firing notification was not repeated after the restart");
+    // At least once: the firing notification may be repeated if the kill came before its
+    // "notified" mark reached the disk, but the resolve must come, from the restarted daemon.
+    let mut seen = 2;
+    loop {
+        let got = sink.wait_for(seen).await;
+        let last = got[seen - 1].json();
+        assert_eq!(last["commonLabels"]["alertname"], "Survivor");
+        if last["status"] == "resolved" {
+            break;
+        }
+        assert!(seen < 3, "the firing notification was repeated more than once: {got:?}");
+        seen += 1;
+    }
 }
 
 #[tokio::test]

@@ -7,17 +7,17 @@ use crate::alert::format_time;
 use crate::matcher::Matcher;
 use hyper::{Response, StatusCode};
 
-use super::{App, Body, error};
+use super::{Body, error};
+use crate::dispatch::Notifier;
 
 /// Accept a batch of postable alerts. All or nothing: a bad alert rejects the whole request
 /// before anything is stored. The 200 is sent only once the alerts are durable.
-pub async fn post(app: &App, body: &[u8]) -> Response<Body> {
+pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     let alerts = match crate::ingest::decode_postable_alerts(body, now) {
         Ok(alerts) => alerts,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let notifier = &app.notifier;
     let (touched, commit) = notifier.state.ingest(alerts, now, notifier.store.as_ref());
     match commit.await {
         Ok(Ok(())) => {}
@@ -33,13 +33,12 @@ pub async fn post(app: &App, body: &[u8]) -> Response<Body> {
 /// `GET /api/v2/alerts`: the tenant's unresolved alerts, filtered like Alertmanager:
 /// `active`, `silenced`, `inhibited`, `unprocessed` (booleans, default true), `receiver` (an
 /// anchored regex on receiver names) and repeated `filter` matchers.
-pub fn get(app: &App, query: Option<&str>) -> Response<Body> {
+pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
     let q = match Query::parse(query) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let now = Utc::now();
-    let notifier = &app.notifier;
     let mut out = Vec::new();
     for a in notifier.state.list() {
         if a.ends_at <= now || !q.filters.iter().all(|m| m.matches(&a.labels)) {

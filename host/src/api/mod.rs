@@ -17,12 +17,20 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::dispatch::Notifier;
+use crate::tenant::{Tenant, Tenants};
+
+/// What the API needs from the daemon: the current tenants, and a way to reload them.
+pub trait Reload: Send + Sync {
+    /// Re-read the configuration; the number of tenants, or every problem found.
+    fn reload(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<usize, String>> + Send + '_>>;
+    /// The tenants now in effect.
+    fn tenants(&self) -> Arc<Tenants>;
+}
 
 /// What the API handlers need.
 pub struct App {
-    /// The tenant's alert state, routing and delivery (multi-tenancy resolves it per request later).
-    pub notifier: Arc<Notifier>,
+    /// The daemon: tenants and reload.
+    pub daemon: Arc<dyn Reload>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// When the daemon started (for `/api/v2/status`).
@@ -61,22 +69,58 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
 }
 
+/// Endpoints and the methods they accept.
+const ENDPOINTS: [(&str, &[Method]); 6] = [
+    ("/api/v2/alerts", &[Method::GET, Method::POST]),
+    ("/api/v2/status", &[Method::GET]),
+    ("/api/v2/receivers", &[Method::GET]),
+    ("/-/healthy", &[Method::GET, Method::HEAD]),
+    ("/-/ready", &[Method::GET, Method::HEAD]),
+    ("/-/reload", &[Method::POST]),
+];
+
 async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    match ENDPOINTS.iter().find(|(p, _)| *p == path) {
+        None => return error(StatusCode::NOT_FOUND, format!("no endpoint at {path}")),
+        Some((_, methods)) if !methods.contains(&method) => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
+        }
+        Some(_) => {}
+    }
+    // Health needs no tenant, as in Alertmanager (load balancers probe it).
+    if path == "/-/healthy" || path == "/-/ready" {
+        return health::ok();
+    }
+    let tenants = app.daemon.tenants();
+    if path == "/-/reload" {
+        if !tenants.may_reload(req.headers()) {
+            return error(StatusCode::FORBIDDEN, "reloading needs an admin token ([server] admin_tokens)".into());
+        }
+        return match app.daemon.reload().await {
+            Ok(count) => json(StatusCode::OK, &serde_json::json!({ "status": "success", "tenants": count })),
+            Err(problems) => error(StatusCode::BAD_REQUEST, format!("reload refused, the previous configuration stays in effect:\n{problems}")),
+        };
+    }
+    let tenant: Arc<Tenant> = match tenants.authenticate(req.headers()) {
+        Ok(tenant) => tenant,
+        Err(e) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, e.to_string());
+            response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    };
+    let notifier = &tenant.notifier;
     match (path.as_str(), &method) {
         ("/api/v2/alerts", &Method::POST) => match read_body(req, app.max_body_bytes).await {
-            Ok(body) => alerts::post(app, &body).await,
+            Ok(body) => alerts::post(notifier, &body).await,
             Err(response) => response,
         },
-        ("/api/v2/alerts", &Method::GET) => alerts::get(app, req.uri().query()),
-        ("/api/v2/status", &Method::GET) => status::status(app),
-        ("/api/v2/receivers", &Method::GET) => status::receivers(app),
-        ("/-/healthy" | "/-/ready", &Method::GET | &Method::HEAD) => health::ok(),
-        ("/api/v2/alerts" | "/api/v2/status" | "/api/v2/receivers" | "/-/healthy" | "/-/ready", _) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
-        }
-        _ => error(StatusCode::NOT_FOUND, format!("no endpoint at {path}")),
+        ("/api/v2/alerts", _) => alerts::get(notifier, req.uri().query()),
+        ("/api/v2/status", _) => status::status(notifier, app.started),
+        ("/api/v2/receivers", _) => status::receivers(notifier),
+        _ => unreachable!("every endpoint in ENDPOINTS is handled"),
     }
 }
 

@@ -3,13 +3,13 @@
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::{App, Body};
+use super::Body;
 use crate::alert::format_time;
+use crate::dispatch::Notifier;
 
 /// Alertmanager's `AlertmanagerStatus`. `config.original` describes the tenant's receivers
 /// without their settings: the real configuration holds secrets and other tenants' data.
-pub fn status(app: &App) -> Response<Body> {
-    let notifier = &app.notifier;
+pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Response<Body> {
     let mut names: Vec<&String> = notifier.receivers.keys().collect();
     names.sort();
     let original = format!(
@@ -21,7 +21,7 @@ pub fn status(app: &App) -> Response<Body> {
     let body = json!({
         "cluster": {"name": "", "status": "disabled", "peers": []},
         "config": {"original": original},
-        "uptime": format_time(app.started),
+        "uptime": format_time(started),
         "versionInfo": {
             "version": env!("CARGO_PKG_VERSION"),
             "branch": "", "revision": "", "buildUser": "", "buildDate": "", "goVersion": "",
@@ -31,8 +31,8 @@ pub fn status(app: &App) -> Response<Body> {
 }
 
 /// The tenant's receivers: `[{"name": ...}]`.
-pub fn receivers(app: &App) -> Response<Body> {
-    let mut names: Vec<&String> = app.notifier.receivers.keys().collect();
+pub fn receivers(notifier: &Notifier) -> Response<Body> {
+    let mut names: Vec<&String> = notifier.receivers.keys().collect();
     names.sort();
     super::json(StatusCode::OK, &json!(names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()))
 }

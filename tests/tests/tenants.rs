@@ -1,0 +1,178 @@
+//! Black-box: tenants from directories, token auth, strict isolation on every endpoint, the trusted-proxy header, reload.
+
+use belfry_tests::{Daemon, HttpSink, http_request_with, webhook_receiver_toml, webhook_wasm};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+
+fn sha(token: &str) -> String {
+    let hash: String = belfry::tenant::hash_token(token).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hash}")
+}
+
+fn main_config(extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_tokens = ["{admin}"]
+{extra_server}
+
+[tenants]
+dir = "tenants"
+
+[plugins.webhook]
+path = "{webhook}"
+"#,
+        admin = sha("admin"),
+        webhook = webhook_wasm().display(),
+    )
+}
+
+fn tenant_toml(token: &str, receiver: &str, sink: &HttpSink) -> String {
+    format!("tokens = [\"{}\"]\n\n{}", sha(token), webhook_receiver_toml(receiver, sink))
+}
+
+async fn call(daemon: &Daemon, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let (status, text) = http_request_with(method, &daemon.url(path), body, headers).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {token}"))
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_on_every_endpoint() {
+    let (sink_a, sink_b) = (HttpSink::start().await, HttpSink::start().await);
+    let daemon = Daemon::start_with_files(
+        BIN,
+        &main_config(""),
+        &[("tenants/acme/tenant.toml", &tenant_toml("token-a", "acme-hook", &sink_a)), ("tenants/bolt/tenant.toml", &tenant_toml("token-b", "bolt-hook", &sink_b))],
+    )
+    .expect("daemon starts");
+    let (ha, hb) = (bearer("token-a"), bearer("token-b"));
+    let a = [(ha.0, ha.1.as_str())];
+    let b = [(hb.0, hb.1.as_str())];
+
+    // POST: each tenant's alert reaches only its own receiver.
+    let (status, _) = call(&daemon, "POST", "/api/v2/alerts", r#"[{"labels":{"alertname":"AcmeDown","secret_project":"x1"}}]"#, &a).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&daemon, "POST", "/api/v2/alerts", r#"[{"labels":{"alertname":"BoltDown"}}]"#, &b).await;
+    assert_eq!(status, 200);
+    assert_eq!(sink_a.wait_for(1).await[0].json()["commonLabels"]["alertname"], "AcmeDown");
+    assert_eq!(sink_b.wait_for(1).await[0].json()["commonLabels"]["alertname"], "BoltDown");
+    assert_eq!(sink_a.requests().len(), 1);
+    assert_eq!(sink_b.requests().len(), 1);
+
+    // GET alerts: each sees its own only, with or without filters that would match the other's.
+    let (_, listed) = call(&daemon, "GET", "/api/v2/alerts", "", &b).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["labels"]["alertname"], "BoltDown");
+    let (_, listed) = call(&daemon, "GET", "/api/v2/alerts?filter=alertname%3D%22AcmeDown%22", "", &b).await;
+    assert_eq!(listed, serde_json::json!([]));
+    let (_, listed) = call(&daemon, "GET", "/api/v2/alerts?receiver=acme-hook", "", &b).await;
+    assert_eq!(listed, serde_json::json!([]));
+
+    // Receivers and status name only the caller's receivers.
+    let (_, receivers) = call(&daemon, "GET", "/api/v2/receivers", "", &b).await;
+    assert_eq!(receivers, serde_json::json!([{"name": "bolt-hook"}]));
+    let (_, status) = call(&daemon, "GET", "/api/v2/status", "", &b).await;
+    let text = status.to_string();
+    assert!(text.contains("bolt") && !text.contains("acme") && !text.contains("x1"), "{text}");
+
+    // No token, a wrong token: 401 on every tenant endpoint, saying nothing about tenants.
+    for (method, path) in [("GET", "/api/v2/alerts"), ("POST", "/api/v2/alerts"), ("GET", "/api/v2/status"), ("GET", "/api/v2/receivers")] {
+        for headers in [vec![], vec![("authorization", "Bearer nope")], vec![("x-scope-orgid", "acme")]] {
+            let (status, body) = call(&daemon, method, path, r#"[{"labels":{"alertname":"X"}}]"#, &headers).await;
+            assert_eq!(status, 401, "{method} {path} {headers:?}: {body}");
+            assert!(!body.to_string().contains("acme") && !body.to_string().contains("bolt"), "{body}");
+        }
+    }
+    // Health stays open; reload needs the admin token.
+    assert_eq!(call(&daemon, "GET", "/-/healthy", "", &[]).await.0, 200);
+    assert_eq!(call(&daemon, "POST", "/-/reload", "", &a).await.0, 403);
+    assert_eq!(sink_a.requests().len(), 1, "nothing leaked across");
+}
+
+#[tokio::test]
+async fn scope_org_id_is_honoured_only_behind_a_trusted_proxy() {
+    let sink = HttpSink::start().await;
+    let files = [("tenants/acme/tenant.toml", tenant_toml("token-a", "acme-hook", &sink))];
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let daemon = Daemon::start_with_files(BIN, &main_config("trust_scope_org_id = true"), &files).expect("daemon starts");
+    let (status, receivers) = call(&daemon, "GET", "/api/v2/receivers", "", &[("x-scope-orgid", "acme")]).await;
+    assert_eq!((status, receivers), (200, serde_json::json!([{"name": "acme-hook"}])));
+    assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &[("x-scope-orgid", "nobody")]).await.0, 401);
+}
+
+#[tokio::test]
+async fn reload_adds_changes_and_removes_tenants_and_refuses_bad_configs() {
+    let (sink_a, sink_c) = (HttpSink::start().await, HttpSink::start().await);
+    let acme = tenant_toml("token-a", "acme-hook", &sink_a);
+    let daemon = Daemon::start_with_files(BIN, &main_config(""), &[("tenants/acme/tenant.toml", &acme)]).expect("daemon starts");
+    let admin = bearer("admin");
+    let admin = [(admin.0, admin.1.as_str())];
+    let c = bearer("token-c");
+    let c = [(c.0, c.1.as_str())];
+    let a = bearer("token-a");
+    let a = [(a.0, a.1.as_str())];
+
+    assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &c).await.0, 401);
+    // An alert that must survive acme's reconfiguration.
+    assert_eq!(call(&daemon, "POST", "/api/v2/alerts", r#"[{"labels":{"alertname":"Kept"}}]"#, &a).await.0, 200);
+
+    // Add a tenant: it works without a restart.
+    daemon.write_file("tenants/cargo/tenant.toml", Some(&tenant_toml("token-c", "cargo-hook", &sink_c)));
+    let (status, body) = call(&daemon, "POST", "/-/reload", "", &admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tenants"], 2);
+    assert_eq!(call(&daemon, "POST", "/api/v2/alerts", r#"[{"labels":{"alertname":"CargoUp"}}]"#, &c).await.0, 200);
+    assert_eq!(sink_c.wait_for(1).await[0].json()["receiver"], "cargo-hook");
+
+    // A broken tenant file: refused with file and key, the previous tenants keep working.
+    daemon.write_file("tenants/cargo/tenant.toml", Some(&tenant_toml("token-c", "cargo-hook", &sink_c).replace("plugin = \"webhook\"", "plugin = \"nope\"")));
+    let (status, body) = call(&daemon, "POST", "/-/reload", "", &admin).await;
+    assert_eq!(status, 400);
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("tenants/cargo/tenant.toml: receivers[0].plugin"), "{message}");
+    assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &c).await.0, 200, "old config still in effect");
+
+    // Change acme (rename its receiver): its alerts stay.
+    daemon.write_file("tenants/cargo/tenant.toml", Some(&tenant_toml("token-c", "cargo-hook", &sink_c)));
+    daemon.write_file("tenants/acme/tenant.toml", Some(&acme.replace("acme-hook", "acme-pager")));
+    assert_eq!(call(&daemon, "POST", "/-/reload", "", &admin).await.0, 200);
+    let (_, receivers) = call(&daemon, "GET", "/api/v2/receivers", "", &a).await;
+    assert_eq!(receivers, serde_json::json!([{"name": "acme-pager"}]));
+    let (_, listed) = call(&daemon, "GET", "/api/v2/alerts", "", &a).await;
+    assert_eq!(listed[0]["labels"]["alertname"], "Kept", "{listed}");
+    assert_eq!(listed[0]["receivers"], serde_json::json!([{"name": "acme-pager"}]));
+
+    // Remove cargo: its token stops working.
+    daemon.write_file("tenants/cargo/tenant.toml", None);
+    assert_eq!(call(&daemon, "POST", "/-/reload", "", &admin).await.0, 200);
+    assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &c).await.0, 401);
+}
+
+#[test]
+fn bad_tenant_directories_are_named() {
+    let sink_host = "127.0.0.1:9";
+    let tenant = format!(
+        "tokens = [\"sha256:{}\"]\n[[receivers]]\nname = \"r\"\nplugin = \"webhook\"\nallowed_hosts = [\"{sink_host}\"]\nconfig = {{ url = \"http://{sink_host}/\" }}\n[route]\nreceiver = \"r\"\n",
+        "ab".repeat(32)
+    );
+    for (path, text, expected) in [
+        ("tenants/Bad Name/tenant.toml", tenant.clone(), "tenants/Bad Name/tenant.toml: -: `Bad Name` is not a valid tenant name"),
+        ("tenants/acme/tenant.toml", tenant.replace("sha256:", "md5:"), "tenants/acme/tenant.toml: tokens[0]"),
+        ("tenants/acme/tenant.toml", tenant.replace("receiver = \"r\"", "receiver = \"x\""), "tenants/acme/tenant.toml: route.receiver"),
+        ("tenants/acme/tenant.toml", tenant.replace("[route]", "[route]\nbogus = 1"), "tenants/acme/tenant.toml: line 8"),
+        ("tenants/acme/other.toml", tenant.clone(), "tenants/acme/tenant.toml: -: cannot read it"),
+    ] {
+        let failed = match Daemon::start_with_files(BIN, &main_config(""), &[(path, &text)]) {
+            Ok(_) => panic!("accepted {path}"),
+            Err(f) => f,
+        };
+        assert_eq!(failed.code, Some(2), "{}", failed.stderr);
+        assert!(failed.stderr.contains(expected), "expected `{expected}` in:\n{}", failed.stderr);
+    }
+}
