@@ -24,6 +24,9 @@ pub struct Config {
     /// How long alerts live.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// How long silences are kept.
+    #[serde(default)]
+    pub silences: SilencesConfig,
     /// Plugins by name: `[plugins.webhook] path = "..."`.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSource>,
@@ -226,6 +229,25 @@ impl Default for AlertsConfig {
             resolved_retention: default_resolved_retention(),
             sweep_interval: default_sweep_interval(),
         }
+    }
+}
+
+/// `[silences]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilencesConfig {
+    /// Expired silences stay listed this long, then are deleted (Alertmanager's `data.retention`), e.g. "120h".
+    #[serde(default = "default_silence_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+fn default_silence_retention() -> Duration {
+    Duration::from_secs(120 * 3600)
+}
+
+impl Default for SilencesConfig {
+    fn default() -> Self {
+        SilencesConfig { retention: default_silence_retention() }
     }
 }
 

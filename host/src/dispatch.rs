@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use crate::alert::{self, Alert, Fingerprint, Status};
 use crate::plugin::{self, AlertStatus, DeliveryFailure, DeliveryReport, Notification, Receiver};
 use crate::route::Router;
+use crate::silence::Silences;
 use crate::state::AlertState;
 use crate::store::Store;
 
@@ -91,6 +92,8 @@ pub struct Notifier {
     pub external_url: String,
     /// Its alerts.
     pub state: Arc<AlertState>,
+    /// Its silences: a silenced alert's changes wait until the silence ends.
+    pub silences: Arc<Silences>,
     /// Where the `notified` marks are persisted.
     pub store: Arc<dyn Store>,
 }
@@ -99,7 +102,8 @@ impl Notifier {
     /// Dispatch every unnotified change (all alerts, or those in `only`). When the queue is
     /// full nothing is dispatched and the changes stay unnotified for the next sweep.
     pub fn notify_changes(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>) -> Result<usize, QueueFull> {
-        let taken = self.state.take_unnotified(only, now);
+        let muted = |labels: &alert::LabelSet| !self.silences.silencing(labels, now).is_empty();
+        let taken = self.state.take_unnotified(only, now, &muted);
         if taken.is_empty() {
             return Ok(0);
         }

@@ -11,6 +11,7 @@
 //! - [`alert`]: the alert model: label sets, fingerprints, status.
 //! - [`matcher`]: Alertmanager's label matchers, for API filters and silences.
 //! - [`state`]: each tenant's alerts with Alertmanager's merge semantics, and which changes still need notifying.
+//! - [`silence`]: each tenant's silences; a silenced alert's changes wait until the silence ends.
 //! - [`store`]: durable state (redb) behind a narrow interface, with group commit.
 //! - [`route`]: decides which receivers get an alert.
 //! - [`dispatch`]: turns routed alerts into notifications and runs deliveries.
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod matcher;
 pub mod route;
 pub mod serve;
+pub mod silence;
 pub mod state;
 pub mod store;
 pub mod tenant;

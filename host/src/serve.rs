@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError, ConfigErrors, TenantView, parse_token_h
 use crate::dispatch::{Dispatcher, Notifier, OnOutcome};
 use crate::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
 use crate::route::Router;
+use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
 use crate::store::{RedbStore, Store};
 use crate::tenant::{Tenant, Tenants};
@@ -39,9 +40,16 @@ pub struct Daemon {
     store: Arc<dyn Store>,
     dispatcher: Dispatcher,
     external_url: String,
-    /// Alert state by tenant; kept across reloads so a changed tenant keeps its alerts.
-    states: Mutex<HashMap<String, Arc<AlertState>>>,
+    /// Alerts and silences by tenant; kept across reloads so a changed tenant keeps them.
+    states: Mutex<HashMap<String, TenantState>>,
     tenants: RwLock<Arc<Tenants>>,
+}
+
+/// A tenant's alerts and silences.
+#[derive(Clone)]
+struct TenantState {
+    alerts: Arc<AlertState>,
+    silences: Arc<Silences>,
 }
 
 impl Daemon {
@@ -72,8 +80,11 @@ impl Daemon {
             let state = match state {
                 Some(state) => state,
                 None => {
-                    let state = Arc::new(AlertState::new(view.name, settings));
-                    new_states.push(state.clone());
+                    let state = TenantState {
+                        alerts: Arc::new(AlertState::new(view.name, settings)),
+                        silences: Arc::new(Silences::new(view.name, config.silences.retention)),
+                    };
+                    new_states.push((view.name.to_string(), state.clone()));
                     state
                 }
             };
@@ -83,7 +94,8 @@ impl Daemon {
                 receivers,
                 dispatcher: self.dispatcher.clone(),
                 external_url: self.external_url.clone(),
-                state,
+                state: state.alerts,
+                silences: state.silences,
                 store: self.store.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
@@ -95,15 +107,20 @@ impl Daemon {
         // New tenants (at start: all of them) get back what the store holds for them.
         if !new_states.is_empty() {
             let snapshot = self.store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut by_tenant: HashMap<String, Vec<_>> = HashMap::new();
+            let mut alerts: HashMap<String, Vec<_>> = HashMap::new();
             for (tenant, alert) in snapshot.alerts {
-                by_tenant.entry(tenant).or_default().push(alert);
+                alerts.entry(tenant).or_default().push(alert);
+            }
+            let mut silences: HashMap<String, Vec<_>> = HashMap::new();
+            for (tenant, silence) in snapshot.silences {
+                silences.entry(tenant).or_default().push(silence);
             }
             let mut states = self.states.lock().expect("states lock");
-            for state in new_states {
-                state.restore(by_tenant.remove(state.tenant()).unwrap_or_default());
-                tracing::info!(tenant = %state.tenant(), alerts = state.len(), "tenant ready");
-                states.insert(state.tenant().to_string(), state);
+            for (name, state) in new_states {
+                state.alerts.restore(alerts.remove(&name).unwrap_or_default());
+                state.silences.restore(silences.remove(&name).unwrap_or_default());
+                tracing::info!(tenant = %name, alerts = state.alerts.len(), silences = state.silences.list().len(), "tenant ready");
+                states.insert(name, state);
             }
         }
         let admin = config.server.admin_tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
@@ -233,9 +250,10 @@ async fn sweep(daemon: Arc<Daemon>, interval: std::time::Duration) {
             if notifier.notify_changes(None, now).is_err() {
                 tracing::warn!(tenant = %tenant.name, "the delivery queue is full; retrying at the next sweep");
             }
-            let expired = notifier.state.collect_garbage(now);
+            let mut expired = notifier.state.collect_garbage(now);
+            expired.extend(notifier.silences.collect_garbage(now));
             if !expired.is_empty() {
-                tracing::debug!(tenant = %tenant.name, alerts = expired.len(), "collected resolved alerts");
+                tracing::debug!(tenant = %tenant.name, records = expired.len(), "collected expired alerts and silences");
                 drop(notifier.store.submit(expired));
             }
         }

@@ -178,8 +178,10 @@ impl AlertState {
     }
 
     /// Alerts (all, or among `only`) whose status at `now` has not been notified yet, marked
-    /// as notified. Call [`AlertState::unmark`] with them if they could not be dispatched.
-    pub fn take_unnotified(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>) -> Vec<Taken> {
+    /// as notified. Muted alerts (silenced) are left for later: their change is notified once
+    /// the silence ends, if it still stands. Call [`AlertState::unmark`] with the result if it
+    /// could not be dispatched.
+    pub fn take_unnotified(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>, muted: &dyn Fn(&LabelSet) -> bool) -> Vec<Taken> {
         let mut alerts = self.lock();
         let mut out = Vec::new();
         let mut take = |r: &mut AlertRecord| {
@@ -189,7 +191,7 @@ impl AlertState {
                 None => status == Status::Firing,
                 Some(previous) => previous != status,
             };
-            if due {
+            if due && !muted(&r.labels) {
                 let previous = r.notified.replace(status);
                 out.push(Taken { record: r.clone(), previous });
             }
@@ -342,36 +344,44 @@ mod tests {
     fn each_status_change_is_taken_once() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
         let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
-        assert_eq!(state.take_unnotified(Some(&fps), t("10:00:00")).len(), 1);
+        assert_eq!(state.take_unnotified(Some(&fps), t("10:00:00"), &|_| false).len(), 1);
         let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:01:00"), &store);
-        assert!(state.take_unnotified(Some(&fps), t("10:01:00")).is_empty(), "a re-send is not news");
+        assert!(state.take_unnotified(Some(&fps), t("10:01:00"), &|_| false).is_empty(), "a re-send is not news");
         // Nobody re-sends: resolve_timeout passes and the sweeper finds the resolve.
-        let resolved = state.take_unnotified(None, t("10:06:01"));
+        let resolved = state.take_unnotified(None, t("10:06:01"), &|_| false);
         assert_eq!(resolved.len(), 1);
         assert_eq!(resolved[0].record.notified, Some(Status::Resolved));
         assert_eq!(resolved[0].previous, Some(Status::Firing));
-        assert!(state.take_unnotified(None, t("10:07:00")).is_empty());
+        assert!(state.take_unnotified(None, t("10:07:00"), &|_| false).is_empty());
     }
 
     #[test]
     fn unmarked_alerts_are_taken_again() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
         state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
-        let taken = state.take_unnotified(None, t("10:00:00"));
+        let taken = state.take_unnotified(None, t("10:00:00"), &|_| false);
         state.unmark(&taken);
-        assert_eq!(state.take_unnotified(None, t("10:00:01")).len(), 1);
+        assert_eq!(state.take_unnotified(None, t("10:00:01"), &|_| false).len(), 1);
     }
 
     #[test]
     fn resolved_alerts_are_collected_after_retention_but_not_before_their_resolve_is_sent() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
         state.ingest(vec![alert("A", "10:00:00", Some("10:01:00"))], t("10:00:00"), &store);
-        state.take_unnotified(None, t("10:00:00")); // notified firing
+        state.take_unnotified(None, t("10:00:00"), &|_| false); // notified firing
         assert!(state.collect_garbage(t("12:00:00")).is_empty(), "its resolve was never sent");
-        state.take_unnotified(None, t("12:00:00")); // notified resolved
+        state.take_unnotified(None, t("12:00:00"), &|_| false); // notified resolved
         assert!(state.collect_garbage(t("10:20:00")).is_empty(), "within retention");
         let deleted = state.collect_garbage(t("12:00:00"));
         assert_eq!(deleted.len(), 1);
         assert!(state.is_empty());
+    }
+
+    #[test]
+    fn muted_changes_wait_until_the_mute_ends() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        assert!(state.take_unnotified(None, t("10:00:00"), &|_| true).is_empty(), "silenced: nothing sent");
+        assert_eq!(state.take_unnotified(None, t("10:01:00"), &|_| false).len(), 1, "silence over: the firing goes out");
     }
 }

@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::alert::Fingerprint;
+use crate::silence::Silence;
 use crate::state::AlertRecord;
 
 /// One write. Within a batch, and across batches in submission order, later writes win.
@@ -23,16 +23,9 @@ pub enum Op {
     /// Remove a tenant's alert.
     DeleteAlert { tenant: String, fingerprint: Fingerprint },
     /// Insert or replace a tenant's silence (keyed by its id).
-    PutSilence { tenant: String, silence: SilenceRecord },
-}
-
-/// A stored silence (the API layer gives it meaning).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SilenceRecord {
-    /// The silence id (a UUID string).
-    pub id: String,
-    /// Everything else, as the silences module encodes it.
-    pub body: serde_json::Value,
+    PutSilence { tenant: String, silence: Silence },
+    /// Remove a tenant's silence.
+    DeleteSilence { tenant: String, id: String },
 }
 
 /// Everything stored, per tenant, as loaded at start.
@@ -41,7 +34,7 @@ pub struct Snapshot {
     /// `(tenant, alert)` pairs.
     pub alerts: Vec<(String, AlertRecord)>,
     /// `(tenant, silence)` pairs.
-    pub silences: Vec<(String, SilenceRecord)>,
+    pub silences: Vec<(String, Silence)>,
 }
 
 /// A store failure: the host's fault (disk full, permissions, corruption).
@@ -131,7 +124,7 @@ impl Store for RedbStore {
         for entry in txn.open_table(SILENCES).map_err(|e| fail(&e))?.iter().map_err(|e| fail(&e))? {
             let (key, value) = entry.map_err(|e| fail(&e))?;
             let (tenant, _) = split_key(key.value()).ok_or_else(|| self.error("a malformed silence key".into()))?;
-            let silence: SilenceRecord = serde_json::from_slice(value.value()).map_err(|e| fail(&e))?;
+            let silence: Silence = serde_json::from_slice(value.value()).map_err(|e| fail(&e))?;
             snapshot.silences.push((tenant, silence));
         }
         Ok(snapshot)
@@ -191,6 +184,9 @@ fn commit<'a>(db: &redb::Database, ops: impl Iterator<Item = &'a Op>) -> Result<
                 Op::PutSilence { tenant, silence } => {
                     let value = serde_json::to_vec(silence).map_err(|e| e.to_string())?;
                     silences.insert(key(tenant, silence.id.as_bytes()).as_slice(), value.as_slice()).map_err(|e| e.to_string())?;
+                }
+                Op::DeleteSilence { tenant, id } => {
+                    silences.remove(key(tenant, id.as_bytes()).as_slice()).map_err(|e| e.to_string())?;
                 }
             }
         }

@@ -81,8 +81,37 @@ async fn tenants_are_isolated_on_every_endpoint() {
     let text = status.to_string();
     assert!(text.contains("bolt") && !text.contains("acme") && !text.contains("x1"), "{text}");
 
+    // Silences: B can neither see nor touch A's.
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "AcmeDown", "isRegex": false, "isEqual": true}],
+        "startsAt": chrono::Utc::now().to_rfc3339(),
+        "endsAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "createdBy": "acme-ops", "comment": "acme maintenance",
+    });
+    let (status, created) = call(&daemon, "POST", "/api/v2/silences", &silence.to_string(), &a).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["silenceID"].as_str().unwrap().to_string();
+    assert_eq!(call(&daemon, "GET", "/api/v2/silences", "", &b).await.1, serde_json::json!([]));
+    assert_eq!(call(&daemon, "GET", &format!("/api/v2/silence/{id}"), "", &b).await.0, 404);
+    assert_eq!(call(&daemon, "DELETE", &format!("/api/v2/silence/{id}"), "", &b).await.0, 404);
+    let mut takeover = silence.clone();
+    takeover["id"] = serde_json::json!(id);
+    assert_eq!(call(&daemon, "POST", "/api/v2/silences", &takeover.to_string(), &b).await.0, 404);
+    let (_, still) = call(&daemon, "GET", &format!("/api/v2/silence/{id}"), "", &a).await;
+    assert_eq!(still["status"]["state"], "active");
+
     // No token, a wrong token: 401 on every tenant endpoint, saying nothing about tenants.
-    for (method, path) in [("GET", "/api/v2/alerts"), ("POST", "/api/v2/alerts"), ("GET", "/api/v2/status"), ("GET", "/api/v2/receivers")] {
+    let silence_path = format!("/api/v2/silence/{id}");
+    for (method, path) in [
+        ("GET", "/api/v2/alerts"),
+        ("POST", "/api/v2/alerts"),
+        ("GET", "/api/v2/status"),
+        ("GET", "/api/v2/receivers"),
+        ("GET", "/api/v2/silences"),
+        ("POST", "/api/v2/silences"),
+        ("GET", silence_path.as_str()),
+        ("DELETE", silence_path.as_str()),
+    ] {
         for headers in [vec![], vec![("authorization", "Bearer nope")], vec![("x-scope-orgid", "acme")]] {
             let (status, body) = call(&daemon, method, path, r#"[{"labels":{"alertname":"X"}}]"#, &headers).await;
             assert_eq!(status, 401, "{method} {path} {headers:?}: {body}");

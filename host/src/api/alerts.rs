@@ -50,8 +50,10 @@ pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
                 continue;
             }
         }
-        // Silences and inhibition come with the routing pipeline: every alert is active until then.
-        if !q.active {
+        // Inhibition comes with the routing pipeline; silences apply now.
+        let silenced_by = notifier.silences.silencing(&a.labels, now);
+        let state = if silenced_by.is_empty() { "active" } else { "suppressed" };
+        if (silenced_by.is_empty() && !q.active) || (!silenced_by.is_empty() && !q.silenced) {
             continue;
         }
         out.push(json!({
@@ -63,7 +65,7 @@ pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
             "generatorURL": a.generator_url,
             "fingerprint": a.fingerprint().to_string(),
             "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
-            "status": {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []},
+            "status": {"state": state, "silencedBy": silenced_by, "inhibitedBy": [], "mutedBy": []},
         }));
     }
     super::json(StatusCode::OK, &Value::Array(out))
@@ -72,13 +74,14 @@ pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
 /// The query parameters of `GET /api/v2/alerts`.
 struct Query {
     active: bool,
+    silenced: bool,
     filters: Vec<Matcher>,
     receiver: Option<regex::Regex>,
 }
 
 impl Query {
     fn parse(query: Option<&str>) -> Result<Query, String> {
-        let mut q = Query { active: true, filters: Vec::new(), receiver: None };
+        let mut q = Query { active: true, silenced: true, filters: Vec::new(), receiver: None };
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let flag = || match value.as_ref() {
                 "true" => Ok(true),
@@ -87,8 +90,10 @@ impl Query {
             };
             match key.as_ref() {
                 "active" => q.active = flag()?,
-                // Accepted for compatibility; they filter nothing until silences and inhibition exist.
-                "silenced" | "inhibited" | "unprocessed" => {
+                "silenced" => q.silenced = flag()?,
+                // Accepted for compatibility; they filter nothing until inhibition exists
+                // (and no alert is ever unprocessed: routing is synchronous).
+                "inhibited" | "unprocessed" => {
                     flag()?;
                 }
                 "filter" => q.filters.push(Matcher::parse(&value).map_err(|e| format!("filter[{}]: {e}", q.filters.len()))?),

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod health;
+mod silences;
 mod status;
 
 use std::convert::Infallible;
@@ -70,8 +71,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 }
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 6] = [
+const ENDPOINTS: [(&str, &[Method]); 8] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
+    ("/api/v2/silences", &[Method::GET, Method::POST]),
+    ("/api/v2/silence/{id}", &[Method::GET, Method::DELETE]),
     ("/api/v2/status", &[Method::GET]),
     ("/api/v2/receivers", &[Method::GET]),
     ("/-/healthy", &[Method::GET, Method::HEAD]),
@@ -82,7 +85,10 @@ const ENDPOINTS: [(&str, &[Method]); 6] = [
 async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    match ENDPOINTS.iter().find(|(p, _)| *p == path) {
+    // `/api/v2/silence/{id}` is the one endpoint with a parameter in its path.
+    let silence_id = path.strip_prefix("/api/v2/silence/").filter(|id| !id.is_empty() && !id.contains('/')).map(str::to_string);
+    let endpoint = if silence_id.is_some() { "/api/v2/silence/{id}" } else { path.as_str() };
+    match ENDPOINTS.iter().find(|(p, _)| *p == endpoint) {
         None => return error(StatusCode::NOT_FOUND, format!("no endpoint at {path}")),
         Some((_, methods)) if !methods.contains(&method) => {
             return error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"));
@@ -118,6 +124,13 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             Err(response) => response,
         },
         ("/api/v2/alerts", _) => alerts::get(notifier, req.uri().query()),
+        ("/api/v2/silences", &Method::POST) => match read_body(req, app.max_body_bytes).await {
+            Ok(body) => silences::post(notifier, &body).await,
+            Err(response) => response,
+        },
+        ("/api/v2/silences", _) => silences::list(notifier, req.uri().query()),
+        (_, &Method::GET) if silence_id.is_some() => silences::get(notifier, silence_id.as_deref().unwrap_or_default()),
+        (_, &Method::DELETE) if silence_id.is_some() => silences::delete(notifier, silence_id.as_deref().unwrap_or_default()).await,
         ("/api/v2/status", _) => status::status(notifier, app.started),
         ("/api/v2/receivers", _) => status::receivers(notifier),
         _ => unreachable!("every endpoint in ENDPOINTS is handled"),
