@@ -1,0 +1,164 @@
+//! Ingest throughput and latency (durable), RSS with 100K active alerts, restart time with 100K stored.
+//!
+//! Run: `cargo bench -p belfry-tests --bench ingest` (release build of the daemon, 2 cores here).
+//! The daemon is the real binary in its own process, with its store on disk (fsync on commit)
+//! and one receiver on the no-op fixture plugin, so delivery costs little and ingest dominates.
+//! Figures go to docs/BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use belfry_tests::{Daemon, misbehave_wasm};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+const CONNECTIONS: usize = 4;
+const POSTS: usize = 200;
+const ALERTS_PER_POST: usize = 100;
+
+fn config() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 16777216
+
+[plugins.noop]
+path = "{}"
+
+[[receivers]]
+name = "sink"
+plugin = "noop"
+config = {{ mode = "noop" }}
+
+[route]
+receiver = "sink"
+"#,
+        misbehave_wasm().display()
+    )
+}
+
+/// A Prometheus-like batch: distinct alerts `first..first + n` with realistic labels.
+fn batch(first: usize, n: usize) -> String {
+    let alerts: Vec<String> = (first..first + n)
+        .map(|i| {
+            format!(
+                r#"{{"labels":{{"alertname":"HighLatency","instance":"10.0.{}.{}:9100","job":"node","severity":"page","team":"t{}"}},"annotations":{{"summary":"p99 latency above 2s on instance {i}","runbook_url":"https://runbooks.example/latency"}},"startsAt":"2026-11-23T10:00:00Z","endsAt":"2099-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph?g0.expr=latency"}}"#,
+                i / 256,
+                i % 256,
+                i % 10
+            )
+        })
+        .collect();
+    format!("[{}]", alerts.join(","))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: std::net::SocketAddr) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn post(sender: &mut Sender, addr: std::net::SocketAddr, body: Bytes) -> Duration {
+    let req = hyper::Request::post("/api/v2/alerts")
+        .header("host", addr.to_string())
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let started = Instant::now();
+    let response = sender.send_request(req).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    started.elapsed()
+}
+
+/// Send `posts` batches starting at alert `first` over `connections` keep-alive connections;
+/// returns wall time and per-request latencies.
+async fn load(addr: std::net::SocketAddr, first: usize, posts: usize, connections: usize) -> (Duration, Vec<Duration>) {
+    let bodies: Vec<Bytes> = (0..posts).map(|p| Bytes::from(batch(first + p * ALERTS_PER_POST, ALERTS_PER_POST))).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(connections).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr).await;
+            let mut latencies = Vec::with_capacity(mine.len());
+            for body in mine {
+                latencies.push(post(&mut sender, addr, body).await);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    (started.elapsed(), latencies)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024.0
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let daemon = Daemon::start(BIN, &config()).expect("daemon starts");
+        let addr = daemon.addr;
+        // Warm-up: connections, plugin instances, store file growth.
+        load(addr, 10_000_000, 20, CONNECTIONS).await;
+
+        println!("## Ingest ({POSTS} POSTs x {ALERTS_PER_POST} alerts, {CONNECTIONS} keep-alive connections, durable)\n");
+        println!("| run | alerts/s | p50 request | p99 request |");
+        println!("|---|---|---|---|");
+        for run in 1..=3 {
+            let (wall, mut latencies) = load(addr, run * 1_000_000, POSTS, CONNECTIONS).await;
+            latencies.sort();
+            let rate = (POSTS * ALERTS_PER_POST) as f64 / wall.as_secs_f64();
+            println!(
+                "| {run} | {rate:.0} | {:.2} ms | {:.2} ms |",
+                percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+                percentile(&latencies, 0.99).as_secs_f64() * 1e3
+            );
+        }
+
+        // Fill up to 100K active alerts in total (the runs above stored 20K + 2K of them).
+        let stored = 3 * POSTS * ALERTS_PER_POST + 20 * ALERTS_PER_POST;
+        let more = 100_000 - stored;
+        load(addr, 20_000_000, more / ALERTS_PER_POST, CONNECTIONS).await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // deliveries and their marks settle
+        let (_, listed) = belfry_tests::http_request("GET", &daemon.url("/api/v2/alerts?filter=team%3D%22t3%22"), "").await;
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 10_000, "a tenth of 100K alerts");
+        let pid = daemon_pid(&daemon);
+        println!("\n## Memory and restart with 100,000 active alerts\n");
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!("| RSS with 100K active alerts | {:.1} MiB |", rss_mib(pid));
+
+        let started = Instant::now();
+        let daemon = daemon.kill_9_and_restart(BIN).expect("restarts");
+        let restart = started.elapsed();
+        let (_, listed) = belfry_tests::http_request("GET", &daemon.url("/api/v2/alerts?filter=team%3D%22t3%22"), "").await;
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 10_000, "every alert is back");
+        println!("| restart (kill -9 to serving, 100K alerts loaded) | {:.2} s |", restart.as_secs_f64());
+        println!("| RSS after restart | {:.1} MiB |", rss_mib(daemon_pid(&daemon)));
+    });
+}
+
+fn daemon_pid(daemon: &Daemon) -> u32 {
+    daemon.pid()
+}
