@@ -43,6 +43,9 @@ pub struct Config {
     /// More tenants, one directory each.
     #[serde(default)]
     pub tenants: TenantsConfig,
+    /// Per-tenant limits: defaults for every tenant (a tenant's `[limits]` overrides keys).
+    #[serde(default)]
+    pub limits: TenantLimits,
     /// Tenants read from `[tenants] dir`, in name order.
     #[serde(skip)]
     pub tenant_files: Vec<TenantFile>,
@@ -123,6 +126,63 @@ pub struct TenantConfig {
     pub receivers: Vec<ReceiverConfig>,
     /// Where its alerts go.
     pub route: RouteConfig,
+    /// Overrides of the top-level `[limits]`, key by key.
+    #[serde(default)]
+    pub limits: TenantLimitsOverride,
+}
+
+/// Defines [`TenantLimits`] (every limit, with its default) and [`TenantLimitsOverride`]
+/// (the same keys, each optional) from one list, so the two cannot drift apart.
+macro_rules! tenant_limits {
+    ($($(#[doc = $doc:literal])* $name:ident: $ty:ty = $default:expr;)*) => {
+        /// `[limits]`: what one tenant may do. Every limit answers with a 4xx naming it.
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct TenantLimits {
+            $($(#[doc = $doc])* pub $name: $ty,)*
+        }
+
+        impl Default for TenantLimits {
+            fn default() -> Self {
+                TenantLimits { $($name: $default,)* }
+            }
+        }
+
+        /// A tenant's `[limits]`: keys set here replace the top-level ones.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct TenantLimitsOverride {
+            $($(#[doc = $doc])* #[serde(default)] pub $name: Option<$ty>,)*
+        }
+
+        impl TenantLimits {
+            /// These limits with `o`'s keys applied.
+            pub fn with(&self, o: &TenantLimitsOverride) -> TenantLimits {
+                TenantLimits { $($name: o.$name.unwrap_or(self.$name),)* }
+            }
+        }
+    };
+}
+
+tenant_limits! {
+    /// Alerts in one `POST /api/v2/alerts` (Prometheus sends 64 at most by default).
+    max_alerts_per_request: usize = 10_000;
+    /// Labels on one alert.
+    max_labels_per_alert: usize = 64;
+    /// Bytes in one label or annotation name.
+    max_label_name_bytes: usize = 256;
+    /// Bytes in one label value.
+    max_label_value_bytes: usize = 2_048;
+    /// Bytes in one annotation value.
+    max_annotation_value_bytes: usize = 16_384;
+    /// Alerts a tenant holds (firing, or resolved and not yet collected).
+    max_alerts: usize = 100_000;
+    /// Pending and active silences a tenant holds.
+    max_silences: usize = 10_000;
+    /// Alerts per second a tenant may post, sustained.
+    ingest_rate: u32 = 50_000;
+    /// Alerts a tenant may post in a burst above the rate.
+    ingest_burst: u32 = 100_000;
 }
 
 /// A tenant read from its directory.
@@ -137,7 +197,7 @@ pub struct TenantFile {
 }
 
 /// One tenant's part of the configuration, wherever it was written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TenantView<'a> {
     /// The tenant's name.
     pub name: &'a str,
@@ -149,6 +209,8 @@ pub struct TenantView<'a> {
     pub receivers: &'a [ReceiverConfig],
     /// Routing.
     pub route: &'a RouteConfig,
+    /// Its limits: the top-level `[limits]` with the tenant's overrides.
+    pub limits: TenantLimits,
 }
 
 /// The tenant the top-level `[[receivers]]` and `[route]` define.
@@ -534,6 +596,7 @@ impl Config {
             tokens: &self.tokens,
             receivers: &self.receivers,
             route,
+            limits: self.limits.clone(),
         });
         default
             .into_iter()
@@ -543,6 +606,7 @@ impl Config {
                 tokens: &t.config.tokens,
                 receivers: &t.config.receivers,
                 route: &t.config.route,
+                limits: self.limits.with(&t.config.limits),
             }))
             .collect()
     }
@@ -590,6 +654,16 @@ impl Config {
                     tenant.file,
                     "route.receiver".into(),
                     format!("no receiver is named `{}`; add a [[receivers]] entry with that name", tenant.route.receiver),
+                );
+            }
+            let l = &tenant.limits;
+            if l.ingest_rate == 0 || l.ingest_burst == 0 {
+                push(tenant.file, "limits.ingest_rate".into(), "ingest_rate and ingest_burst must be at least 1".into());
+            } else if (l.ingest_burst as usize) < l.max_alerts_per_request {
+                push(
+                    tenant.file,
+                    "limits.ingest_burst".into(),
+                    format!("{} is below max_alerts_per_request ({}): a full request could never pass; raise it", l.ingest_burst, l.max_alerts_per_request),
                 );
             }
             for (i, token) in tenant.tokens.iter().enumerate() {

@@ -96,6 +96,10 @@ pub struct Notifier {
     pub silences: Arc<Silences>,
     /// Where the `notified` marks are persisted.
     pub store: Arc<dyn Store>,
+    /// The tenant's limits.
+    pub limits: crate::config::TenantLimits,
+    /// The tenant's ingest rate (alerts per second, with a burst).
+    pub ingest_rate: governor::DefaultDirectRateLimiter,
 }
 
 impl Notifier {

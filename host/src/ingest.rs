@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::alert::{Alert, LabelSet};
+use crate::config::TenantLimits;
 
 /// One element of the request array, as Prometheus sends it (`PostableAlert` in Alertmanager's OpenAPI).
 #[derive(Debug, Deserialize)]
@@ -43,21 +44,45 @@ const GO_ZERO_TIME_YEAR: i32 = 1;
 
 /// Decode a request body into validated alerts, with Alertmanager's defaulting: an unset
 /// `startsAt` becomes `endsAt` if that is set, else `now`.
-pub fn decode_postable_alerts(body: &[u8], now: DateTime<Utc>) -> Result<Vec<Alert>, IngestError> {
+pub fn decode_postable_alerts(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> Result<Vec<Alert>, IngestError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let postable: Vec<PostableAlert> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         IngestError { path: if path.is_empty() || path == "." { ".".into() } else { path }, message: format!("{} (expected a JSON array of alerts with a `labels` object)", e.inner()) }
     })?;
     de.end().map_err(|e| IngestError { path: ".".into(), message: format!("trailing data after the JSON array: {e}") })?;
-    postable.into_iter().enumerate().map(|(i, p)| validate(i, p, now)).collect()
+    if postable.len() > limits.max_alerts_per_request {
+        return Err(IngestError {
+            path: ".".into(),
+            message: format!("{} alerts in one request; the limit is {} (max_alerts_per_request): send smaller batches", postable.len(), limits.max_alerts_per_request),
+        });
+    }
+    postable.into_iter().enumerate().map(|(i, p)| validate(i, p, now, limits)).collect()
 }
 
-fn validate(i: usize, p: PostableAlert, now: DateTime<Utc>) -> Result<Alert, IngestError> {
+/// The first name or value in `set` over the limits, as (field path, message).
+fn check_sizes(set: &BTreeMap<String, String>, kind: &str, max_value: usize, value_limit: &str, limits: &TenantLimits) -> Result<(), (String, String)> {
+    for (name, value) in set {
+        if name.len() > limits.max_label_name_bytes {
+            return Err((format!("{kind}.{}…", &name[..name.char_indices().nth(32).map_or(name.len(), |(i, _)| i)]), format!("the name has {} bytes; the limit is {} (max_label_name_bytes)", name.len(), limits.max_label_name_bytes)));
+        }
+        if value.len() > max_value {
+            return Err((format!("{kind}.{name}"), format!("the value has {} bytes; the limit is {max_value} ({value_limit})", value.len())));
+        }
+    }
+    Ok(())
+}
+
+fn validate(i: usize, p: PostableAlert, now: DateTime<Utc>, limits: &TenantLimits) -> Result<Alert, IngestError> {
     let err = |field: &str, message: String| IngestError { path: format!("[{i}].{field}"), message };
     if p.labels.is_empty() {
         return Err(err("labels", "at least one label is required (Prometheus always sends alertname)".into()));
     }
+    if p.labels.len() > limits.max_labels_per_alert {
+        return Err(err("labels", format!("{} labels; the limit is {} (max_labels_per_alert)", p.labels.len(), limits.max_labels_per_alert)));
+    }
+    check_sizes(&p.labels, "labels", limits.max_label_value_bytes, "max_label_value_bytes", limits).map_err(|(f, m)| err(&f, m))?;
+    check_sizes(&p.annotations, "annotations", limits.max_annotation_value_bytes, "max_annotation_value_bytes", limits).map_err(|(f, m)| err(&f, m))?;
     check_names(&p.labels).map_err(|name| err(&format!("labels.{name}"), invalid_name(&name)))?;
     check_names(&p.annotations).map_err(|name| err(&format!("annotations.{name}"), invalid_name(&name)))?;
     let starts_at = parse_time(p.starts_at.as_deref()).map_err(|m| err("startsAt", m))?;
@@ -113,7 +138,25 @@ mod tests {
     }
 
     fn decode(body: &str) -> Result<Vec<Alert>, IngestError> {
-        decode_postable_alerts(body.as_bytes(), now())
+        decode_postable_alerts(body.as_bytes(), now(), &TenantLimits::default())
+    }
+
+    #[test]
+    fn limits_are_enforced_and_named() {
+        let limits = TenantLimits { max_alerts_per_request: 2, max_labels_per_alert: 2, max_label_name_bytes: 8, max_label_value_bytes: 4, max_annotation_value_bytes: 6, ..TenantLimits::default() };
+        let decode = |body: &str| decode_postable_alerts(body.as_bytes(), now(), &limits);
+        assert!(decode(r#"[{"labels":{"a":"1234"},"annotations":{"s":"123456"}}]"#).is_ok());
+        for (body, path, limit) in [
+            (r#"[{"labels":{"a":"1"}},{"labels":{"a":"2"}},{"labels":{"a":"3"}}]"#, ".", "max_alerts_per_request"),
+            (r#"[{"labels":{"a":"1","b":"2","c":"3"}}]"#, "[0].labels", "max_labels_per_alert"),
+            (r#"[{"labels":{"a":"12345"}}]"#, "[0].labels.a", "max_label_value_bytes"),
+            (r#"[{"labels":{"a":"1"},"annotations":{"s":"1234567"}}]"#, "[0].annotations.s", "max_annotation_value_bytes"),
+            (r#"[{"labels":{"a":"1","abcdefghi":"x"}}]"#, "[0].labels.abcdefghi…", "max_label_name_bytes"),
+        ] {
+            let e = decode(body).unwrap_err();
+            assert_eq!(e.path, path, "{body}");
+            assert!(e.message.contains(limit), "{body}: {e}");
+        }
     }
 
     #[test]

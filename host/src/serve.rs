@@ -75,7 +75,7 @@ impl Daemon {
         let mut new_states = Vec::new();
         let mut tenants = Vec::new();
         for view in config.tenants() {
-            let receivers = bind_receivers(view, config, &plugins, &mut errors).await;
+            let receivers = bind_receivers(&view, config, &plugins, &mut errors).await;
             let state = self.states.lock().expect("states lock").get(view.name).cloned();
             let state = match state {
                 Some(state) => state,
@@ -97,6 +97,11 @@ impl Daemon {
                 state: state.alerts,
                 silences: state.silences,
                 store: self.store.clone(),
+                ingest_rate: governor::RateLimiter::direct(
+                    governor::Quota::per_second(std::num::NonZeroU32::new(view.limits.ingest_rate.max(1)).expect("at least 1"))
+                        .allow_burst(std::num::NonZeroU32::new(view.limits.ingest_burst.max(1)).expect("at least 1")),
+                ),
+                limits: view.limits.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             tenants.push(Tenant::new(view.name.to_string(), hashes, notifier));
@@ -153,7 +158,7 @@ impl Reload for Daemon {
 }
 
 async fn bind_receivers(
-    view: TenantView<'_>,
+    view: &TenantView<'_>,
     config: &Config,
     plugins: &HashMap<String, Arc<Plugin>>,
     errors: &mut Vec<ConfigError>,

@@ -174,7 +174,7 @@ impl Silences {
     /// nor before the start; an update keeps the id when only times and text change on a
     /// silence that has not expired (and an active one keeps its start), otherwise the old
     /// silence expires and a new one is created. Returns the id and the store writes.
-    pub fn set(&self, p: PostableSilence, now: DateTime<Utc>) -> Result<(String, Vec<Op>), SilenceError> {
+    pub fn set(&self, p: PostableSilence, now: DateTime<Utc>, max_silences: usize) -> Result<(String, Vec<Op>), SilenceError> {
         let matchers = compile(&p.matchers)?;
         if p.ends_at < p.starts_at {
             return Err(invalid("endsAt: the end must not be before the start"));
@@ -211,7 +211,17 @@ impl Silences {
         }
         // A new silence cannot start in the past (Alertmanager moves it to now); an updated
         // active one keeps its start.
-        let starts_at = if p.id.as_deref() == Some(id.as_str()) { p.starts_at } else { p.starts_at.max(now) };
+        let in_place = p.id.as_deref() == Some(id.as_str());
+        if !in_place {
+            let live = by_id.values().filter(|c| c.silence.state_at(now) != SilenceState::Expired).count();
+            if live >= max_silences {
+                return Err(SilenceError {
+                    status: 429,
+                    message: format!("the tenant has {live} pending or active silences; the limit is {max_silences} (max_silences): expire some or raise the limit"),
+                });
+            }
+        }
+        let starts_at = if in_place { p.starts_at } else { p.starts_at.max(now) };
         let silence = Silence {
             id: id.clone(),
             matchers: p.matchers,
@@ -326,22 +336,22 @@ mod tests {
             (post(None, vec![m("a", "x", false, true)], "09:00:00", "09:30:00"), "in the past"),
         ];
         for (p, needle) in cases {
-            let e = s.set(p, now).unwrap_err();
+            let e = s.set(p, now, usize::MAX).unwrap_err();
             assert_eq!(e.status, 400);
             assert!(e.message.contains(needle), "{} vs {needle}", e.message);
         }
         // A lone negative matcher is fine (it never "matches the empty string").
-        assert!(s.set(post(None, vec![m("env", "prod", false, false)], "10:00:00", "11:00:00"), now).is_ok());
+        assert!(s.set(post(None, vec![m("env", "prod", false, false)], "10:00:00", "11:00:00"), now, usize::MAX).is_ok());
         let mut p = post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00");
         p.comment = " ".into();
-        assert!(s.set(p, now).unwrap_err().message.contains("comment"));
-        assert_eq!(s.set(post(Some("nope"), vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), now).unwrap_err().status, 404);
+        assert!(s.set(p, now, usize::MAX).unwrap_err().message.contains("comment"));
+        assert_eq!(s.set(post(Some("nope"), vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), now, usize::MAX).unwrap_err().status, 404);
     }
 
     #[test]
     fn active_silences_mute_matching_alerts() {
         let s = Silences::new("t", Duration::from_secs(3600));
-        let (id, _) = s.set(post(None, vec![m("job", "api|web", true, true), m("env", "dev", false, false)], "10:00:00", "11:00:00"), t("09:00:00")).unwrap();
+        let (id, _) = s.set(post(None, vec![m("job", "api|web", true, true), m("env", "dev", false, false)], "10:00:00", "11:00:00"), t("09:00:00"), usize::MAX).unwrap();
         let prod_api = labels(&[("job", "api"), ("env", "prod")]);
         assert!(s.silencing(&prod_api, t("09:30:00")).is_empty(), "pending");
         assert_eq!(s.silencing(&prod_api, t("10:30:00")), [id.clone()]);
@@ -355,14 +365,14 @@ mod tests {
         let s = Silences::new("t", Duration::from_secs(3600));
         let now = t("10:30:00");
         let matchers = vec![m("a", "x", false, true)];
-        let (id, _) = s.set(post(None, matchers.clone(), "10:00:00", "11:00:00"), now).unwrap();
+        let (id, _) = s.set(post(None, matchers.clone(), "10:00:00", "11:00:00"), now, usize::MAX).unwrap();
         assert_eq!(s.get(&id).unwrap().starts_at, now, "a new silence starts no earlier than now");
         // Extending an active silence keeps its id.
-        let (same, ops) = s.set(post(Some(&id), matchers.clone(), "10:30:00", "12:00:00"), now).unwrap();
+        let (same, ops) = s.set(post(Some(&id), matchers.clone(), "10:30:00", "12:00:00"), now, usize::MAX).unwrap();
         assert_eq!((same.as_str(), ops.len()), (id.as_str(), 1));
         assert_eq!(s.get(&id).unwrap().ends_at, t("12:00:00"));
         // Changing matchers expires the old one and creates a new id.
-        let (new, ops) = s.set(post(Some(&id), vec![m("a", "y", false, true)], "10:30:00", "12:00:00"), now).unwrap();
+        let (new, ops) = s.set(post(Some(&id), vec![m("a", "y", false, true)], "10:30:00", "12:00:00"), now, usize::MAX).unwrap();
         assert_ne!(new, id);
         assert_eq!(ops.len(), 2);
         assert_eq!(s.get(&id).unwrap().state_at(now), SilenceState::Expired);
@@ -373,9 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn max_silences_counts_live_silences_only() {
+        let s = Silences::new("t", Duration::from_secs(3600));
+        let now = t("10:00:00");
+        let (id, _) = s.set(post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), now, 1).unwrap();
+        let e = s.set(post(None, vec![m("a", "y", false, true)], "10:00:00", "11:00:00"), now, 1).unwrap_err();
+        assert_eq!(e.status, 429);
+        assert!(e.message.contains("max_silences"));
+        s.set(post(Some(&id), vec![m("a", "x", false, true)], "10:00:00", "12:00:00"), now, 1).expect("updating in place is not a new silence");
+        s.expire(&id, now).unwrap();
+        s.set(post(None, vec![m("a", "y", false, true)], "10:00:00", "11:00:00"), now, 1).expect("expired ones do not count");
+    }
+
+    #[test]
     fn expired_silences_are_collected_after_retention() {
         let s = Silences::new("t", Duration::from_secs(3600));
-        let (id, _) = s.set(post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), t("10:00:00")).unwrap();
+        let (id, _) = s.set(post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), t("10:00:00"), usize::MAX).unwrap();
         assert!(s.collect_garbage(t("11:30:00")).is_empty());
         assert_eq!(s.collect_garbage(t("12:00:00")), [Op::DeleteSilence { tenant: "t".into(), id }]);
         assert!(s.list().is_empty());

@@ -149,9 +149,20 @@ impl AlertState {
 
     /// Merge posted alerts into the state and queue them for the store. The batch is queued
     /// under the lock, so the store commits updates of one alert in the order they were merged.
-    /// Returns the fingerprints touched and the commit to await before acknowledging.
-    pub fn ingest(&self, posted: Vec<Alert>, now: DateTime<Utc>, store: &dyn Store) -> (Vec<Fingerprint>, Commit) {
+    /// Returns the fingerprints touched and the commit to await before acknowledging, or, when
+    /// the new alerts would take the tenant over `max_alerts`, an error and no change at all.
+    pub fn ingest(&self, posted: Vec<Alert>, now: DateTime<Utc>, store: &dyn Store, max_alerts: usize) -> Result<(Vec<Fingerprint>, Commit), String> {
         let mut alerts = self.lock();
+        let mut new: Vec<Fingerprint> = posted.iter().map(|a| Fingerprint::of(&a.labels)).filter(|fp| !alerts.contains_key(fp)).collect();
+        new.sort();
+        new.dedup();
+        if alerts.len() + new.len() > max_alerts {
+            return Err(format!(
+                "the tenant holds {} alerts and this request adds {} new ones; the limit is {max_alerts} (max_alerts): resolve alerts or raise the limit",
+                alerts.len(),
+                new.len()
+            ));
+        }
         let mut ops = Vec::with_capacity(posted.len());
         let mut touched = Vec::with_capacity(posted.len());
         for a in posted {
@@ -174,7 +185,7 @@ impl AlertState {
             touched.push(fp);
         }
         let commit = store.submit(ops);
-        (touched, commit)
+        Ok((touched, commit))
     }
 
     /// Alerts (all, or among `only`) whose status at `now` has not been notified yet, marked
@@ -308,8 +319,8 @@ mod tests {
     #[test]
     fn prometheus_resends_are_one_alert_with_a_moving_end() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", Some("10:04:00"))], t("10:00:00"), &store);
-        state.ingest(vec![alert("A", "10:00:00", Some("10:05:00"))], t("10:01:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", Some("10:04:00"))], t("10:00:00"), &store, usize::MAX).unwrap();
+        state.ingest(vec![alert("A", "10:00:00", Some("10:05:00"))], t("10:01:00"), &store, usize::MAX).unwrap();
         let all = state.list();
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].starts_at, all[0].ends_at), (t("10:00:00"), t("10:05:00")));
@@ -319,11 +330,11 @@ mod tests {
     #[test]
     fn missing_end_uses_resolve_timeout_and_a_client_end_beats_it() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
         let r = &state.list()[0];
         assert_eq!((r.ends_at, r.timeout), (t("10:05:00"), true));
-        state.ingest(vec![alert("A", "10:00:00", Some("10:20:00"))], t("10:01:00"), &store);
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:02:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", Some("10:20:00"))], t("10:01:00"), &store, usize::MAX).unwrap();
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:02:00"), &store, usize::MAX).unwrap();
         let r = &state.list()[0];
         assert_eq!((r.ends_at, r.timeout), (t("10:20:00"), false), "an explicit later end is kept");
     }
@@ -331,11 +342,11 @@ mod tests {
     #[test]
     fn an_explicit_resolve_ends_the_alert_and_a_later_firing_is_a_new_occurrence() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
-        state.ingest(vec![alert("A", "10:00:00", Some("10:02:00"))], t("10:02:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
+        state.ingest(vec![alert("A", "10:00:00", Some("10:02:00"))], t("10:02:00"), &store, usize::MAX).unwrap();
         assert_eq!(state.list()[0].status_at(t("10:02:00")), Status::Resolved);
         // Fires again an hour later: no overlap, so it replaces the old occurrence.
-        state.ingest(vec![alert("A", "11:00:00", None)], t("11:00:00"), &store);
+        state.ingest(vec![alert("A", "11:00:00", None)], t("11:00:00"), &store, usize::MAX).unwrap();
         let r = &state.list()[0];
         assert_eq!((r.starts_at, r.status_at(t("11:00:00"))), (t("11:00:00"), Status::Firing));
     }
@@ -343,9 +354,9 @@ mod tests {
     #[test]
     fn each_status_change_is_taken_once() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
         assert_eq!(state.take_unnotified(Some(&fps), t("10:00:00"), &|_| false).len(), 1);
-        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:01:00"), &store);
+        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:01:00"), &store, usize::MAX).unwrap();
         assert!(state.take_unnotified(Some(&fps), t("10:01:00"), &|_| false).is_empty(), "a re-send is not news");
         // Nobody re-sends: resolve_timeout passes and the sweeper finds the resolve.
         let resolved = state.take_unnotified(None, t("10:06:01"), &|_| false);
@@ -358,7 +369,7 @@ mod tests {
     #[test]
     fn unmarked_alerts_are_taken_again() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
         let taken = state.take_unnotified(None, t("10:00:00"), &|_| false);
         state.unmark(&taken);
         assert_eq!(state.take_unnotified(None, t("10:00:01"), &|_| false).len(), 1);
@@ -367,7 +378,7 @@ mod tests {
     #[test]
     fn resolved_alerts_are_collected_after_retention_but_not_before_their_resolve_is_sent() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", Some("10:01:00"))], t("10:00:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", Some("10:01:00"))], t("10:00:00"), &store, usize::MAX).unwrap();
         state.take_unnotified(None, t("10:00:00"), &|_| false); // notified firing
         assert!(state.collect_garbage(t("12:00:00")).is_empty(), "its resolve was never sent");
         state.take_unnotified(None, t("12:00:00"), &|_| false); // notified resolved
@@ -378,9 +389,19 @@ mod tests {
     }
 
     #[test]
+    fn max_alerts_refuses_the_whole_request_but_not_updates() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, 2).unwrap();
+        let err = state.ingest(vec![alert("B", "10:00:00", None), alert("C", "10:00:00", None)], t("10:00:00"), &store, 2).unwrap_err();
+        assert!(err.contains("max_alerts"), "{err}");
+        assert_eq!(state.len(), 1, "nothing of the refused request was kept");
+        state.ingest(vec![alert("A", "10:00:00", None), alert("B", "10:00:00", None)], t("10:01:00"), &store, 2).expect("an update and one new fit");
+    }
+
+    #[test]
     fn muted_changes_wait_until_the_mute_ends() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store);
+        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
         assert!(state.take_unnotified(None, t("10:00:00"), &|_| true).is_empty(), "silenced: nothing sent");
         assert_eq!(state.take_unnotified(None, t("10:01:00"), &|_| false).len(), 1, "silence over: the firing goes out");
     }

@@ -352,6 +352,12 @@ pub async fn http_request(method: &str, url: &str, body: &str) -> (u16, String) 
 
 /// [`http_request`] with extra headers.
 pub async fn http_request_with(method: &str, url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = http_exchange(method, url, body, headers).await;
+    (status, body)
+}
+
+/// One request; the response's status, headers and body.
+pub async fn http_exchange(method: &str, url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
     let uri: hyper::Uri = url.parse().expect("url");
     let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -365,6 +371,7 @@ pub async fn http_request_with(method: &str, url: &str, body: &str, headers: &[(
     let req = headers.iter().fold(req, |req, (k, v)| req.header(*k, *v)).body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let response = sender.send_request(req).await.expect("send");
     let status = response.status().as_u16();
+    let response_headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (status, response_headers, String::from_utf8_lossy(&body).into_owned())
 }

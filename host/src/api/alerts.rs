@@ -14,11 +14,30 @@ use crate::dispatch::Notifier;
 /// before anything is stored. The 200 is sent only once the alerts are durable.
 pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
-    let alerts = match crate::ingest::decode_postable_alerts(body, now) {
+    let alerts = match crate::ingest::decode_postable_alerts(body, now, &notifier.limits) {
         Ok(alerts) => alerts,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let (touched, commit) = notifier.state.ingest(alerts, now, notifier.store.as_ref());
+    if let Some(count) = std::num::NonZeroU32::new(alerts.len() as u32) {
+        match notifier.ingest_rate.check_n(count) {
+            Ok(Ok(())) => {}
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("the tenant's ingest rate is {} alerts/s (ingest_rate); retry in {seconds} s", notifier.limits.ingest_rate),
+                );
+                response.headers_mut().insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
+                return response;
+            }
+            Err(_) => unreachable!("max_alerts_per_request <= ingest_burst is checked at config load"),
+        }
+    }
+    let (touched, commit) = match notifier.state.ingest(alerts, now, notifier.store.as_ref(), notifier.limits.max_alerts) {
+        Ok(ingested) => ingested,
+        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, message),
+    };
     match commit.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry")),

@@ -48,7 +48,7 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
             return error(StatusCode::BAD_REQUEST, format!("{path}: {} (expected a silence: matchers, startsAt, endsAt, createdBy, comment)", e.inner()));
         }
     };
-    let (id, ops) = match notifier.silences.set(postable, Utc::now()) {
+    let (id, ops) = match notifier.silences.set(postable, Utc::now(), notifier.limits.max_silences) {
         Ok(done) => done,
         Err(e) => return refused(e),
     };
