@@ -203,3 +203,126 @@ mod tests {
         }
     }
 }
+
+/// How long a firing alert received from an upstream Alertmanager's webhook stays firing
+/// without news. The upstream re-sends firing groups every `repeat_interval` (4h by default)
+/// and sends resolves explicitly, so this only bounds an upstream that vanished.
+pub const WEBHOOK_FIRING_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+/// Alertmanager's webhook payload (`notify/webhook`), as an upstream Alertmanager sends it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookMessage {
+    alerts: Vec<WebhookAlert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookAlert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: Option<String>,
+}
+
+/// Decode an upstream Alertmanager's webhook payload. Resolved alerts end at their `endsAt`;
+/// firing ones (whose `endsAt` the upstream zeroes) stay firing for [`WEBHOOK_FIRING_TTL`].
+pub fn decode_alertmanager_webhook(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> Result<Vec<Alert>, IngestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let message: WebhookMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| IngestError {
+        path: if e.path().to_string() == "." { ".".into() } else { e.path().to_string() },
+        message: format!("{} (expected Alertmanager's webhook payload: {{\"alerts\": [...]}})", e.inner()),
+    })?;
+    if message.alerts.len() > limits.max_alerts_per_request {
+        return Err(IngestError {
+            path: "alerts".into(),
+            message: format!("{} alerts in one request; the limit is {} (max_alerts_per_request)", message.alerts.len(), limits.max_alerts_per_request),
+        });
+    }
+    message
+        .alerts
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let firing = match a.status.as_str() {
+                "firing" => true,
+                "resolved" => false,
+                other => return Err(IngestError { path: format!("alerts[{i}].status"), message: format!("`{other}` is neither firing nor resolved") }),
+            };
+            let postable = PostableAlert { labels: a.labels, annotations: a.annotations, starts_at: a.starts_at, ends_at: if firing { None } else { a.ends_at }, generator_url: a.generator_url };
+            let mut alert = validate(i, postable, now, limits).map_err(|e| IngestError { path: format!("alerts{}", e.path), ..e })?;
+            if firing {
+                alert.ends_at = Some(now + WEBHOOK_FIRING_TTL);
+            } else if alert.ends_at.is_none() {
+                alert.ends_at = Some(now);
+            }
+            Ok(alert)
+        })
+        .collect()
+}
+
+/// One event from a system that is not Prometheus (`POST /api/belfry/v1/events`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// What happened, one line.
+    pub summary: String,
+    /// `critical`, `error`, `warning` or `info` (default `error`).
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// Where it happened (a host, a service).
+    pub source: String,
+    /// More labels, for routing.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Identifies the event across trigger and resolve; derived from source and summary if absent.
+    #[serde(default)]
+    pub dedup_key: Option<String>,
+    /// `true` resolves the event with this dedup key.
+    #[serde(default)]
+    pub resolve: bool,
+}
+
+/// Decode a generic event into an alert: labels `alertname` (default `event`), `source`,
+/// `severity`, `dedup_key` and the event's own labels; annotation `summary`.
+pub fn decode_event(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> Result<(Event, Alert), IngestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let event: Event = serde_path_to_error::deserialize(&mut de).map_err(|e| IngestError {
+        path: if e.path().to_string() == "." { ".".into() } else { e.path().to_string() },
+        message: format!("{} (expected an event: summary, source, and optionally severity, labels, dedup_key, resolve)", e.inner()),
+    })?;
+    let severity = event.severity.clone().unwrap_or_else(|| "error".into());
+    if !["critical", "error", "warning", "info"].contains(&severity.as_str()) {
+        return Err(IngestError { path: "severity".into(), message: format!("`{severity}` is not one of critical, error, warning, info") });
+    }
+    if event.summary.trim().is_empty() || event.source.trim().is_empty() {
+        return Err(IngestError { path: if event.summary.trim().is_empty() { "summary" } else { "source" }.into(), message: "must not be empty".into() });
+    }
+    let dedup_key = event.dedup_key.clone().unwrap_or_else(|| {
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{}\0{}", event.source, event.summary).as_bytes());
+        digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    });
+    let mut labels = event.labels.clone();
+    labels.entry("alertname".into()).or_insert_with(|| "event".into());
+    labels.insert("source".into(), event.source.clone());
+    labels.insert("severity".into(), severity);
+    labels.insert("dedup_key".into(), dedup_key);
+    let postable = PostableAlert {
+        labels,
+        annotations: [("summary".to_string(), event.summary.clone())].into_iter().collect(),
+        starts_at: None,
+        ends_at: None,
+        generator_url: None,
+    };
+    let mut alert = validate(0, postable, now, limits).map_err(|e| IngestError { path: e.path.trim_start_matches("[0].").to_string(), ..e })?;
+    if event.resolve {
+        alert.ends_at = Some(now);
+    }
+    Ok((event, alert))
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use belfry::config::{Config, TenantLimits, parse_token_hash};
-use belfry::ingest::decode_postable_alerts;
+use belfry::ingest::{decode_alertmanager_webhook, decode_event, decode_postable_alerts};
 use belfry::matcher::Matcher;
 use belfry::silence::PostableSilence;
 use proptest::prelude::*;
@@ -51,6 +51,15 @@ proptest! {
         if let Err(e) = decode_postable_alerts(&body, now(), &TenantLimits::default()) {
             prop_assert!(!e.path.is_empty() && !e.message.is_empty());
         }
+    }
+
+    #[test]
+    fn webhook_and_event_decoders_never_panic(value in json_value(), bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let body = serde_json::to_vec(&serde_json::json!({ "alerts": [value.clone()] })).unwrap();
+        let _ = decode_alertmanager_webhook(&body, now(), &TenantLimits::default());
+        let _ = decode_alertmanager_webhook(&bytes, now(), &TenantLimits::default());
+        let _ = decode_event(&serde_json::to_vec(&value).unwrap(), now(), &TenantLimits::default());
+        let _ = decode_event(&bytes, now(), &TenantLimits::default());
     }
 
     #[test]

@@ -14,10 +14,50 @@ use crate::dispatch::Notifier;
 /// before anything is stored. The 200 is sent only once the alerts are durable.
 pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
-    let alerts = match crate::ingest::decode_postable_alerts(body, now, &notifier.limits) {
-        Ok(alerts) => alerts,
+    match crate::ingest::decode_postable_alerts(body, now, &notifier.limits) {
+        Ok(alerts) => accept(notifier, alerts, now).await.unwrap_or_else(|r| r),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `POST /api/belfry/v1/alertmanager`: an upstream Alertmanager's webhook payload, so Belfry
+/// can sit behind an existing Alertmanager.
+pub async fn post_alertmanager_webhook(notifier: &Notifier, body: &[u8]) -> Response<Body> {
+    let now = Utc::now();
+    match crate::ingest::decode_alertmanager_webhook(body, now, &notifier.limits) {
+        Ok(alerts) => accept(notifier, alerts, now).await.unwrap_or_else(|r| r),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `POST /api/belfry/v1/events`: one event from a system that is not Prometheus. A resolve
+/// applies to the held alert with the same `dedup_key`, whatever its other labels.
+pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
+    let now = Utc::now();
+    let (event, mut alert) = match crate::ingest::decode_event(body, now, &notifier.limits) {
+        Ok(decoded) => decoded,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let dedup_key = alert.labels["dedup_key"].clone();
+    if event.resolve {
+        if let Some(held) = notifier.state.list().into_iter().find(|a| a.labels.get("dedup_key") == Some(&dedup_key)) {
+            alert.labels = held.labels;
+            alert.starts_at = held.starts_at;
+        }
+    } else {
+        // An event stays open until resolved (or a day without a re-trigger), like an incident.
+        alert.ends_at = Some(now + crate::ingest::WEBHOOK_FIRING_TTL);
+    }
+    let fingerprint = alert.fingerprint().to_string();
+    if let Err(response) = accept(notifier, vec![alert], now).await {
+        return response;
+    }
+    super::json(StatusCode::OK, &json!({ "dedup_key": dedup_key, "fingerprint": fingerprint }))
+}
+
+/// The path every ingest format shares: the tenant's rate, its state (all or nothing), the
+/// durable commit, then notifying what changed. `Err` is the error response to send.
+async fn accept(notifier: &Notifier, alerts: Vec<crate::alert::Alert>, now: chrono::DateTime<Utc>) -> Result<Response<Body>, Response<Body>> {
     if let Some(count) = std::num::NonZeroU32::new(alerts.len() as u32) {
         match notifier.ingest_rate.check_n(count) {
             Ok(Ok(())) => {}
@@ -29,34 +69,38 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
                     format!("the tenant's ingest rate is {} alerts/s (ingest_rate); retry in {seconds} s", notifier.limits.ingest_rate),
                 );
                 response.headers_mut().insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
-                return response;
+                return Err(response);
             }
             Err(_) => unreachable!("max_alerts_per_request <= ingest_burst is checked at config load"),
         }
     }
-    let (touched, commit) = match notifier.state.ingest(alerts, now, notifier.store.as_ref(), notifier.limits.max_alerts) {
-        Ok(ingested) => ingested,
-        Err(message) => return error(StatusCode::TOO_MANY_REQUESTS, message),
-    };
+    let (touched, commit) = notifier
+        .state
+        .ingest(alerts, now, notifier.store.as_ref(), notifier.limits.max_alerts)
+        .map_err(|message| error(StatusCode::TOO_MANY_REQUESTS, message))?;
     match commit.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry")),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into()),
+        Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry"))),
+        Err(_) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into())),
     }
     if notifier.notify_changes(Some(&touched), now).is_err() {
         tracing::warn!(tenant = %notifier.tenant, "the delivery queue is full; the sweeper will notify these alerts");
     }
-    Response::builder().status(StatusCode::OK).body(Body::default()).expect("static response")
+    Ok(Response::builder().status(StatusCode::OK).body(Body::default()).expect("static response"))
 }
 
-/// `GET /api/v2/alerts`: the tenant's unresolved alerts, filtered like Alertmanager:
-/// `active`, `silenced`, `inhibited`, `unprocessed` (booleans, default true), `receiver` (an
-/// anchored regex on receiver names) and repeated `filter` matchers.
-pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
-    let q = match Query::parse(query) {
-        Ok(q) => q,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+/// An alert the query kept, with what the API shows about it.
+struct Listed {
+    alert: crate::state::AlertRecord,
+    receivers: Vec<String>,
+    silenced_by: Vec<String>,
+}
+
+/// The tenant's unresolved alerts that pass Alertmanager's filters: `active`, `silenced`,
+/// `inhibited`, `unprocessed` (booleans, default true), `receiver` (an anchored regex on
+/// receiver names) and repeated `filter` matchers.
+fn matching(notifier: &Notifier, query: Option<&str>) -> Result<Vec<Listed>, String> {
+    let q = Query::parse(query)?;
     let now = Utc::now();
     let mut out = Vec::new();
     for a in notifier.state.list() {
@@ -71,23 +115,58 @@ pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         }
         // Inhibition comes with the routing pipeline; silences apply now.
         let silenced_by = notifier.silences.silencing(&a.labels, now);
-        let state = if silenced_by.is_empty() { "active" } else { "suppressed" };
         if (silenced_by.is_empty() && !q.active) || (!silenced_by.is_empty() && !q.silenced) {
             continue;
         }
-        out.push(json!({
-            "labels": a.labels,
-            "annotations": a.annotations,
-            "startsAt": format_time(a.starts_at),
-            "endsAt": format_time(a.ends_at),
-            "updatedAt": format_time(a.updated_at),
-            "generatorURL": a.generator_url,
-            "fingerprint": a.fingerprint().to_string(),
-            "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
-            "status": {"state": state, "silencedBy": silenced_by, "inhibitedBy": [], "mutedBy": []},
-        }));
+        out.push(Listed { alert: a, receivers, silenced_by });
     }
-    super::json(StatusCode::OK, &Value::Array(out))
+    Ok(out)
+}
+
+/// Alertmanager's `gettableAlert`.
+fn gettable(l: &Listed) -> Value {
+    let a = &l.alert;
+    json!({
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "startsAt": format_time(a.starts_at),
+        "endsAt": format_time(a.ends_at),
+        "updatedAt": format_time(a.updated_at),
+        "generatorURL": a.generator_url,
+        "fingerprint": a.fingerprint().to_string(),
+        "receivers": l.receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
+        "status": {
+            "state": if l.silenced_by.is_empty() { "active" } else { "suppressed" },
+            "silencedBy": l.silenced_by,
+            "inhibitedBy": [],
+            "mutedBy": [],
+        },
+    })
+}
+
+/// `GET /api/v2/alerts`.
+pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
+    match matching(notifier, query) {
+        Ok(listed) => super::json(StatusCode::OK, &Value::Array(listed.iter().map(gettable).collect())),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `GET /api/v2/alerts/groups`: Alertmanager's `alertGroups`, with the same filters. Each
+/// alert is its own group per receiver (group labels = all its labels) until grouping lands,
+/// matching how Belfry notifies today.
+pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
+    let listed = match matching(notifier, query) {
+        Ok(listed) => listed,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let mut groups = Vec::new();
+    for l in &listed {
+        for receiver in &l.receivers {
+            groups.push(json!({ "labels": l.alert.labels, "receiver": {"name": receiver}, "alerts": [gettable(l)] }));
+        }
+    }
+    super::json(StatusCode::OK, &Value::Array(groups))
 }
 
 /// The query parameters of `GET /api/v2/alerts`.

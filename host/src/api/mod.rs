@@ -71,8 +71,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 }
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 8] = [
+const ENDPOINTS: [(&str, &[Method]); 11] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
+    ("/api/v2/alerts/groups", &[Method::GET]),
+    ("/api/belfry/v1/alertmanager", &[Method::POST]),
+    ("/api/belfry/v1/events", &[Method::POST]),
     ("/api/v2/silences", &[Method::GET, Method::POST]),
     ("/api/v2/silence/{id}", &[Method::GET, Method::DELETE]),
     ("/api/v2/status", &[Method::GET]),
@@ -124,6 +127,15 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             Err(response) => response,
         },
         ("/api/v2/alerts", _) => alerts::get(notifier, req.uri().query()),
+        ("/api/v2/alerts/groups", _) => alerts::groups(notifier, req.uri().query()),
+        ("/api/belfry/v1/alertmanager", _) => match read_body(req, app.max_body_bytes).await {
+            Ok(body) => alerts::post_alertmanager_webhook(notifier, &body).await,
+            Err(response) => response,
+        },
+        ("/api/belfry/v1/events", _) => match read_body(req, app.max_body_bytes).await {
+            Ok(body) => alerts::post_event(notifier, &body).await,
+            Err(response) => response,
+        },
         ("/api/v2/silences", &Method::POST) => match read_body(req, app.max_body_bytes).await {
             Ok(body) => silences::post(notifier, &body).await,
             Err(response) => response,
