@@ -222,12 +222,17 @@ pub fn check_tenant_name(name: &str) -> Result<(), String> {
     let ok = name.len() <= 63
         && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok { Ok(()) } else { Err(format!("`{name}` is not a valid tenant name: use 1-63 lowercase letters, digits, `-` or `_`, starting with a letter or digit")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a valid tenant name: use 1-63 lowercase letters, digits, `-` or `_`, starting with a letter or digit"))
+    }
 }
 
 /// Parse `sha256:<64 hex>` into the 32-byte hash.
 pub fn parse_token_hash(s: &str) -> Result<[u8; 32], String> {
-    let hex = s.strip_prefix("sha256:").ok_or_else(|| "must look like `sha256:<64 hex digits>`; `belfry token new` prints one".to_string())?;
+    let hex =
+        s.strip_prefix("sha256:").ok_or_else(|| "must look like `sha256:<64 hex digits>`; `belfry token new` prints one".to_string())?;
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("must be `sha256:` followed by 64 hex digits; `belfry token new` prints one".into());
     }
@@ -536,8 +541,8 @@ impl Config {
     /// Read and check `file`. Plugin-specific checks happen when the plugins load.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         let error = |key: &str, message: String| ConfigErrors(vec![ConfigError { file: file.to_path_buf(), key: key.into(), message }]);
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| error("-", format!("cannot read the config file: {e} (check the --config path)")))?;
+        let text =
+            std::fs::read_to_string(file).map_err(|e| error("-", format!("cannot read the config file: {e} (check the --config path)")))?;
         let mut config = Config::parse(&text).map_err(|(key, message)| error(&key, message))?;
         config.file = file.to_path_buf();
         config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -552,7 +557,11 @@ impl Config {
         let dir = self.resolve(dir);
         let mut errors = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| {
-            ConfigErrors(vec![ConfigError { file: self.file.clone(), key: "tenants.dir".into(), message: format!("cannot read {}: {e}", dir.display()) }])
+            ConfigErrors(vec![ConfigError {
+                file: self.file.clone(),
+                key: "tenants.dir".into(),
+                message: format!("cannot read {}: {e}", dir.display()),
+            }])
         })?;
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
@@ -570,7 +579,10 @@ impl Config {
                 continue;
             }
             if name == DEFAULT_TENANT && self.route.is_some() {
-                fail("-".into(), "the top-level [route] already defines tenant `default`; rename this directory or move its settings".into());
+                fail(
+                    "-".into(),
+                    "the top-level [route] already defines tenant `default`; rename this directory or move its settings".into(),
+                );
                 continue;
             }
             let text = match std::fs::read_to_string(&file) {
@@ -625,7 +637,11 @@ impl Config {
             push(&self.file, "route".into(), "the top-level [[receivers]] need a [route] table naming where alerts go".into());
         }
         if self.route.is_none() && self.tenant_files.is_empty() {
-            push(&self.file, "route".into(), "no tenant is defined: add a [route] (and [[receivers]]) for the default tenant, or [tenants] dir".into());
+            push(
+                &self.file,
+                "route".into(),
+                "no tenant is defined: add a [route] (and [[receivers]]) for the default tenant, or [tenants] dir".into(),
+            );
         }
         for tenant in self.tenants() {
             for (i, r) in tenant.receivers.iter().enumerate() {
@@ -633,14 +649,24 @@ impl Config {
                     push(tenant.file, format!("receivers[{i}].name"), "must not be empty".into());
                 }
                 if tenant.receivers[..i].iter().any(|o| o.name == r.name) {
-                    push(tenant.file, format!("receivers[{i}].name"), format!("receiver `{}` is defined twice; give each receiver its own name", r.name));
+                    push(
+                        tenant.file,
+                        format!("receivers[{i}].name"),
+                        format!("receiver `{}` is defined twice; give each receiver its own name", r.name),
+                    );
                 }
                 if !self.plugins.contains_key(&r.plugin) {
                     let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
                     push(
                         tenant.file,
                         format!("receivers[{i}].plugin"),
-                        format!("unknown plugin `{}`; declare it under [plugins.{}] in {} (known: {})", r.plugin, r.plugin, self.file.display(), known.join(", ")),
+                        format!(
+                            "unknown plugin `{}`; declare it under [plugins.{}] in {} (known: {})",
+                            r.plugin,
+                            r.plugin,
+                            self.file.display(),
+                            known.join(", ")
+                        ),
                     );
                 }
                 for (j, host) in r.allowed_hosts.iter().enumerate() {
@@ -663,7 +689,10 @@ impl Config {
                 push(
                     tenant.file,
                     "limits.ingest_burst".into(),
-                    format!("{} is below max_alerts_per_request ({}): a full request could never pass; raise it", l.ingest_burst, l.max_alerts_per_request),
+                    format!(
+                        "{} is below max_alerts_per_request ({}): a full request could never pass; raise it",
+                        l.ingest_burst, l.max_alerts_per_request
+                    ),
                 );
             }
             for (i, token) in tenant.tokens.iter().enumerate() {
@@ -703,7 +732,7 @@ impl Config {
 
 /// Parse TOML text into `T`; an error comes back as (`line N`, message).
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
-toml::from_str::<T>(text).map_err(|e| {
+    toml::from_str::<T>(text).map_err(|e| {
         let location = match e.span() {
             Some(span) => {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;

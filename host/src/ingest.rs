@@ -48,26 +48,45 @@ pub fn decode_postable_alerts(body: &[u8], now: DateTime<Utc>, limits: &TenantLi
     let mut de = serde_json::Deserializer::from_slice(body);
     let postable: Vec<PostableAlert> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        IngestError { path: if path.is_empty() || path == "." { ".".into() } else { path }, message: format!("{} (expected a JSON array of alerts with a `labels` object)", e.inner()) }
+        IngestError {
+            path: if path.is_empty() || path == "." { ".".into() } else { path },
+            message: format!("{} (expected a JSON array of alerts with a `labels` object)", e.inner()),
+        }
     })?;
     de.end().map_err(|e| IngestError { path: ".".into(), message: format!("trailing data after the JSON array: {e}") })?;
     if postable.len() > limits.max_alerts_per_request {
         return Err(IngestError {
             path: ".".into(),
-            message: format!("{} alerts in one request; the limit is {} (max_alerts_per_request): send smaller batches", postable.len(), limits.max_alerts_per_request),
+            message: format!(
+                "{} alerts in one request; the limit is {} (max_alerts_per_request): send smaller batches",
+                postable.len(),
+                limits.max_alerts_per_request
+            ),
         });
     }
     postable.into_iter().enumerate().map(|(i, p)| validate(i, p, now, limits)).collect()
 }
 
 /// The first name or value in `set` over the limits, as (field path, message).
-fn check_sizes(set: &BTreeMap<String, String>, kind: &str, max_value: usize, value_limit: &str, limits: &TenantLimits) -> Result<(), (String, String)> {
+fn check_sizes(
+    set: &BTreeMap<String, String>,
+    kind: &str,
+    max_value: usize,
+    value_limit: &str,
+    limits: &TenantLimits,
+) -> Result<(), (String, String)> {
     for (name, value) in set {
         if name.len() > limits.max_label_name_bytes {
-            return Err((format!("{kind}.{}…", &name[..name.char_indices().nth(32).map_or(name.len(), |(i, _)| i)]), format!("the name has {} bytes; the limit is {} (max_label_name_bytes)", name.len(), limits.max_label_name_bytes)));
+            return Err((
+                format!("{kind}.{}…", &name[..name.char_indices().nth(32).map_or(name.len(), |(i, _)| i)]),
+                format!("the name has {} bytes; the limit is {} (max_label_name_bytes)", name.len(), limits.max_label_name_bytes),
+            ));
         }
         if value.len() > max_value {
-            return Err((format!("{kind}.{name}"), format!("the value has {} bytes; the limit is {max_value} ({value_limit})", value.len())));
+            return Err((
+                format!("{kind}.{name}"),
+                format!("the value has {} bytes; the limit is {max_value} ({value_limit})", value.len()),
+            ));
         }
     }
     Ok(())
@@ -79,10 +98,14 @@ fn validate(i: usize, p: PostableAlert, now: DateTime<Utc>, limits: &TenantLimit
         return Err(err("labels", "at least one label is required (Prometheus always sends alertname)".into()));
     }
     if p.labels.len() > limits.max_labels_per_alert {
-        return Err(err("labels", format!("{} labels; the limit is {} (max_labels_per_alert)", p.labels.len(), limits.max_labels_per_alert)));
+        return Err(err(
+            "labels",
+            format!("{} labels; the limit is {} (max_labels_per_alert)", p.labels.len(), limits.max_labels_per_alert),
+        ));
     }
     check_sizes(&p.labels, "labels", limits.max_label_value_bytes, "max_label_value_bytes", limits).map_err(|(f, m)| err(&f, m))?;
-    check_sizes(&p.annotations, "annotations", limits.max_annotation_value_bytes, "max_annotation_value_bytes", limits).map_err(|(f, m)| err(&f, m))?;
+    check_sizes(&p.annotations, "annotations", limits.max_annotation_value_bytes, "max_annotation_value_bytes", limits)
+        .map_err(|(f, m)| err(&f, m))?;
     check_names(&p.labels).map_err(|name| err(&format!("labels.{name}"), invalid_name(&name)))?;
     check_names(&p.annotations).map_err(|name| err(&format!("annotations.{name}"), invalid_name(&name)))?;
     let starts_at = parse_time(p.starts_at.as_deref()).map_err(|m| err("startsAt", m))?;
@@ -110,8 +133,8 @@ fn invalid_name(name: &str) -> String {
 fn check_names(set: &BTreeMap<String, String>) -> Result<(), String> {
     for name in set.keys() {
         let mut chars = name.chars();
-        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid =
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(name.clone());
         }
@@ -143,7 +166,14 @@ mod tests {
 
     #[test]
     fn limits_are_enforced_and_named() {
-        let limits = TenantLimits { max_alerts_per_request: 2, max_labels_per_alert: 2, max_label_name_bytes: 8, max_label_value_bytes: 4, max_annotation_value_bytes: 6, ..TenantLimits::default() };
+        let limits = TenantLimits {
+            max_alerts_per_request: 2,
+            max_labels_per_alert: 2,
+            max_label_name_bytes: 8,
+            max_label_value_bytes: 4,
+            max_annotation_value_bytes: 6,
+            ..TenantLimits::default()
+        };
         let decode = |body: &str| decode_postable_alerts(body.as_bytes(), now(), &limits);
         assert!(decode(r#"[{"labels":{"a":"1234"},"annotations":{"s":"123456"}}]"#).is_ok());
         for (body, path, limit) in [
@@ -216,19 +246,12 @@ struct WebhookMessage {
     alerts: Vec<WebhookAlert>,
 }
 
+/// A webhook alert: a postable alert with a status (its fingerprint is recomputed, not trusted).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct WebhookAlert {
     status: String,
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    starts_at: Option<String>,
-    #[serde(default)]
-    ends_at: Option<String>,
-    #[serde(default, rename = "generatorURL")]
-    generator_url: Option<String>,
+    #[serde(flatten)]
+    alert: PostableAlert,
 }
 
 /// Decode an upstream Alertmanager's webhook payload. Resolved alerts end at their `endsAt`;
@@ -242,7 +265,11 @@ pub fn decode_alertmanager_webhook(body: &[u8], now: DateTime<Utc>, limits: &Ten
     if message.alerts.len() > limits.max_alerts_per_request {
         return Err(IngestError {
             path: "alerts".into(),
-            message: format!("{} alerts in one request; the limit is {} (max_alerts_per_request)", message.alerts.len(), limits.max_alerts_per_request),
+            message: format!(
+                "{} alerts in one request; the limit is {} (max_alerts_per_request)",
+                message.alerts.len(),
+                limits.max_alerts_per_request
+            ),
         });
     }
     message
@@ -253,9 +280,14 @@ pub fn decode_alertmanager_webhook(body: &[u8], now: DateTime<Utc>, limits: &Ten
             let firing = match a.status.as_str() {
                 "firing" => true,
                 "resolved" => false,
-                other => return Err(IngestError { path: format!("alerts[{i}].status"), message: format!("`{other}` is neither firing nor resolved") }),
+                other => {
+                    return Err(IngestError {
+                        path: format!("alerts[{i}].status"),
+                        message: format!("`{other}` is neither firing nor resolved"),
+                    });
+                }
             };
-            let postable = PostableAlert { labels: a.labels, annotations: a.annotations, starts_at: a.starts_at, ends_at: if firing { None } else { a.ends_at }, generator_url: a.generator_url };
+            let postable = PostableAlert { ends_at: if firing { None } else { a.alert.ends_at }, ..a.alert };
             let mut alert = validate(i, postable, now, limits).map_err(|e| IngestError { path: format!("alerts{}", e.path), ..e })?;
             if firing {
                 alert.ends_at = Some(now + WEBHOOK_FIRING_TTL);
@@ -302,7 +334,10 @@ pub fn decode_event(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> R
         return Err(IngestError { path: "severity".into(), message: format!("`{severity}` is not one of critical, error, warning, info") });
     }
     if event.summary.trim().is_empty() || event.source.trim().is_empty() {
-        return Err(IngestError { path: if event.summary.trim().is_empty() { "summary" } else { "source" }.into(), message: "must not be empty".into() });
+        return Err(IngestError {
+            path: if event.summary.trim().is_empty() { "summary" } else { "source" }.into(),
+            message: "must not be empty".into(),
+        });
     }
     let dedup_key = event.dedup_key.clone().unwrap_or_else(|| {
         let digest = ring::digest::digest(&ring::digest::SHA256, format!("{}\0{}", event.source, event.summary).as_bytes());
@@ -320,7 +355,8 @@ pub fn decode_event(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> R
         ends_at: None,
         generator_url: None,
     };
-    let mut alert = validate(0, postable, now, limits).map_err(|e| IngestError { path: e.path.trim_start_matches("[0].").to_string(), ..e })?;
+    let mut alert =
+        validate(0, postable, now, limits).map_err(|e| IngestError { path: e.path.trim_start_matches("[0].").to_string(), ..e })?;
     if event.resolve {
         alert.ends_at = Some(now);
     }

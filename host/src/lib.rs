@@ -20,13 +20,13 @@
 //! - [`cli`]: the `belfry` command line.
 
 pub mod alert;
-pub mod config;
-pub mod plugin;
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod dispatch;
 pub mod ingest;
 pub mod matcher;
+pub mod plugin;
 pub mod route;
 pub mod serve;
 pub mod silence;

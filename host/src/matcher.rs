@@ -42,9 +42,9 @@ impl Matcher {
     /// A matcher; fails on an invalid regex, naming it.
     pub fn new(name: &str, op: Op, value: &str) -> Result<Matcher, String> {
         let regex = match op {
-            Op::Regex | Op::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("`{value}` is not a valid regular expression: {e}"))?,
-            ),
+            Op::Regex | Op::NotRegex => {
+                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("`{value}` is not a valid regular expression: {e}"))?)
+            }
             Op::Equal | Op::NotEqual => None,
         };
         Ok(Matcher { name: name.to_string(), op, value: value.to_string(), regex })
@@ -68,7 +68,8 @@ impl Matcher {
             return Err(format!("`{s}` has no valid operator (=, !=, =~, !~)"));
         };
         let mut chars = name.chars();
-        let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid =
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(format!("`{name}` is not a valid label name"));
         }

@@ -68,10 +68,13 @@ impl Daemon {
                     tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
                     plugins.insert(name.clone(), plugin);
                 }
-                Err(e) => errors.push(ConfigError { file: config.file.clone(), key: format!("plugins.{name}.path"), message: e.to_string() }),
+                Err(e) => {
+                    errors.push(ConfigError { file: config.file.clone(), key: format!("plugins.{name}.path"), message: e.to_string() })
+                }
             }
         }
-        let settings = AlertSettings { resolve_timeout: config.alerts.resolve_timeout, resolved_retention: config.alerts.resolved_retention };
+        let settings =
+            AlertSettings { resolve_timeout: config.alerts.resolve_timeout, resolved_retention: config.alerts.resolved_retention };
         let mut new_states = Vec::new();
         let mut tenants = Vec::new();
         for view in config.tenants() {
@@ -182,14 +185,14 @@ async fn bind_receivers(
             }
             Err(BindError::Config(problems)) => {
                 for p in problems {
-                    let key = if p.field.is_empty() { format!("receivers[{i}].config") } else { format!("receivers[{i}].config.{}", p.field) };
+                    let key =
+                        if p.field.is_empty() { format!("receivers[{i}].config") } else { format!("receivers[{i}].config.{}", p.field) };
                     error(key, format!("{} (receiver `{}`, plugin `{}`)", p.message, r.name, r.plugin));
                 }
             }
-            Err(BindError::Plugin(failure)) => error(
-                format!("receivers[{i}]"),
-                format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name),
-            ),
+            Err(BindError::Plugin(failure)) => {
+                error(format!("receivers[{i}]"), format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name))
+            }
         }
     }
     receivers

@@ -217,7 +217,9 @@ impl Silences {
             if live >= max_silences {
                 return Err(SilenceError {
                     status: 429,
-                    message: format!("the tenant has {live} pending or active silences; the limit is {max_silences} (max_silences): expire some or raise the limit"),
+                    message: format!(
+                        "the tenant has {live} pending or active silences; the limit is {max_silences} (max_silences): expire some or raise the limit"
+                    ),
                 });
             }
         }
@@ -345,13 +347,22 @@ mod tests {
         let mut p = post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00");
         p.comment = " ".into();
         assert!(s.set(p, now, usize::MAX).unwrap_err().message.contains("comment"));
-        assert_eq!(s.set(post(Some("nope"), vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), now, usize::MAX).unwrap_err().status, 404);
+        assert_eq!(
+            s.set(post(Some("nope"), vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), now, usize::MAX).unwrap_err().status,
+            404
+        );
     }
 
     #[test]
     fn active_silences_mute_matching_alerts() {
         let s = Silences::new("t", Duration::from_secs(3600));
-        let (id, _) = s.set(post(None, vec![m("job", "api|web", true, true), m("env", "dev", false, false)], "10:00:00", "11:00:00"), t("09:00:00"), usize::MAX).unwrap();
+        let (id, _) = s
+            .set(
+                post(None, vec![m("job", "api|web", true, true), m("env", "dev", false, false)], "10:00:00", "11:00:00"),
+                t("09:00:00"),
+                usize::MAX,
+            )
+            .unwrap();
         let prod_api = labels(&[("job", "api"), ("env", "prod")]);
         assert!(s.silencing(&prod_api, t("09:30:00")).is_empty(), "pending");
         assert_eq!(s.silencing(&prod_api, t("10:30:00")), [id.clone()]);
@@ -390,7 +401,8 @@ mod tests {
         let e = s.set(post(None, vec![m("a", "y", false, true)], "10:00:00", "11:00:00"), now, 1).unwrap_err();
         assert_eq!(e.status, 429);
         assert!(e.message.contains("max_silences"));
-        s.set(post(Some(&id), vec![m("a", "x", false, true)], "10:00:00", "12:00:00"), now, 1).expect("updating in place is not a new silence");
+        s.set(post(Some(&id), vec![m("a", "x", false, true)], "10:00:00", "12:00:00"), now, 1)
+            .expect("updating in place is not a new silence");
         s.expire(&id, now).unwrap();
         s.set(post(None, vec![m("a", "y", false, true)], "10:00:00", "11:00:00"), now, 1).expect("expired ones do not count");
     }

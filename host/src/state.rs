@@ -151,7 +151,13 @@ impl AlertState {
     /// under the lock, so the store commits updates of one alert in the order they were merged.
     /// Returns the fingerprints touched and the commit to await before acknowledging, or, when
     /// the new alerts would take the tenant over `max_alerts`, an error and no change at all.
-    pub fn ingest(&self, posted: Vec<Alert>, now: DateTime<Utc>, store: &dyn Store, max_alerts: usize) -> Result<(Vec<Fingerprint>, Commit), String> {
+    pub fn ingest(
+        &self,
+        posted: Vec<Alert>,
+        now: DateTime<Utc>,
+        store: &dyn Store,
+        max_alerts: usize,
+    ) -> Result<(Vec<Fingerprint>, Commit), String> {
         let mut alerts = self.lock();
         let mut new: Vec<Fingerprint> = posted.iter().map(|a| Fingerprint::of(&a.labels)).filter(|fp| !alerts.contains_key(fp)).collect();
         new.sort();
@@ -395,7 +401,9 @@ mod tests {
         let err = state.ingest(vec![alert("B", "10:00:00", None), alert("C", "10:00:00", None)], t("10:00:00"), &store, 2).unwrap_err();
         assert!(err.contains("max_alerts"), "{err}");
         assert_eq!(state.len(), 1, "nothing of the refused request was kept");
-        state.ingest(vec![alert("A", "10:00:00", None), alert("B", "10:00:00", None)], t("10:01:00"), &store, 2).expect("an update and one new fit");
+        state
+            .ingest(vec![alert("A", "10:00:00", None), alert("B", "10:00:00", None)], t("10:01:00"), &store, 2)
+            .expect("an update and one new fit");
     }
 
     #[test]

@@ -115,10 +115,14 @@ struct Entry {
 fn encode(op: &Op) -> Result<Entry, String> {
     let value = |v: Result<Vec<u8>, postcard::Error>| v.map(Some).map_err(|e| e.to_string());
     Ok(match op {
-        Op::PutAlert { tenant, alert } => {
-            Entry { table: Table::Alerts, key: key(tenant, &alert.fingerprint().0.to_be_bytes()), value: value(postcard::to_stdvec(alert))? }
+        Op::PutAlert { tenant, alert } => Entry {
+            table: Table::Alerts,
+            key: key(tenant, &alert.fingerprint().0.to_be_bytes()),
+            value: value(postcard::to_stdvec(alert))?,
+        },
+        Op::DeleteAlert { tenant, fingerprint } => {
+            Entry { table: Table::Alerts, key: key(tenant, &fingerprint.0.to_be_bytes()), value: None }
         }
-        Op::DeleteAlert { tenant, fingerprint } => Entry { table: Table::Alerts, key: key(tenant, &fingerprint.0.to_be_bytes()), value: None },
         Op::PutSilence { tenant, silence } => {
             Entry { table: Table::Silences, key: key(tenant, silence.id.as_bytes()), value: value(postcard::to_stdvec(silence))? }
         }
@@ -405,7 +409,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let never = Checkpoints { records: usize::MAX, idle: std::time::Duration::from_secs(3600) };
         let store = RedbStore::open_with(&dir.path().join("s.redb"), never).unwrap();
-        put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("X", None) }, Op::PutAlert { tenant: "b".into(), alert: record("X", None) }]).await;
+        put(
+            &store,
+            vec![
+                Op::PutAlert { tenant: "a".into(), alert: record("X", None) },
+                Op::PutAlert { tenant: "b".into(), alert: record("X", None) },
+            ],
+        )
+        .await;
         put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("X", Some(Status::Firing)) }]).await;
         put(&store, vec![Op::DeleteAlert { tenant: "b".into(), fingerprint: record("X", None).fingerprint() }]).await;
         // Nothing was checkpointed: everything comes from the journal.

@@ -33,10 +33,8 @@ impl Config {
         for (name, _) in &self.values {
             if !self.schema.iter().any(|f| &f.name == name) {
                 let known: Vec<&str> = self.schema.iter().map(|f| f.name.as_str()).collect();
-                self.errors.push(ConfigError {
-                    field: name.clone(),
-                    message: format!("unknown field; this plugin reads: {}", known.join(", ")),
-                });
+                self.errors
+                    .push(ConfigError { field: name.clone(), message: format!("unknown field; this plugin reads: {}", known.join(", ")) });
             }
         }
         if self.errors.is_empty() { Ok(()) } else { Err(self.errors) }
@@ -48,13 +46,7 @@ impl Config {
     }
 
     fn declare(&mut self, name: &str, kind: FieldKind, required: bool, secret: bool, description: &str) -> Option<ConfigValue> {
-        self.schema.push(ConfigField {
-            name: name.to_string(),
-            kind,
-            required,
-            secret,
-            description: description.to_string(),
-        });
+        self.schema.push(ConfigField { name: name.to_string(), kind, required, secret, description: description.to_string() });
         let value = self.values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         if value.is_none() && required && !self.describing {
             self.error(name, "required field is missing");
@@ -175,10 +167,7 @@ impl Config {
 
 /// Accepts absolute http(s) URLs with a host; the host re-checks and allow-lists at send time.
 fn check_url(url: &str) -> Result<(), &'static str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("it must start with http:// or https://")?;
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).ok_or("it must start with http:// or https://")?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {

@@ -71,8 +71,7 @@ impl Request {
 
     /// A JSON body with `content-type: application/json`.
     pub fn json<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<Self, DeliveryError> {
-        let body = serde_json::to_vec(value)
-            .map_err(|e| DeliveryError::Permanent(format!("cannot encode the payload as JSON: {e}")))?;
+        let body = serde_json::to_vec(value).map_err(|e| DeliveryError::Permanent(format!("cannot encode the payload as JSON: {e}")))?;
         Ok(self.header("content-type", "application/json").body(body))
     }
 

@@ -52,28 +52,28 @@ pub mod __bindings {
 
 use __bindings::belfry::receiver::types;
 
-/// Firing or resolved.
-pub use types::AlertStatus;
 /// One alert, as Alertmanager defines it.
 pub use types::Alert;
-/// A group of alerts to deliver to one receiver.
-pub use types::Notification;
-/// One field of a plugin's configuration schema.
-pub use types::ConfigField;
-/// The type of a config field.
-pub use types::FieldKind;
-/// One value of a receiver's configuration.
-pub use types::ConfigValue;
+/// Firing or resolved.
+pub use types::AlertStatus;
 /// One thing wrong with a receiver's configuration.
 pub use types::ConfigError;
-/// What the service said when it accepted a notification.
-pub use types::DeliveryReport;
+/// One field of a plugin's configuration schema.
+pub use types::ConfigField;
+/// One value of a receiver's configuration.
+pub use types::ConfigValue;
 /// Why a delivery did not go through, and whether to retry.
 pub use types::DeliveryError;
-/// A failure worth retrying, with the wait the service asked for.
-pub use types::RetryableError;
+/// What the service said when it accepted a notification.
+pub use types::DeliveryReport;
+/// The type of a config field.
+pub use types::FieldKind;
+/// A group of alerts to deliver to one receiver.
+pub use types::Notification;
 /// What a plugin says about itself.
 pub use types::PluginInfo;
+/// A failure worth retrying, with the wait the service asked for.
+pub use types::RetryableError;
 
 /// A channel plugin.
 ///
@@ -121,10 +121,7 @@ pub mod __export {
         c.finish().map(|_| ())
     }
 
-    pub fn deliver<P: Plugin>(
-        config: Vec<(String, ConfigValue)>,
-        notification: Notification,
-    ) -> Result<DeliveryReport, DeliveryError> {
+    pub fn deliver<P: Plugin>(config: Vec<(String, ConfigValue)>, notification: Notification) -> Result<DeliveryReport, DeliveryError> {
         let mut c = Config::new(config);
         let typed = P::config(&mut c);
         match c.finish() {
@@ -158,7 +155,7 @@ macro_rules! export_plugin {
                     $crate::__export::deliver::<$plugin>(config, notification)
                 }
             }
-            $crate::__bindings::__export_receiver!(BelfryExport with_types_in $crate::__bindings);
+    $crate::__bindings::__export_receiver!(BelfryExport with_types_in $crate::__bindings);
         };
     };
 }

@@ -67,6 +67,16 @@ pub fn webhook_receiver_toml(name: &str, sink: &HttpSink) -> String {
     )
 }
 
+/// A single-tenant daemon config: listening on 127.0.0.1:0, `extra` TOML sections, the
+/// webhook plugin, and one receiver `receiver` posting to `sink` that every alert is routed to.
+pub fn webhook_daemon_config(receiver: &str, sink: &HttpSink, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n{extra}\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
+        webhook_wasm().display(),
+        webhook_receiver_toml(receiver, sink)
+    )
+}
+
 /// A receiver spec for tests: tenant `t1`, loopback allowed on `allowed_hosts`, default limits.
 pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSpec {
     ReceiverSpec {
@@ -195,11 +205,8 @@ impl HttpSink {
 
     /// Answer every later request with `status`, `headers` and `body`.
     pub fn reply_with(&self, status: u16, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) {
-        *self.reply.lock().unwrap() = Reply {
-            status,
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: body.into(),
-        };
+        *self.reply.lock().unwrap() =
+            Reply { status, headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body: body.into() };
     }
 
     /// Every request so far.

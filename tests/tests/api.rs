@@ -1,16 +1,12 @@
 //! Black-box: the Alertmanager API v2 read endpoints, in the shapes amtool and Prometheus expect.
 
-use belfry_tests::{Daemon, HttpSink, http_request, webhook_receiver_toml, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, http_request, webhook_daemon_config};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
 fn config(sink: &HttpSink) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
-        webhook_wasm().display(),
-        webhook_receiver_toml("team-hook", sink)
-    )
+    webhook_daemon_config("team-hook", sink, "")
 }
 
 async fn get_json(daemon: &Daemon, path: &str) -> (u16, Value) {

@@ -71,15 +71,21 @@ async fn posted_alerts_arrive_as_alertmanager_webhook_payloads() {
     let all = sink.wait_for(3).await;
     assert_eq!(firing.len(), 2);
 
-    let payloads: Vec<serde_json::Value> = all.iter().map(|r| {
-        assert_eq!(r.method, "POST");
-        assert_eq!(r.path, "/hook");
-        assert_eq!(r.header("x-source"), Some("belfry"));
-        assert_eq!(r.header("content-type"), Some("application/json"));
-        r.json()
-    }).collect();
+    let payloads: Vec<serde_json::Value> = all
+        .iter()
+        .map(|r| {
+            assert_eq!(r.method, "POST");
+            assert_eq!(r.path, "/hook");
+            assert_eq!(r.header("x-source"), Some("belfry"));
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            r.json()
+        })
+        .collect();
     let find = |name: &str, status: &str| {
-        payloads.iter().find(|p| p["commonLabels"]["alertname"] == name && p["status"] == status).unwrap_or_else(|| panic!("no {status} {name} in {payloads:?}"))
+        payloads
+            .iter()
+            .find(|p| p["commonLabels"]["alertname"] == name && p["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} {name} in {payloads:?}"))
     };
 
     let disk = json!({"alertname": "DiskFull", "service": "db"});
@@ -203,10 +209,9 @@ async fn bad_requests_get_a_clear_400_and_the_daemon_keeps_serving() {
 #[tokio::test]
 async fn a_plugin_that_traps_is_logged_with_blame_and_the_daemon_carries_on() {
     let sink = HttpSink::start().await;
-    let text = config(&sink, "").replace(
-        "[route]",
-        "[[receivers]]\nname = \"broken\"\nplugin = \"misbehave\"\nconfig = { mode = \"panic\" }\n\n[route]",
-    ).replace("receiver = \"team-hook\"\n", "receiver = \"broken\"\n");
+    let text = config(&sink, "")
+        .replace("[route]", "[[receivers]]\nname = \"broken\"\nplugin = \"misbehave\"\nconfig = { mode = \"panic\" }\n\n[route]")
+        .replace("receiver = \"team-hook\"\n", "receiver = \"broken\"\n");
     let daemon = Daemon::start(BIN, &text).expect("daemon starts");
     let (status, _) = http_request("POST", &daemon.url("/api/v2/alerts"), r#"[{"labels":{"alertname":"Boom"}}]"#).await;
     assert_eq!(status, 200);

@@ -26,7 +26,13 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
             prop::collection::btree_map(
-                prop_oneof![Just("labels".to_string()), Just("annotations".to_string()), Just("startsAt".to_string()), Just("endsAt".to_string()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("labels".to_string()),
+                    Just("annotations".to_string()),
+                    Just("startsAt".to_string()),
+                    Just("endsAt".to_string()),
+                    "[a-z]{1,6}"
+                ],
                 inner,
                 0..5
             )

@@ -1,16 +1,12 @@
 //! Black-box: alert groups, an upstream Alertmanager's webhook payload, and generic events.
 
-use belfry_tests::{Daemon, HttpSink, http_request, webhook_receiver_toml, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, http_request, webhook_daemon_config};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
 async fn daemon(sink: &HttpSink) -> Daemon {
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nmax_in_flight = 1\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
-        webhook_wasm().display(),
-        webhook_receiver_toml("hook", sink)
-    );
+    let config = webhook_daemon_config("hook", sink, "[runtime]\nmax_in_flight = 1");
     Daemon::start(BIN, &config).expect("daemon starts")
 }
 
@@ -85,7 +81,10 @@ async fn generic_events_trigger_and_resolve_by_dedup_key() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["dedup_key"], "disk-db-1");
     let got = sink.wait_for(1).await[0].json();
-    assert_eq!(got["commonLabels"], json!({"alertname": "event", "dedup_key": "disk-db-1", "severity": "critical", "source": "db-1", "team": "db"}));
+    assert_eq!(
+        got["commonLabels"],
+        json!({"alertname": "event", "dedup_key": "disk-db-1", "severity": "critical", "source": "db-1", "team": "db"})
+    );
     assert_eq!(got["commonAnnotations"]["summary"], "disk 95% full on db-1");
     assert_eq!(got["alerts"][0]["fingerprint"], answer["fingerprint"]);
 

@@ -1,6 +1,8 @@
 //! Black-box: per-tenant limits answer with a 4xx naming the limit; one tenant's limits never touch another's.
 
-use belfry_tests::{Daemon, HttpSink, http_exchange, http_request, http_request_with, webhook_receiver_toml, webhook_wasm};
+use belfry_tests::{
+    Daemon, HttpSink, http_exchange, http_request, http_request_with, webhook_daemon_config, webhook_receiver_toml, webhook_wasm,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
@@ -12,11 +14,8 @@ fn alerts(first: usize, n: usize) -> String {
 #[tokio::test]
 async fn request_size_rate_and_alert_count_limits() {
     let sink = HttpSink::start().await;
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[limits]\nmax_alerts_per_request = 20\ningest_rate = 1\ningest_burst = 20\nmax_alerts = 30\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
-        webhook_wasm().display(),
-        webhook_receiver_toml("hook", &sink)
-    );
+    let config =
+        webhook_daemon_config("hook", &sink, "[limits]\nmax_alerts_per_request = 20\ningest_rate = 1\ningest_burst = 20\nmax_alerts = 30");
     let daemon = Daemon::start(BIN, &config).expect("daemon starts");
     let url = daemon.url("/api/v2/alerts");
 
@@ -40,10 +39,15 @@ async fn request_size_rate_and_alert_count_limits() {
 async fn a_tenants_overrides_bind_it_alone() {
     let (sink_a, sink_b) = (HttpSink::start().await, HttpSink::start().await);
     let sha = |t: &str| format!("sha256:{}", belfry::tenant::hash_token(t).iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let config = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[tenants]\ndir = \"tenants\"\n\n[plugins.webhook]\npath = \"{}\"\n", webhook_wasm().display());
-    let acme = format!("tokens = [\"{}\"]\n\n[limits]\nmax_alerts = 1\nmax_silences = 0\n\n{}", sha("a"), webhook_receiver_toml("acme", &sink_a));
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[tenants]\ndir = \"tenants\"\n\n[plugins.webhook]\npath = \"{}\"\n",
+        webhook_wasm().display()
+    );
+    let acme =
+        format!("tokens = [\"{}\"]\n\n[limits]\nmax_alerts = 1\nmax_silences = 0\n\n{}", sha("a"), webhook_receiver_toml("acme", &sink_a));
     let bolt = format!("tokens = [\"{}\"]\n\n{}", sha("b"), webhook_receiver_toml("bolt", &sink_b));
-    let daemon = Daemon::start_with_files(BIN, &config, &[("tenants/acme/tenant.toml", &acme), ("tenants/bolt/tenant.toml", &bolt)]).expect("starts");
+    let daemon = Daemon::start_with_files(BIN, &config, &[("tenants/acme/tenant.toml", &acme), ("tenants/bolt/tenant.toml", &bolt)])
+        .expect("starts");
     let url = daemon.url("/api/v2/alerts");
     let (a, b) = ([("authorization", "Bearer a")], [("authorization", "Bearer b")]);
     assert_eq!(http_request_with("POST", &url, &alerts(0, 1), &a).await.0, 200);

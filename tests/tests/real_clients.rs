@@ -5,16 +5,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use belfry_tests::{Daemon, HttpSink, PATIENCE, webhook_receiver_toml, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, PATIENCE, webhook_daemon_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
 fn config(sink: &HttpSink) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
-        webhook_wasm().display(),
-        webhook_receiver_toml("team-hook", sink)
-    )
+    webhook_daemon_config("team-hook", sink, "")
 }
 
 /// Run a client tool; panics with its output if it fails or is missing.

@@ -1,6 +1,6 @@
 //! Black-box: silences through Alertmanager's API: lifecycle, muting, release on expiry, validation, persistence.
 
-use belfry_tests::{Daemon, HttpSink, http_request, webhook_receiver_toml, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, http_request, webhook_daemon_config};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
@@ -8,11 +8,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 /// One delivery at a time, so deliveries arrive in queue order: when an alert queued after a
 /// silenced one has arrived, the silenced one would have arrived before it.
 fn config(sink: &HttpSink) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nmax_in_flight = 1\n\n[alerts]\nsweep_interval = \"100ms\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}",
-        webhook_wasm().display(),
-        webhook_receiver_toml("team-hook", sink)
-    )
+    webhook_daemon_config("team-hook", sink, "[runtime]\nmax_in_flight = 1\n\n[alerts]\nsweep_interval = \"100ms\"")
 }
 
 async fn call(daemon: &Daemon, method: &str, path: &str, body: &str) -> (u16, Value) {

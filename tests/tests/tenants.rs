@@ -48,7 +48,10 @@ async fn tenants_are_isolated_on_every_endpoint() {
     let daemon = Daemon::start_with_files(
         BIN,
         &main_config(""),
-        &[("tenants/acme/tenant.toml", &tenant_toml("token-a", "acme-hook", &sink_a)), ("tenants/bolt/tenant.toml", &tenant_toml("token-b", "bolt-hook", &sink_b))],
+        &[
+            ("tenants/acme/tenant.toml", &tenant_toml("token-a", "acme-hook", &sink_a)),
+            ("tenants/bolt/tenant.toml", &tenant_toml("token-b", "bolt-hook", &sink_b)),
+        ],
     )
     .expect("daemon starts");
     let (ha, hb) = (bearer("token-a"), bearer("token-b"));
@@ -160,7 +163,10 @@ async fn reload_adds_changes_and_removes_tenants_and_refuses_bad_configs() {
     assert_eq!(sink_c.wait_for(1).await[0].json()["receiver"], "cargo-hook");
 
     // A broken tenant file: refused with file and key, the previous tenants keep working.
-    daemon.write_file("tenants/cargo/tenant.toml", Some(&tenant_toml("token-c", "cargo-hook", &sink_c).replace("plugin = \"webhook\"", "plugin = \"nope\"")));
+    daemon.write_file(
+        "tenants/cargo/tenant.toml",
+        Some(&tenant_toml("token-c", "cargo-hook", &sink_c).replace("plugin = \"webhook\"", "plugin = \"nope\"")),
+    );
     let (status, body) = call(&daemon, "POST", "/-/reload", "", &admin).await;
     assert_eq!(status, 400);
     let message = body["message"].as_str().unwrap();

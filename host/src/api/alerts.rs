@@ -57,7 +57,11 @@ pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
 
 /// The path every ingest format shares: the tenant's rate, its state (all or nothing), the
 /// durable commit, then notifying what changed. `Err` is the error response to send.
-async fn accept(notifier: &Notifier, alerts: Vec<crate::alert::Alert>, now: chrono::DateTime<Utc>) -> Result<Response<Body>, Response<Body>> {
+async fn accept(
+    notifier: &Notifier,
+    alerts: Vec<crate::alert::Alert>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Response<Body>, Response<Body>> {
     if let Some(count) = std::num::NonZeroU32::new(alerts.len() as u32) {
         match notifier.ingest_rate.check_n(count) {
             Ok(Ok(())) => {}
@@ -196,7 +200,10 @@ impl Query {
                 }
                 "filter" => q.filters.push(Matcher::parse(&value).map_err(|e| format!("filter[{}]: {e}", q.filters.len()))?),
                 "receiver" => {
-                    q.receiver = Some(regex::Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("receiver: not a valid regular expression: {e}"))?)
+                    q.receiver = Some(
+                        regex::Regex::new(&format!("^(?:{value})$"))
+                            .map_err(|e| format!("receiver: not a valid regular expression: {e}"))?,
+                    )
                 }
                 other => return Err(format!("unknown query parameter `{other}`")),
             }

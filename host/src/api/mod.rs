@@ -109,7 +109,9 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         }
         return match app.daemon.reload().await {
             Ok(count) => json(StatusCode::OK, &serde_json::json!({ "status": "success", "tenants": count })),
-            Err(problems) => error(StatusCode::BAD_REQUEST, format!("reload refused, the previous configuration stays in effect:\n{problems}")),
+            Err(problems) => {
+                error(StatusCode::BAD_REQUEST, format!("reload refused, the previous configuration stays in effect:\n{problems}"))
+            }
         };
     }
     let tenant: Arc<Tenant> = match tenants.authenticate(req.headers()) {
@@ -152,10 +154,9 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {limit} bytes; send fewer alerts per request"),
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes; send fewer alerts per request")))
+        }
         Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
     }
 }

@@ -45,7 +45,10 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
         Ok(p) => p,
         Err(e) => {
             let path = e.path().to_string();
-            return error(StatusCode::BAD_REQUEST, format!("{path}: {} (expected a silence: matchers, startsAt, endsAt, createdBy, comment)", e.inner()));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{path}: {} (expected a silence: matchers, startsAt, endsAt, createdBy, comment)", e.inner()),
+            );
         }
     };
     let (id, ops) = match notifier.silences.set(postable, Utc::now(), notifier.limits.max_silences) {
@@ -78,9 +81,7 @@ pub fn list(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         .silences
         .list()
         .into_iter()
-        .filter(|s| {
-            filters.iter().all(|f| s.matchers.iter().any(|m| m.to_matcher().is_ok_and(|m| m == *f)))
-        })
+        .filter(|s| filters.iter().all(|f| s.matchers.iter().any(|m| m.to_matcher().is_ok_and(|m| m == *f))))
         .collect();
     let rank = |s: &Silence| match s.state_at(now) {
         SilenceState::Active => (0, s.ends_at.timestamp_millis()),

@@ -80,10 +80,7 @@ impl DeliveryFailure {
     /// Whether the dispatcher should try again (a misbehaving plugin may be transient too,
     /// e.g. a deadline hit under load, so those retry; a broken configuration does not).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            FailureKind::Retryable { .. } | FailureKind::CpuDeadline | FailureKind::Timeout | FailureKind::Unavailable
-        )
+        matches!(self.kind, FailureKind::Retryable { .. } | FailureKind::CpuDeadline | FailureKind::Timeout | FailureKind::Unavailable)
     }
 }
 

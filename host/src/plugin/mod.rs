@@ -19,11 +19,11 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::belfry::receiver::types::{
-    Alert, AlertStatus, Config as PluginConfig, ConfigError as PluginConfigError, ConfigField, ConfigValue, DeliveryReport,
-    FieldKind, Notification, PluginInfo,
-};
 pub use bindings::belfry::receiver::http::{Method as HttpMethod, Request as HttpRequest};
+pub use bindings::belfry::receiver::types::{
+    Alert, AlertStatus, Config as PluginConfig, ConfigError as PluginConfigError, ConfigField, ConfigValue, DeliveryReport, FieldKind,
+    Notification, PluginInfo,
+};
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
 pub use outbound::{HostPattern, HttpGrant, Outbound, is_internal};
@@ -64,7 +64,9 @@ pub struct Runtime {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source} (build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml)")]
+    #[error(
+        "cannot read {path}: {source} (build the plugins first: cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml)"
+    )]
     Read { path: String, source: std::io::Error },
     /// The file's SHA-256 is not the pinned one.
     #[error("{path} has sha256 {actual}, but the configuration pins {expected}; refusing to load it")]
@@ -217,13 +219,8 @@ impl Plugin {
                 max_response_bytes: spec.limits.response_max_bytes,
             })
         });
-        let grants = Arc::new(Grants {
-            tenant: spec.tenant.clone(),
-            receiver: spec.name.clone(),
-            limits: spec.limits.clone(),
-            http,
-            secrets,
-        });
+        let grants =
+            Arc::new(Grants { tenant: spec.tenant.clone(), receiver: spec.name.clone(), limits: spec.limits.clone(), http, secrets });
         let receiver = Receiver { plugin: self.clone(), grants, config, isolation: spec.isolation, idle: Mutex::new(Vec::new()) };
         let mut instance = receiver.checkout().await.map_err(BindError::Plugin)?;
         match instance.validate_config(&receiver.config).await {
@@ -232,7 +229,10 @@ impl Plugin {
                 Ok(receiver)
             }
             Ok(Err(errors)) => Err(BindError::Config(
-                errors.into_iter().map(|e| PluginConfigError { field: e.field, message: receiver.grants.secrets.redact(&e.message) }).collect(),
+                errors
+                    .into_iter()
+                    .map(|e| PluginConfigError { field: e.field, message: receiver.grants.secrets.redact(&e.message) })
+                    .collect(),
             )),
             Err(failure) => Err(BindError::Plugin(failure)),
         }
@@ -248,16 +248,12 @@ fn to_plugin_config(table: &toml::Table) -> Result<PluginConfig, Vec<PluginConfi
             toml::Value::String(s) => Some(ConfigValue::Text(s.clone())),
             toml::Value::Integer(n) => Some(ConfigValue::Integer(*n)),
             toml::Value::Boolean(b) => Some(ConfigValue::Boolean(*b)),
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .map(ConfigValue::TextList),
-            toml::Value::Table(t) => t
-                .iter()
-                .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect::<Option<Vec<_>>>()
-                .map(ConfigValue::TextMap),
+            toml::Value::Array(items) => {
+                items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().map(ConfigValue::TextList)
+            }
+            toml::Value::Table(t) => {
+                t.iter().map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect::<Option<Vec<_>>>().map(ConfigValue::TextMap)
+            }
             _ => None,
         };
         match converted {

@@ -27,7 +27,8 @@ pub struct HostPattern {
 impl HostPattern {
     /// Parse `example.com`, `*.example.com`, `127.0.0.1:8080`, `[::1]:80`.
     pub fn parse(s: &str) -> Result<HostPattern, String> {
-        let bad = |why: &str| format!("`{s}` is not a host pattern: {why} (write e.g. `hooks.slack.com`, `*.example.com` or `127.0.0.1:8080`)");
+        let bad =
+            |why: &str| format!("`{s}` is not a host pattern: {why} (write e.g. `hooks.slack.com`, `*.example.com` or `127.0.0.1:8080`)");
         if s.contains("://") || s.contains('/') {
             return Err(bad("give a host, not a URL"));
         }
@@ -84,11 +85,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 return is_internal(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
+            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -126,11 +123,7 @@ impl Outbound {
         http.enforce_http(false);
         http.set_connect_timeout(Some(grant.timeout));
         http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Outbound { grant: Arc::new(grant), client }
     }
@@ -174,8 +167,8 @@ impl Outbound {
             }
             let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Error::InvalidRequest(format!("invalid header name `{name}`")))?;
-            let value = http::HeaderValue::from_str(value)
-                .map_err(|_| Error::InvalidRequest(format!("invalid value for header `{name}`")))?;
+            let value =
+                http::HeaderValue::from_str(value).map_err(|_| Error::InvalidRequest(format!("invalid value for header `{name}`")))?;
             builder = builder.header(name, value);
         }
         let req = builder
@@ -305,7 +298,19 @@ mod tests {
 
     #[test]
     fn internal_ranges_are_recognised() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {

@@ -213,21 +213,15 @@ pub struct CallOutcome<T> {
 impl Instance {
     /// Run `deliver` under the call limits.
     pub async fn deliver(&mut self, config: &types::Config, notification: &types::Notification) -> CallOutcome<types::DeliveryReport> {
-        let outcome = self
-            .call(async |store, bindings| bindings.belfry_receiver_plugin().call_deliver(store, config, notification).await)
-            .await;
+        let outcome =
+            self.call(async |store, bindings| bindings.belfry_receiver_plugin().call_deliver(store, config, notification).await).await;
         let secrets = &self.store.data().grants.secrets;
-        CallOutcome {
-            result: outcome.result.and_then(|r| r.map_err(|e| plugin_error(e, secrets))),
-            reusable: outcome.reusable,
-        }
+        CallOutcome { result: outcome.result.and_then(|r| r.map_err(|e| plugin_error(e, secrets))), reusable: outcome.reusable }
     }
 
     /// Run `validate-config` under the call limits.
     pub async fn validate_config(&mut self, config: &types::Config) -> Result<Result<(), Vec<types::ConfigError>>, DeliveryFailure> {
-        self.call(async |store, bindings| bindings.belfry_receiver_plugin().call_validate_config(store, config).await)
-            .await
-            .result
+        self.call(async |store, bindings| bindings.belfry_receiver_plugin().call_validate_config(store, config).await).await.result
     }
 
     /// Run `describe` under the call limits.
@@ -235,10 +229,7 @@ impl Instance {
         self.call(async |store, bindings| bindings.belfry_receiver_plugin().call_describe(store).await).await.result
     }
 
-    async fn call<T>(
-        &mut self,
-        f: impl AsyncFnOnce(&mut Store<State>, &Bindings) -> wasmtime::Result<T>,
-    ) -> CallOutcome<T> {
+    async fn call<T>(&mut self, f: impl AsyncFnOnce(&mut Store<State>, &Bindings) -> wasmtime::Result<T>) -> CallOutcome<T> {
         self.uses += 1;
         self.store.data_mut().call = CallState { started: Some(Instant::now()), ..CallState::default() };
         self.store.set_epoch_deadline(1);
@@ -254,7 +245,10 @@ impl Instance {
                         format!("the plugin ran past its CPU budget of {} ms and was stopped", self.store.data().grants.limits.cpu_ms)
                     }
                     FailureKind::MemoryLimit => {
-                        format!("the plugin tried to use more than {} MiB of memory and was stopped", self.store.data().grants.limits.memory_mib)
+                        format!(
+                            "the plugin tried to use more than {} MiB of memory and was stopped",
+                            self.store.data().grants.limits.memory_mib
+                        )
                     }
                     _ => format!("the plugin trapped: {}", trap_summary(&error)),
                 };
@@ -285,11 +279,9 @@ fn trap_summary(error: &wasmtime::Error) -> String {
 /// The plugin's own verdict, turned into a failure with blame; secrets masked.
 fn plugin_error(e: types::DeliveryError, secrets: &Redactor) -> DeliveryFailure {
     let (blame, kind, message) = match e {
-        types::DeliveryError::Retryable(r) => (
-            Blame::Remote,
-            FailureKind::Retryable { retry_after: r.retry_after_ms.map(Duration::from_millis) },
-            r.message,
-        ),
+        types::DeliveryError::Retryable(r) => {
+            (Blame::Remote, FailureKind::Retryable { retry_after: r.retry_after_ms.map(Duration::from_millis) }, r.message)
+        }
         types::DeliveryError::Permanent(m) => (Blame::Remote, FailureKind::Permanent, m),
         types::DeliveryError::Misconfigured(m) => (Blame::Configuration, FailureKind::Misconfigured, m),
     };

@@ -1,9 +1,7 @@
 //! The webhook channel: POSTs Alertmanager's webhook payload (version "4") so that every
 //! existing Alertmanager webhook consumer works unchanged. The template for new plugins.
 
-use belfry_plugin_sdk::{
-    Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http,
-};
+use belfry_plugin_sdk::{Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
