@@ -710,10 +710,10 @@ impl Config {
             push(&self.file, "alerts.sweep_interval".into(), "must be greater than zero, e.g. \"1s\"".into());
         }
         for (name, p) in &self.plugins {
-            if let Some(sha) = &p.sha256 {
-                if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-                    push(&self.file, format!("plugins.{name}.sha256"), "must be 64 hex digits (sha256sum of the .wasm)".into());
-                }
+            if let Some(sha) = &p.sha256
+                && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                push(&self.file, format!("plugins.{name}.sha256"), "must be 64 hex digits (sha256sum of the .wasm)".into());
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }

@@ -111,10 +111,10 @@ fn validate(i: usize, p: PostableAlert, now: DateTime<Utc>, limits: &TenantLimit
     let starts_at = parse_time(p.starts_at.as_deref()).map_err(|m| err("startsAt", m))?;
     let ends_at = parse_time(p.ends_at.as_deref()).map_err(|m| err("endsAt", m))?;
     let starts_at = starts_at.or(ends_at).unwrap_or(now);
-    if let Some(end) = ends_at {
-        if end < starts_at {
-            return Err(err("endsAt", format!("{end} is before startsAt {starts_at}; an alert cannot end before it starts")));
-        }
+    if let Some(end) = ends_at
+        && end < starts_at
+    {
+        return Err(err("endsAt", format!("{end} is before startsAt {starts_at}; an alert cannot end before it starts")));
     }
     Ok(Alert {
         labels: p.labels as LabelSet,

@@ -365,7 +365,7 @@ mod tests {
             .unwrap();
         let prod_api = labels(&[("job", "api"), ("env", "prod")]);
         assert!(s.silencing(&prod_api, t("09:30:00")).is_empty(), "pending");
-        assert_eq!(s.silencing(&prod_api, t("10:30:00")), [id.clone()]);
+        assert_eq!(s.silencing(&prod_api, t("10:30:00")), std::slice::from_ref(&id));
         assert!(s.silencing(&labels(&[("job", "api"), ("env", "dev")]), t("10:30:00")).is_empty());
         assert!(s.silencing(&prod_api, t("11:00:00")).is_empty(), "expired");
         assert_eq!(s.get(&id).unwrap().state_at(t("10:30:00")), SilenceState::Active);

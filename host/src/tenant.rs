@@ -87,11 +87,11 @@ impl Tenants {
     /// The tenant a request acts for: `X-Scope-OrgID` on a trusted-proxy listener, else the
     /// bearer token's tenant, else the default tenant when it has no tokens.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Tenant>, AuthError> {
-        if self.trust_scope_org_id {
-            if let Some(org) = headers.get("x-scope-orgid") {
-                let name = org.to_str().map_err(|_| AuthError::UnknownTenant)?;
-                return self.by_name.get(name.trim()).cloned().ok_or(AuthError::UnknownTenant);
-            }
+        if self.trust_scope_org_id
+            && let Some(org) = headers.get("x-scope-orgid")
+        {
+            let name = org.to_str().map_err(|_| AuthError::UnknownTenant)?;
+            return self.by_name.get(name.trim()).cloned().ok_or(AuthError::UnknownTenant);
         }
         if let Some(token) = Self::bearer(headers) {
             let hash = hash_token(token);

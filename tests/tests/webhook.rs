@@ -91,7 +91,8 @@ async fn statuses_are_classified_for_retry() {
     let rt = TestRuntime::new();
     let sink = HttpSink::start().await;
     let hook = webhook(&rt, &sink, "").await;
-    let cases: [(u16, &[(&str, &str)], FailureKind, Blame); 6] = [
+    type Case<'a> = (u16, &'a [(&'a str, &'a str)], FailureKind, Blame);
+    let cases: [Case; 6] = [
         (429, &[("retry-after", "7")], FailureKind::Retryable { retry_after: Some(Duration::from_secs(7)) }, Blame::Remote),
         (503, &[], FailureKind::Retryable { retry_after: None }, Blame::Remote),
         (500, &[("retry-after", "1")], FailureKind::Retryable { retry_after: Some(Duration::from_secs(1)) }, Blame::Remote),

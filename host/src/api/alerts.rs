@@ -112,10 +112,10 @@ fn matching(notifier: &Notifier, query: Option<&str>) -> Result<Vec<Listed>, Str
             continue;
         }
         let receivers = notifier.router.route(&a.to_alert()).receivers;
-        if let Some(re) = &q.receiver {
-            if !receivers.iter().any(|r| re.is_match(r)) {
-                continue;
-            }
+        if let Some(re) = &q.receiver
+            && !receivers.iter().any(|r| re.is_match(r))
+        {
+            continue;
         }
         // Inhibition comes with the routing pipeline; silences apply now.
         let silenced_by = notifier.silences.silencing(&a.labels, now);

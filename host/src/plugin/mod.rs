@@ -116,10 +116,10 @@ impl Runtime {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
         let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
-        if let Some(expected) = pinned_sha256 {
-            if !expected.eq_ignore_ascii_case(&sha256) {
-                return Err(LoadError::Integrity { path: shown, expected: expected.to_string(), actual: sha256 });
-            }
+        if let Some(expected) = pinned_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::Integrity { path: shown, expected: expected.to_string(), actual: sha256 });
         }
         let invalid = |message: String| LoadError::Invalid { path: shown.clone(), message };
         let loaded = cache::load(&self.engine, &self.options.cache_dir, &bytes, &sha256).map_err(|e| invalid(format!("{e:#}")))?;
@@ -324,10 +324,10 @@ impl Receiver {
     }
 
     async fn checkout(&self) -> Result<Instance, DeliveryFailure> {
-        if self.isolation == Isolation::PerReceiver {
-            if let Some(instance) = self.idle.lock().expect("idle pool lock").pop() {
-                return Ok(instance);
-            }
+        if self.isolation == Isolation::PerReceiver
+            && let Some(instance) = self.idle.lock().expect("idle pool lock").pop()
+        {
+            return Ok(instance);
         }
         sandbox::instantiate(&self.plugin.pre, self.grants.clone()).await
     }

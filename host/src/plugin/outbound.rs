@@ -151,13 +151,14 @@ impl Outbound {
                 grant.receiver
             )));
         }
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            if is_internal(ip) && !grant.allow_private {
-                return Err(Error::Denied(format!(
-                    "address {ip} is internal; set allow_private_addresses = true on receiver `{}` to allow it",
-                    grant.receiver
-                )));
-            }
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && is_internal(ip)
+            && !grant.allow_private
+        {
+            return Err(Error::Denied(format!(
+                "address {ip} is internal; set allow_private_addresses = true on receiver `{}` to allow it",
+                grant.receiver
+            )));
         }
         let mut builder = http::Request::builder().method(method(request.method)).uri(uri);
         for (name, value) in &request.headers {
