@@ -265,6 +265,14 @@ impl AlertState {
             .collect()
     }
 
+    /// The alerts `keep` accepts, in fingerprint order; only those are copied.
+    pub fn select(&self, keep: &dyn Fn(&AlertRecord) -> bool) -> Vec<AlertRecord> {
+        let alerts = self.lock();
+        let mut out: Vec<AlertRecord> = alerts.values().filter(|r| keep(r)).cloned().collect();
+        out.sort_by_key(AlertRecord::fingerprint);
+        out
+    }
+
     /// Every alert, in fingerprint order.
     pub fn list(&self) -> Vec<AlertRecord> {
         let alerts = self.lock();

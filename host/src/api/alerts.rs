@@ -40,7 +40,8 @@ pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     };
     let dedup_key = alert.labels["dedup_key"].clone();
     if event.resolve {
-        if let Some(held) = notifier.state.list().into_iter().find(|a| a.labels.get("dedup_key") == Some(&dedup_key)) {
+        let held = notifier.state.select(&|a| a.labels.get("dedup_key") == Some(&dedup_key));
+        if let Some(held) = held.into_iter().next() {
             alert.labels = held.labels;
             alert.starts_at = held.starts_at;
         }
@@ -107,10 +108,8 @@ fn matching(notifier: &Notifier, query: Option<&str>) -> Result<Vec<Listed>, Str
     let q = Query::parse(query)?;
     let now = Utc::now();
     let mut out = Vec::new();
-    for a in notifier.state.list() {
-        if a.ends_at <= now || !q.filters.iter().all(|m| m.matches(&a.labels)) {
-            continue;
-        }
+    // Label filters run during the scan, so only matching alerts are copied.
+    for a in notifier.state.select(&|a| a.ends_at > now && q.filters.iter().all(|m| m.matches(&a.labels))) {
         let receivers = notifier.router.route(&a.to_alert()).receivers;
         if let Some(re) = &q.receiver
             && !receivers.iter().any(|r| re.is_match(r))
