@@ -84,7 +84,13 @@ impl Matcher {
 
     /// Whether `labels` satisfy this matcher.
     pub fn matches(&self, labels: &LabelSet) -> bool {
-        let v = labels.get(&self.name).map(String::as_str).unwrap_or("");
+        self.matches_value(labels.get(&self.name).map(String::as_str))
+    }
+
+    /// Whether the value of this matcher's label (`None` when absent, which matches as "")
+    /// satisfies it.
+    pub fn matches_value(&self, value: Option<&str>) -> bool {
+        let v = value.unwrap_or("");
         match (self.op, &self.regex) {
             (Op::Equal, _) => v == self.value,
             (Op::NotEqual, _) => v != self.value,

@@ -125,7 +125,15 @@ impl Daemon {
             }
             let mut states = self.states.lock().expect("states lock");
             for (name, state) in new_states {
-                state.alerts.restore(alerts.remove(&name).unwrap_or_default());
+                let encoded = alerts.remove(&name).unwrap_or_default();
+                state.alerts.restore(encoded.into_iter().filter_map(|e| match e.decode() {
+                    Ok(alert) => Some(alert),
+                    Err(message) => {
+                        // One corrupt record must not keep the tenant's other alerts down.
+                        tracing::error!(tenant = %name, error = %message, "skipping a stored alert");
+                        None
+                    }
+                }));
                 state.silences.restore(silences.remove(&name).unwrap_or_default());
                 tracing::info!(tenant = %name, alerts = state.alerts.len(), silences = state.silences.list().len(), "tenant ready");
                 states.insert(name, state);

@@ -6,8 +6,8 @@
 //! notified at least once: a crash between accepting an alert and notifying it, or an alert
 //! that times out while Belfry is down, is caught up by the sweeper after restart.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -117,17 +117,114 @@ pub struct AlertSettings {
     pub resolved_retention: Duration,
 }
 
+/// A label name or value, shared by every alert that carries it (names and most values repeat).
+type Sym = Arc<str>;
+
+/// Hands out one shared copy of each distinct string.
+#[derive(Default)]
+struct Interner {
+    set: HashSet<Sym>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> Sym {
+        if let Some(sym) = self.set.get(s) {
+            return sym.clone();
+        }
+        let sym: Sym = Arc::from(s);
+        self.set.insert(sym.clone());
+        sym
+    }
+
+    fn pairs(&mut self, set: &LabelSet) -> Box<[(Sym, Sym)]> {
+        set.iter().map(|(k, v)| (self.intern(k), self.intern(v))).collect()
+    }
+
+    /// Forget strings no alert uses any more.
+    fn sweep(&mut self) {
+        self.set.retain(|sym| Arc::strong_count(sym) > 1);
+    }
+}
+
+/// An alert as held in memory: an [`AlertRecord`] with interned strings in sorted slices,
+/// a fraction of the size of two `BTreeMap<String, String>` (docs/BENCHMARKS.md).
+struct Stored {
+    labels: Box<[(Sym, Sym)]>,
+    annotations: Box<[(Sym, Sym)]>,
+    generator_url: Sym,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    timeout: bool,
+    notified: Option<Status>,
+}
+
+impl Stored {
+    fn new(r: &AlertRecord, interner: &mut Interner) -> Stored {
+        Stored {
+            labels: interner.pairs(&r.labels),
+            annotations: interner.pairs(&r.annotations),
+            generator_url: interner.intern(&r.generator_url),
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            updated_at: r.updated_at,
+            timeout: r.timeout,
+            notified: r.notified,
+        }
+    }
+
+    fn record(&self) -> AlertRecord {
+        let set = |pairs: &[(Sym, Sym)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        AlertRecord {
+            labels: set(&self.labels),
+            annotations: set(&self.annotations),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            generator_url: self.generator_url.to_string(),
+            updated_at: self.updated_at,
+            timeout: self.timeout,
+            notified: self.notified,
+        }
+    }
+
+    fn status_at(&self, now: DateTime<Utc>) -> Status {
+        if self.ends_at <= now { Status::Resolved } else { Status::Firing }
+    }
+}
+
+/// A held alert, as [`AlertState::select`] shows it to its filter without copying it.
+pub struct AlertView<'a>(&'a Stored);
+
+impl AlertView<'_> {
+    /// A label's value.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.0.labels.binary_search_by(|(k, _)| k.as_ref().cmp(name)).ok().map(|i| self.0.labels[i].1.as_ref())
+    }
+
+    /// When it resolves (or resolved).
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.0.ends_at
+    }
+}
+
+/// The alerts and the strings they share.
+#[derive(Default)]
+struct Held {
+    alerts: HashMap<Fingerprint, Stored>,
+    interner: Interner,
+}
+
 /// One tenant's alerts.
 pub struct AlertState {
     tenant: String,
     settings: AlertSettings,
-    alerts: Mutex<HashMap<Fingerprint, AlertRecord>>,
+    held: Mutex<Held>,
 }
 
 impl AlertState {
     /// Empty state for `tenant`.
     pub fn new(tenant: &str, settings: AlertSettings) -> AlertState {
-        AlertState { tenant: tenant.to_string(), settings, alerts: Mutex::new(HashMap::new()) }
+        AlertState { tenant: tenant.to_string(), settings, held: Mutex::new(Held::default()) }
     }
 
     /// The tenant.
@@ -137,14 +234,15 @@ impl AlertState {
 
     /// Put back what the store had.
     pub fn restore(&self, records: impl IntoIterator<Item = AlertRecord>) {
-        let mut alerts = self.lock();
+        let mut held = self.lock();
+        let Held { alerts, interner } = &mut *held;
         for r in records {
-            alerts.insert(r.fingerprint(), r);
+            alerts.insert(r.fingerprint(), Stored::new(&r, interner));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Fingerprint, AlertRecord>> {
-        self.alerts.lock().expect("alert state lock")
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().expect("alert state lock")
     }
 
     /// Merge posted alerts into the state and queue them for the store. The batch is queued
@@ -158,7 +256,8 @@ impl AlertState {
         store: &dyn Store,
         max_alerts: usize,
     ) -> Result<(Vec<Fingerprint>, Commit), String> {
-        let mut alerts = self.lock();
+        let mut held = self.lock();
+        let Held { alerts, interner } = &mut *held;
         let mut new: Vec<Fingerprint> = posted.iter().map(|a| Fingerprint::of(&a.labels)).filter(|fp| !alerts.contains_key(fp)).collect();
         new.sort();
         new.dedup();
@@ -181,13 +280,13 @@ impl AlertState {
                     if (new.ends_at > old.starts_at && new.ends_at < old.ends_at)
                         || (new.starts_at > old.starts_at && new.starts_at < old.ends_at) =>
                 {
-                    old.merge(new, now)
+                    old.record().merge(new, now)
                 }
                 Some(old) => AlertRecord { notified: old.notified, ..new },
                 None => new,
             };
-            ops.push(Op::PutAlert { tenant: self.tenant.clone(), alert: record.clone() });
-            alerts.insert(fp, record);
+            alerts.insert(fp, Stored::new(&record, interner));
+            ops.push(Op::PutAlert { tenant: self.tenant.clone(), alert: record });
             touched.push(fp);
         }
         let commit = store.submit(ops);
@@ -199,38 +298,44 @@ impl AlertState {
     /// the silence ends, if it still stands. Call [`AlertState::unmark`] with the result if it
     /// could not be dispatched.
     pub fn take_unnotified(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>, muted: &dyn Fn(&LabelSet) -> bool) -> Vec<Taken> {
-        let mut alerts = self.lock();
+        let mut held = self.lock();
         let mut out = Vec::new();
-        let mut take = |r: &mut AlertRecord| {
+        let mut take = |r: &mut Stored| {
             let status = r.status_at(now);
             // A first sighting that is already resolved was never announced: nothing to resolve.
             let due = match r.notified {
                 None => status == Status::Firing,
                 Some(previous) => previous != status,
             };
-            if due && !muted(&r.labels) {
-                let previous = r.notified.replace(status);
-                out.push(Taken { record: r.clone(), previous });
+            if !due {
+                return;
             }
+            let mut record = r.record();
+            if muted(&record.labels) {
+                return;
+            }
+            let previous = r.notified.replace(status);
+            record.notified = Some(status);
+            out.push(Taken { record, previous });
         };
         match only {
             Some(fps) => {
                 for fp in fps {
-                    if let Some(r) = alerts.get_mut(fp) {
+                    if let Some(r) = held.alerts.get_mut(fp) {
                         take(r);
                     }
                 }
             }
-            None => alerts.values_mut().for_each(&mut take),
+            None => held.alerts.values_mut().for_each(&mut take),
         }
         out
     }
 
     /// Undo [`AlertState::take_unnotified`] for alerts that could not be dispatched.
     pub fn unmark(&self, taken: &[Taken]) {
-        let mut alerts = self.lock();
+        let mut held = self.lock();
         for t in taken {
-            if let Some(current) = alerts.get_mut(&t.record.fingerprint()) {
+            if let Some(current) = held.alerts.get_mut(&t.record.fingerprint()) {
                 current.notified = t.previous;
             }
         }
@@ -238,11 +343,11 @@ impl AlertState {
 
     /// Store writes recording the `notified` marks of `taken`.
     pub fn persist_ops(&self, taken: &[Taken]) -> Vec<Op> {
-        let alerts = self.lock();
+        let held = self.lock();
         taken
             .iter()
-            .filter_map(|t| alerts.get(&t.record.fingerprint()))
-            .map(|r| Op::PutAlert { tenant: self.tenant.clone(), alert: r.clone() })
+            .filter_map(|t| held.alerts.get(&t.record.fingerprint()))
+            .map(|r| Op::PutAlert { tenant: self.tenant.clone(), alert: r.record() })
             .collect()
     }
 
@@ -250,40 +355,43 @@ impl AlertState {
     /// retention; returns the store deletions.
     pub fn collect_garbage(&self, now: DateTime<Utc>) -> Vec<Op> {
         let retention = chrono::Duration::from_std(self.settings.resolved_retention).unwrap_or(chrono::Duration::MAX);
-        let mut alerts = self.lock();
-        let expired: Vec<Fingerprint> = alerts
+        let mut held = self.lock();
+        let expired: Vec<Fingerprint> = held
+            .alerts
             .iter()
             .filter(|(_, r)| r.status_at(now) == Status::Resolved && r.notified != Some(Status::Firing) && r.ends_at + retention <= now)
             .map(|(fp, _)| *fp)
             .collect();
-        expired
+        let ops: Vec<Op> = expired
             .into_iter()
             .map(|fp| {
-                alerts.remove(&fp);
+                held.alerts.remove(&fp);
                 Op::DeleteAlert { tenant: self.tenant.clone(), fingerprint: fp }
             })
-            .collect()
+            .collect();
+        if !ops.is_empty() {
+            held.interner.sweep();
+        }
+        ops
     }
 
     /// The alerts `keep` accepts, in fingerprint order; only those are copied.
-    pub fn select(&self, keep: &dyn Fn(&AlertRecord) -> bool) -> Vec<AlertRecord> {
-        let alerts = self.lock();
-        let mut out: Vec<AlertRecord> = alerts.values().filter(|r| keep(r)).cloned().collect();
-        out.sort_by_key(AlertRecord::fingerprint);
-        out
+    pub fn select(&self, keep: &dyn Fn(&AlertView<'_>) -> bool) -> Vec<AlertRecord> {
+        let held = self.lock();
+        let mut out: Vec<(Fingerprint, AlertRecord)> =
+            held.alerts.iter().filter(|(_, r)| keep(&AlertView(r))).map(|(fp, r)| (*fp, r.record())).collect();
+        out.sort_by_key(|(fp, _)| *fp);
+        out.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Every alert, in fingerprint order.
     pub fn list(&self) -> Vec<AlertRecord> {
-        let alerts = self.lock();
-        let mut out: Vec<AlertRecord> = alerts.values().cloned().collect();
-        out.sort_by_key(AlertRecord::fingerprint);
-        out
+        self.select(&|_| true)
     }
 
     /// How many alerts are held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().alerts.len()
     }
 
     /// Whether none are held.
@@ -412,6 +520,31 @@ mod tests {
         state
             .ingest(vec![alert("A", "10:00:00", None), alert("B", "10:00:00", None)], t("10:01:00"), &store, 2)
             .expect("an update and one new fit");
+    }
+
+    #[test]
+    fn held_alerts_share_their_strings_and_forget_unused_ones() {
+        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
+        let mut a = alert("Same", "10:00:00", Some("10:01:00"));
+        a.labels.insert("instance".into(), "one".into());
+        let mut b = alert("Same", "10:00:00", Some("23:00:00"));
+        b.labels.insert("instance".into(), "two".into());
+        state.ingest(vec![a, b], t("10:00:00"), &store, usize::MAX).unwrap();
+        {
+            let held = state.lock();
+            let mut it = held.alerts.values();
+            let (x, y) = (it.next().unwrap(), it.next().unwrap());
+            assert!(Arc::ptr_eq(&x.labels[0].0, &y.labels[0].0), "`alertname` is stored once");
+            assert!(Arc::ptr_eq(&x.labels[0].1, &y.labels[0].1), "so is its value");
+        }
+        let view_names: Vec<String> =
+            state.select(&|v| v.label("instance") == Some("two")).iter().map(|r| r.labels["instance"].clone()).collect();
+        assert_eq!(view_names, ["two"]);
+        state.take_unnotified(None, t("10:00:00"), &|_| false);
+        state.take_unnotified(None, t("12:00:00"), &|_| false);
+        assert_eq!(state.collect_garbage(t("12:00:00")).len(), 1, "`one` resolved at 10:01 and is collected");
+        assert!(!state.lock().interner.set.contains("one"), "its unique value is forgotten");
+        assert!(state.lock().interner.set.contains("two"));
     }
 
     #[test]

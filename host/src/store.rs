@@ -43,10 +43,22 @@ pub enum Op {
 /// Everything stored, per tenant, as loaded at start.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// `(tenant, alert)` pairs.
-    pub alerts: Vec<(String, AlertRecord)>,
+    /// `(tenant, alert)` pairs, still encoded: decoding them one at a time while restoring
+    /// keeps the memory peak at start to the encoded size.
+    pub alerts: Vec<(String, EncodedAlert)>,
     /// `(tenant, silence)` pairs.
     pub silences: Vec<(String, Silence)>,
+}
+
+/// A stored alert, not yet decoded.
+#[derive(Debug)]
+pub struct EncodedAlert(Vec<u8>);
+
+impl EncodedAlert {
+    /// The alert, or why its bytes are not one (a corrupt record).
+    pub fn decode(&self) -> Result<AlertRecord, String> {
+        postcard::from_bytes(&self.0).map_err(|e| format!("a stored alert does not decode: {e}"))
+    }
 }
 
 /// A store failure: the host's fault (disk full, permissions, corruption).
@@ -236,7 +248,7 @@ impl Store for RedbStore {
             let Some(v) = v else { continue };
             let (tenant, _) = split_key(&k).ok_or_else(|| self.error("a malformed key".into()))?;
             match table {
-                Table::Alerts => snapshot.alerts.push((tenant, postcard::from_bytes(&v).map_err(|e| fail(&e))?)),
+                Table::Alerts => snapshot.alerts.push((tenant, EncodedAlert(v))),
                 Table::Silences => snapshot.silences.push((tenant, postcard::from_bytes(&v).map_err(|e| fail(&e))?)),
             }
         }
@@ -399,7 +411,14 @@ mod tests {
     }
 
     fn alert_names(snapshot: &Snapshot) -> Vec<(String, String, Option<Status>)> {
-        let mut out: Vec<_> = snapshot.alerts.iter().map(|(t, a)| (t.clone(), a.labels["alertname"].clone(), a.notified)).collect();
+        let mut out: Vec<_> = snapshot
+            .alerts
+            .iter()
+            .map(|(t, e)| {
+                let a = e.decode().unwrap();
+                (t.clone(), a.labels["alertname"].clone(), a.notified)
+            })
+            .collect();
         out.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
         out
     }

@@ -40,7 +40,7 @@ pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     };
     let dedup_key = alert.labels["dedup_key"].clone();
     if event.resolve {
-        let held = notifier.state.select(&|a| a.labels.get("dedup_key") == Some(&dedup_key));
+        let held = notifier.state.select(&|a| a.label("dedup_key") == Some(dedup_key.as_str()));
         if let Some(held) = held.into_iter().next() {
             alert.labels = held.labels;
             alert.starts_at = held.starts_at;
@@ -109,7 +109,7 @@ fn matching(notifier: &Notifier, query: Option<&str>) -> Result<Vec<Listed>, Str
     let now = Utc::now();
     let mut out = Vec::new();
     // Label filters run during the scan, so only matching alerts are copied.
-    for a in notifier.state.select(&|a| a.ends_at > now && q.filters.iter().all(|m| m.matches(&a.labels))) {
+    for a in notifier.state.select(&|a| a.ends_at() > now && q.filters.iter().all(|m| m.matches_value(a.label(&m.name)))) {
         let receivers = notifier.router.route(&a.to_alert()).receivers;
         if let Some(re) = &q.receiver
             && !receivers.iter().any(|r| re.is_match(r))
