@@ -76,6 +76,18 @@ async fn tenants_are_isolated_on_every_endpoint() {
     assert_eq!(listed, serde_json::json!([]));
     let (_, listed) = call(&daemon, "GET", "/api/v2/alerts?receiver=acme-hook", "", &b).await;
     assert_eq!(listed, serde_json::json!([]));
+    let (_, groups) = call(&daemon, "GET", "/api/v2/alerts/groups", "", &b).await;
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+    assert_eq!(groups[0]["labels"]["alertname"], "BoltDown");
+
+    // Belfry's own ingest formats land in the caller's tenant only.
+    let event = r#"{"summary":"bolt event","source":"bolt-1"}"#;
+    assert_eq!(call(&daemon, "POST", "/api/belfry/v1/events", event, &b).await.0, 200);
+    let upstream = r#"{"alerts":[{"status":"firing","labels":{"alertname":"BoltUpstream"},"annotations":{},"startsAt":"2026-11-23T10:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":""}]}"#;
+    assert_eq!(call(&daemon, "POST", "/api/belfry/v1/alertmanager", upstream, &b).await.0, 200);
+    assert_eq!(sink_b.wait_for(3).await.len(), 3);
+    let (_, acme_view) = call(&daemon, "GET", "/api/v2/alerts", "", &a).await;
+    assert_eq!(acme_view.as_array().unwrap().len(), 1, "acme sees only its own: {acme_view}");
 
     // Receivers and status name only the caller's receivers.
     let (_, receivers) = call(&daemon, "GET", "/api/v2/receivers", "", &b).await;
@@ -114,6 +126,9 @@ async fn tenants_are_isolated_on_every_endpoint() {
         ("POST", "/api/v2/silences"),
         ("GET", silence_path.as_str()),
         ("DELETE", silence_path.as_str()),
+        ("GET", "/api/v2/alerts/groups"),
+        ("POST", "/api/belfry/v1/alertmanager"),
+        ("POST", "/api/belfry/v1/events"),
     ] {
         for headers in [vec![], vec![("authorization", "Bearer nope")], vec![("x-scope-orgid", "acme")]] {
             let (status, body) = call(&daemon, method, path, r#"[{"labels":{"alertname":"X"}}]"#, &headers).await;
@@ -125,6 +140,7 @@ async fn tenants_are_isolated_on_every_endpoint() {
     assert_eq!(call(&daemon, "GET", "/-/healthy", "", &[]).await.0, 200);
     assert_eq!(call(&daemon, "POST", "/-/reload", "", &a).await.0, 403);
     assert_eq!(sink_a.requests().len(), 1, "nothing leaked across");
+    assert_eq!(sink_b.requests().len(), 3);
 }
 
 #[tokio::test]
