@@ -84,6 +84,12 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// Whether `name` is a valid Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Alertmanager's `LabelSet.String()`: `{a="1", b="2"}`, names sorted, values Go-quoted.
 pub fn format_label_set(labels: &LabelSet) -> String {
     let mut out = String::from("{");

@@ -129,17 +129,12 @@ fn invalid_name(name: &str) -> String {
     format!("`{name}` is not a valid name: use letters, digits and underscores, not starting with a digit")
 }
 
-/// The first name that is not a valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+/// The first name that is not a valid Prometheus label name.
 fn check_names(set: &BTreeMap<String, String>) -> Result<(), String> {
-    for name in set.keys() {
-        let mut chars = name.chars();
-        let valid =
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(name.clone());
-        }
+    match set.keys().find(|name| !crate::alert::is_valid_label_name(name)) {
+        Some(name) => Err(name.clone()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// RFC 3339; absent, empty or Go's zero time mean "unset".

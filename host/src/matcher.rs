@@ -67,10 +67,7 @@ impl Matcher {
         } else {
             return Err(format!("`{s}` has no valid operator (=, !=, =~, !~)"));
         };
-        let mut chars = name.chars();
-        let valid =
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !crate::alert::is_valid_label_name(name) {
             return Err(format!("`{name}` is not a valid label name"));
         }
         let value = value.trim();

@@ -129,9 +129,7 @@ fn compile(matchers: &[ApiMatcher]) -> Result<Vec<Matcher>, SilenceError> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let valid_name = m.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid_name {
+            if !crate::alert::is_valid_label_name(&m.name) {
                 return Err(invalid(format!("matchers[{i}].name: `{}` is not a valid label name", m.name)));
             }
             m.to_matcher().map_err(|e| invalid(format!("matchers[{i}].value: {e}")))
