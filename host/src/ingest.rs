@@ -42,18 +42,22 @@ impl fmt::Display for IngestError {
 /// Go's zero time, which Prometheus and amtool send for "unset".
 const GO_ZERO_TIME_YEAR: i32 = 1;
 
+/// Decode a JSON request body into `T`. An error names the JSON path of the offending value
+/// (`.` for the whole body) and says what was `expected`; trailing data is an error too.
+pub fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, IngestError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        IngestError { path: if path.is_empty() { ".".into() } else { path }, message: format!("{} (expected {expected})", e.inner()) }
+    })?;
+    de.end().map_err(|e| IngestError { path: ".".into(), message: format!("trailing data after the JSON value: {e}") })?;
+    Ok(value)
+}
+
 /// Decode a request body into validated alerts, with Alertmanager's defaulting: an unset
 /// `startsAt` becomes `endsAt` if that is set, else `now`.
 pub fn decode_postable_alerts(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> Result<Vec<Alert>, IngestError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let postable: Vec<PostableAlert> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        IngestError {
-            path: if path.is_empty() || path == "." { ".".into() } else { path },
-            message: format!("{} (expected a JSON array of alerts with a `labels` object)", e.inner()),
-        }
-    })?;
-    de.end().map_err(|e| IngestError { path: ".".into(), message: format!("trailing data after the JSON array: {e}") })?;
+    let postable: Vec<PostableAlert> = decode_json(body, "a JSON array of alerts with a `labels` object")?;
     if postable.len() > limits.max_alerts_per_request {
         return Err(IngestError {
             path: ".".into(),
@@ -252,11 +256,7 @@ struct WebhookAlert {
 /// Decode an upstream Alertmanager's webhook payload. Resolved alerts end at their `endsAt`;
 /// firing ones (whose `endsAt` the upstream zeroes) stay firing for [`WEBHOOK_FIRING_TTL`].
 pub fn decode_alertmanager_webhook(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> Result<Vec<Alert>, IngestError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let message: WebhookMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| IngestError {
-        path: if e.path().to_string() == "." { ".".into() } else { e.path().to_string() },
-        message: format!("{} (expected Alertmanager's webhook payload: {{\"alerts\": [...]}})", e.inner()),
-    })?;
+    let message: WebhookMessage = decode_json(body, "Alertmanager's webhook payload: {\"alerts\": [...]}")?;
     if message.alerts.len() > limits.max_alerts_per_request {
         return Err(IngestError {
             path: "alerts".into(),
@@ -319,11 +319,7 @@ pub struct Event {
 /// Decode a generic event into an alert: labels `alertname` (default `event`), `source`,
 /// `severity`, `dedup_key` and the event's own labels; annotation `summary`.
 pub fn decode_event(body: &[u8], now: DateTime<Utc>, limits: &TenantLimits) -> Result<(Event, Alert), IngestError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let event: Event = serde_path_to_error::deserialize(&mut de).map_err(|e| IngestError {
-        path: if e.path().to_string() == "." { ".".into() } else { e.path().to_string() },
-        message: format!("{} (expected an event: summary, source, and optionally severity, labels, dedup_key, resolve)", e.inner()),
-    })?;
+    let event: Event = decode_json(body, "an event: summary, source, and optionally severity, labels, dedup_key, resolve")?;
     let severity = event.severity.clone().unwrap_or_else(|| "error".into());
     if !["critical", "error", "warning", "info"].contains(&severity.as_str()) {
         return Err(IngestError { path: "severity".into(), message: format!("`{severity}` is not one of critical, error, warning, info") });

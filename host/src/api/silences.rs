@@ -40,16 +40,9 @@ async fn commit(notifier: &Notifier, ops: Vec<Op>) -> Result<(), Response<Body>>
 
 /// `POST /api/v2/silences`: `{"silenceID": ...}` once durable.
 pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let postable: PostableSilence = match serde_path_to_error::deserialize(&mut de) {
+    let postable: PostableSilence = match crate::ingest::decode_json(body, "a silence: matchers, startsAt, endsAt, createdBy, comment") {
         Ok(p) => p,
-        Err(e) => {
-            let path = e.path().to_string();
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("{path}: {} (expected a silence: matchers, startsAt, endsAt, createdBy, comment)", e.inner()),
-            );
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let (id, ops) = match notifier.silences.set(postable, Utc::now(), notifier.limits.max_silences) {
         Ok(done) => done,
