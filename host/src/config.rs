@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::timeinterval::TimeIntervalConfig;
+
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +38,12 @@ pub struct Config {
     /// Where the default tenant's alerts go. Without it there is no default tenant.
     #[serde(default)]
     pub route: Option<RouteConfig>,
+    /// The default tenant's inhibition rules.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
+    /// The default tenant's named time intervals.
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalConfig>,
     /// API tokens of the default tenant, as `sha256:<hex>` (`belfry token new` makes one). With
     /// none, requests without a token act for the default tenant (single-tenant setups).
     #[serde(default)]
@@ -126,6 +134,12 @@ pub struct TenantConfig {
     pub receivers: Vec<ReceiverConfig>,
     /// Where its alerts go.
     pub route: RouteConfig,
+    /// Its inhibition rules.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
+    /// Its named time intervals.
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalConfig>,
     /// Overrides of the top-level `[limits]`, key by key.
     #[serde(default)]
     pub limits: TenantLimitsOverride,
@@ -209,6 +223,10 @@ pub struct TenantView<'a> {
     pub receivers: &'a [ReceiverConfig],
     /// Routing.
     pub route: &'a RouteConfig,
+    /// Inhibition rules.
+    pub inhibit_rules: &'a [InhibitRuleConfig],
+    /// Named time intervals.
+    pub time_intervals: &'a [TimeIntervalConfig],
     /// Its limits: the top-level `[limits]` with the tenant's overrides.
     pub limits: TenantLimits,
 }
@@ -489,17 +507,65 @@ pub struct ReceiverConfig {
     /// Per-receiver limits; defaults from `[runtime.limits]`.
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// Notify when a group's alerts resolve (Alertmanager's `send_resolved`).
+    #[serde(default = "default_true")]
+    pub send_resolved: bool,
     /// The plugin's configuration, checked by its `validate-config`.
     #[serde(default)]
     pub config: toml::Table,
 }
 
-/// `[route]`: for now a single default receiver (per-tenant Rhai routing replaces it).
+/// `[route]`: the tenant's routing script, its fallback receiver and the default grouping.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Every alert goes to this receiver.
+    /// Where alerts go without a script, when the script returns `()`, and when it fails on
+    /// an alert.
     pub receiver: String,
+    /// A Rhai routing script (docs/ROUTING.md), relative to the file that names it. Reloaded
+    /// when it changes.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
+    /// Labels that form a group; `["..."]` groups by all labels, `[]` puts all alerts in one
+    /// group (Alertmanager's default).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    #[serde(default = "default_group_wait", with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// How long a group waits after a notification before notifying changes.
+    #[serde(default = "default_group_interval", with = "humantime_serde")]
+    pub group_interval: Duration,
+    /// How long before an unchanged, still firing group is notified again.
+    #[serde(default = "default_repeat_interval", with = "humantime_serde")]
+    pub repeat_interval: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_group_wait() -> Duration {
+    crate::route::RouteOptions::default().group_wait
+}
+fn default_group_interval() -> Duration {
+    crate::route::RouteOptions::default().group_interval
+}
+fn default_repeat_interval() -> Duration {
+    crate::route::RouteOptions::default().repeat_interval
+}
+
+/// `[[inhibit_rules]]`: firing alerts matching `source_matchers` mute alerts matching
+/// `target_matchers` that have the same values for the `equal` labels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleConfig {
+    /// Matchers in Alertmanager's syntax, e.g. `severity="critical"`.
+    pub source_matchers: Vec<String>,
+    /// Matchers the muted alerts satisfy, e.g. `severity=~"warning|info"`.
+    pub target_matchers: Vec<String>,
+    /// Labels whose values must be equal in source and target.
+    #[serde(default)]
+    pub equal: Vec<String>,
 }
 
 /// A problem with the configuration: where, and what to do.
@@ -608,6 +674,8 @@ impl Config {
             tokens: &self.tokens,
             receivers: &self.receivers,
             route,
+            inhibit_rules: &self.inhibit_rules,
+            time_intervals: &self.time_intervals,
             limits: self.limits.clone(),
         });
         default
@@ -618,6 +686,8 @@ impl Config {
                 tokens: &t.config.tokens,
                 receivers: &t.config.receivers,
                 route: &t.config.route,
+                inhibit_rules: &t.config.inhibit_rules,
+                time_intervals: &t.config.time_intervals,
                 limits: self.limits.with(&t.config.limits),
             }))
             .collect()
@@ -681,6 +751,26 @@ impl Config {
                     "route.receiver".into(),
                     format!("no receiver is named `{}`; add a [[receivers]] entry with that name", tenant.route.receiver),
                 );
+            }
+            let route = tenant.route;
+            if let Err(why) = crate::route::GroupBy::from_names(route.group_by.clone()) {
+                push(tenant.file, "route.group_by".into(), why);
+            }
+            if route.group_interval.is_zero() {
+                push(tenant.file, "route.group_interval".into(), "must be at least 1s".into());
+            }
+            for (i, rule) in tenant.inhibit_rules.iter().enumerate() {
+                if let Err((key, why)) = crate::inhibit::InhibitRule::parse(rule) {
+                    push(tenant.file, format!("inhibit_rules[{i}].{key}"), why);
+                }
+            }
+            for (i, interval) in tenant.time_intervals.iter().enumerate() {
+                if tenant.time_intervals[..i].iter().any(|o| o.name == interval.name) {
+                    push(tenant.file, format!("time_intervals[{i}].name"), format!("`{}` is defined twice", interval.name));
+                }
+                if let Err((key, why)) = crate::timeinterval::TimeInterval::parse(interval) {
+                    push(tenant.file, format!("time_intervals[{i}].{key}"), why);
+                }
             }
             let l = &tenant.limits;
             if l.ingest_rate == 0 || l.ingest_burst == 0 {

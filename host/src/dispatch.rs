@@ -1,19 +1,21 @@
-//! Turns routed alerts into notifications and runs their deliveries, bounded in queue length and concurrency.
+//! The notification pipeline of a tenant: ingested alerts into groups, due groups through mute and dedup into notifications, and their deliveries, bounded in queue length and concurrency.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
-use std::collections::HashMap;
-
 use crate::alert::{self, Alert, Fingerprint, Status};
+use crate::group::{Flush, FlushAlert, FlushOutcome, Groups};
+use crate::inhibit::Inhibitor;
 use crate::plugin::{self, AlertStatus, DeliveryFailure, DeliveryReport, Notification, Receiver};
-use crate::route::Router;
+use crate::route::{RouteOptions, Router};
 use crate::silence::Silences;
-use crate::state::AlertState;
-use crate::store::Store;
+use crate::state::{AlertRecord, AlertState, Touched};
+use crate::store::{Op, Store};
+use crate::timeinterval::TimeInterval;
 
 /// One notification on its way to one receiver.
 pub struct Delivery {
@@ -31,10 +33,6 @@ pub type OnOutcome = Arc<dyn Fn(&Delivery, &Result<DeliveryReport, DeliveryFailu
 pub struct Dispatcher {
     queue: mpsc::Sender<Delivery>,
 }
-
-/// The queue is full: the caller should shed load (HTTP 503 with Retry-After).
-#[derive(Debug)]
-pub struct QueueFull;
 
 impl Dispatcher {
     /// Start the dispatcher: at most `queue_capacity` waiting, `max_in_flight` running.
@@ -65,36 +63,53 @@ impl Dispatcher {
         Dispatcher { queue }
     }
 
-    /// Queue every delivery, or none of them when the queue lacks room for all.
-    pub fn submit_all(&self, deliveries: Vec<Delivery>) -> Result<(), QueueFull> {
-        if deliveries.is_empty() {
-            return Ok(());
+    /// Queue a delivery, waiting for room (the flusher slows down rather than dropping).
+    pub async fn submit(&self, delivery: Delivery) {
+        if self.queue.send(delivery).await.is_err() {
+            tracing::error!("the dispatcher stopped; a notification was not queued");
         }
-        let permits = self.queue.try_reserve_many(deliveries.len()).map_err(|_| QueueFull)?;
-        for (permit, delivery) in permits.zip(deliveries) {
-            permit.send(delivery);
-        }
-        Ok(())
     }
 }
 
-/// Turns one tenant's alert changes that nobody was told about yet into deliveries.
+/// A tenant's router and groups, swapped together so an alert is routed by exactly one script.
+pub struct Routing {
+    /// The live routing script.
+    pub router: Arc<Router>,
+    /// The aggregation groups and the notification log.
+    pub groups: Groups,
+}
+
+/// One tenant's notification pipeline: ingested alerts into groups, due groups into
+/// notifications, notifications to receivers.
+///
+/// The stages, in order (each one a function here or a module of its own):
+/// route (route.rs) → group (group.rs) → mute: silences (silence.rs), inhibitions
+/// (inhibit.rs), time intervals (timeinterval.rs) → dedup against the notification log
+/// (group.rs) → deliver through the plugin (plugin/).
 pub struct Notifier {
     /// The tenant.
     pub tenant: String,
-    /// Its routing.
-    pub router: Router,
+    /// Router and groups; shared with the next configuration on reload.
+    pub routing: Arc<Mutex<Routing>>,
     /// Its receivers by name.
     pub receivers: HashMap<String, Arc<Receiver>>,
+    /// Receivers that want resolved notifications.
+    pub send_resolved: HashSet<String>,
+    /// Its inhibition rules.
+    pub inhibitor: Inhibitor,
+    /// Its time intervals by name.
+    pub time_intervals: HashMap<String, TimeInterval>,
     /// Where deliveries go.
     pub dispatcher: Dispatcher,
+    /// Tells the flusher that a group became due sooner.
+    pub wake: Arc<tokio::sync::Notify>,
     /// Sent to plugins for links back.
     pub external_url: String,
     /// Its alerts.
     pub state: Arc<AlertState>,
-    /// Its silences: a silenced alert's changes wait until the silence ends.
+    /// Its silences.
     pub silences: Arc<Silences>,
-    /// Where the `notified` marks are persisted.
+    /// Where the notification log is persisted.
     pub store: Arc<dyn Store>,
     /// The tenant's limits.
     pub limits: crate::config::TenantLimits,
@@ -103,38 +118,183 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Dispatch every unnotified change (all alerts, or those in `only`). When the queue is
-    /// full nothing is dispatched and the changes stay unnotified for the next sweep.
-    pub fn notify_changes(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>) -> Result<usize, QueueFull> {
-        let muted = |labels: &alert::LabelSet| !self.silences.silencing(labels, now).is_empty();
-        let taken = self.state.take_unnotified(only, now, &muted);
-        if taken.is_empty() {
-            return Ok(0);
-        }
-        let mut deliveries = Vec::with_capacity(taken.len());
-        for t in &taken {
-            let alert = t.record.to_alert();
-            for name in self.router.route(&alert).receivers {
-                match self.receivers.get(&name) {
-                    Some(receiver) => deliveries.push(Delivery {
-                        receiver: receiver.clone(),
-                        notification: single_alert_notification(&self.tenant, &name, &alert, &self.external_url, now),
-                    }),
-                    None => tracing::error!(tenant = %self.tenant, receiver = %name, "route names a receiver that does not exist"),
+    fn routing(&self) -> std::sync::MutexGuard<'_, Routing> {
+        self.routing.lock().expect("routing lock")
+    }
+
+    /// The live router.
+    pub fn router(&self) -> Arc<Router> {
+        self.routing().router.clone()
+    }
+
+    /// Put ingested alerts into groups: new ones are routed, changed ones make their groups due.
+    pub fn on_ingested(&self, touched: &[Touched], now: DateTime<Utc>) {
+        let mut inhibition_changed = false;
+        {
+            let mut routing = self.routing();
+            let mut unrouted = Vec::new();
+            for t in touched {
+                if routing.groups.is_member(t.fingerprint) {
+                    if t.changed {
+                        routing.groups.changed(t.fingerprint, now);
+                    }
+                } else {
+                    unrouted.push(t.fingerprint);
                 }
             }
-        }
-        match self.dispatcher.submit_all(deliveries) {
-            Ok(()) => {
-                // Not awaited: losing these marks in a crash only means notifying again (at least once).
-                drop(self.store.submit(self.state.persist_ops(&taken)));
-                Ok(taken.len())
+            let changed: Vec<Fingerprint> = touched.iter().filter(|t| t.changed).map(|t| t.fingerprint).collect();
+            let wanted: Vec<Fingerprint> =
+                if self.inhibitor.is_empty() { unrouted.clone() } else { unrouted.iter().chain(&changed).copied().collect() };
+            let records = self.state.records(wanted);
+            for (fp, record) in &records {
+                if unrouted.contains(fp) && !routing.groups.is_member(*fp) {
+                    let alert = record.to_alert();
+                    let decision = routing.router.route(&alert, now);
+                    routing.groups.insert(*fp, &alert.labels, alert.starts_at, &decision.routes, now);
+                }
+                if changed.contains(fp) && self.inhibitor.is_source(&record.labels) {
+                    inhibition_changed = true;
+                }
             }
-            Err(full) => {
-                self.state.unmark(&taken);
-                Err(full)
+            if inhibition_changed {
+                routing.groups.touch_all(now);
             }
         }
+        self.wake.notify_one();
+    }
+
+    /// Silences or inhibitions changed: every group re-evaluates at its next boundary.
+    pub fn touch_all(&self, now: DateTime<Utc>) {
+        self.routing().groups.touch_all(now);
+        self.wake.notify_one();
+    }
+
+    /// Route every held alert with `router` into fresh groups that keep the notification log,
+    /// and swap them in with the router. Alerts that arrive meanwhile are routed by the new
+    /// router right after the swap, so each alert is routed exactly once.
+    pub fn rebuild(&self, router: Arc<Router>, now: DateTime<Utc>) {
+        let mut fresh = Groups::default();
+        let all = self.state.list();
+        for record in &all {
+            let alert = record.to_alert();
+            fresh.insert(record.fingerprint(), &alert.labels, alert.starts_at, &router.route(&alert, now).routes, now);
+        }
+        let orphaned = {
+            let mut routing = self.routing();
+            fresh.set_log(routing.groups.take_log());
+            routing.groups = fresh;
+            routing.router = router;
+            // Alerts ingested while the fresh groups were built.
+            let late: Vec<Fingerprint> =
+                self.state.list().iter().map(|r| r.fingerprint()).filter(|fp| !routing.groups.is_member(*fp)).collect();
+            for (fp, record) in self.state.records(late) {
+                let alert = record.to_alert();
+                let decision = routing.router.route(&alert, now);
+                routing.groups.insert(fp, &alert.labels, alert.starts_at, &decision.routes, now);
+            }
+            let orphaned = routing.groups.orphaned_log_keys();
+            for key in &orphaned {
+                routing.groups.forget_log(key);
+            }
+            orphaned
+        };
+        if !orphaned.is_empty() {
+            let ops = orphaned.iter().map(|k| Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: k.to_string() }).collect();
+            drop(self.store.submit(ops));
+        }
+        self.wake.notify_one();
+    }
+
+    /// The earliest time a group is due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.routing().groups.next_due()
+    }
+
+    /// The receivers an alert goes to: those of its groups, or what the router says.
+    pub fn receivers_of(&self, record: &AlertRecord, now: DateTime<Utc>) -> Vec<String> {
+        let router = {
+            let routing = self.routing();
+            let mut names: Vec<String> = routing.groups.groups_of(record.fingerprint()).map(|g| g.receiver.clone()).collect();
+            if !names.is_empty() {
+                names.dedup();
+                return names;
+            }
+            routing.router.clone()
+        };
+        router.route(&record.to_alert(), now).receivers()
+    }
+
+    /// Flush every group due at `now`: mute, dedup, persist the log, dispatch.
+    pub async fn flush_due(&self, now: DateTime<Utc>) {
+        let due = self.routing().groups.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let sources = (!self.inhibitor.is_empty()).then(|| self.inhibitor.sources(&self.state, now));
+        let mut ops = Vec::new();
+        let mut deliveries = Vec::new();
+        let mut source_resolved = false;
+        for key in due {
+            let (members, receiver, options) = {
+                let routing = self.routing();
+                let Some(group) = routing.groups.get(&key) else { continue };
+                (group.alerts.iter().copied().collect::<Vec<_>>(), group.receiver.clone(), group.options.clone())
+            };
+            let alerts: Vec<FlushAlert> = self
+                .state
+                .records(members)
+                .into_iter()
+                .map(|(fp, record)| {
+                    let muted = !self.silences.silencing(&record.labels, now).is_empty()
+                        || sources.as_ref().is_some_and(|s| self.inhibitor.inhibited_by(s, fp, &record.labels).is_some());
+                    FlushAlert { record, muted }
+                })
+                .collect();
+            if !self.inhibitor.is_empty()
+                && alerts.iter().any(|a| a.record.status_at(now) == Status::Resolved && self.inhibitor.is_source(&a.record.labels))
+            {
+                source_resolved = true;
+            }
+            let time_muted = self.time_muted(&options, now);
+            let send_resolved = self.send_resolved.contains(&receiver);
+            let outcome = self.routing().groups.flush(&key, now, alerts, time_muted, send_resolved);
+            match outcome {
+                FlushOutcome::Notify(flush) => {
+                    ops.push(Op::PutNotifyLog { tenant: self.tenant.clone(), group: flush.key.to_string(), entry: flush.entry.clone() });
+                    if flush.alerts.is_empty() {
+                        continue;
+                    }
+                    match self.receivers.get(&flush.receiver) {
+                        Some(r) => deliveries.push(Delivery {
+                            receiver: r.clone(),
+                            notification: group_notification(&self.tenant, &flush, &self.external_url, now),
+                        }),
+                        None => {
+                            tracing::error!(tenant = %self.tenant, receiver = %flush.receiver, "a group names a receiver that no longer exists")
+                        }
+                    }
+                }
+                FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
+                FlushOutcome::Held | FlushOutcome::Unchanged => {}
+            }
+        }
+        if source_resolved {
+            self.routing().groups.touch_all(now);
+        }
+        if !ops.is_empty() {
+            // Not awaited: losing a log entry in a crash means notifying again (at least once).
+            drop(self.store.submit(ops));
+        }
+        for delivery in deliveries {
+            self.dispatcher.submit(delivery).await;
+        }
+    }
+
+    /// Whether the route's time intervals hold notifications back at `now`.
+    fn time_muted(&self, options: &RouteOptions, now: DateTime<Utc>) -> bool {
+        let active = |name: &String| self.time_intervals.get(name).is_some_and(|i| i.contains(now));
+        options.mute_time_intervals.iter().any(active)
+            || (!options.active_time_intervals.is_empty() && !options.active_time_intervals.iter().any(active))
     }
 }
 
@@ -154,39 +314,70 @@ pub fn log_outcome(delivery: &Delivery, outcome: &Result<DeliveryReport, Deliver
     }
 }
 
-/// The notification for one alert routed to `receiver`: a group of one, keyed on all its
-/// labels (Alertmanager's `group_by: ['...']`), until grouping lands.
-pub fn single_alert_notification(tenant: &str, receiver: &str, alert: &Alert, external_url: &str, now: DateTime<Utc>) -> Notification {
-    let status = wit_status(alert.status_at(now));
+/// The notification for a flushed group.
+pub fn group_notification(tenant: &str, flush: &Flush, external_url: &str, now: DateTime<Utc>) -> Notification {
+    notification(tenant, &flush.receiver, &flush.key, &flush.labels, &flush.alerts, external_url, now)
+}
+
+/// A notification of `alerts` (at least one) to `receiver`, as the plugins receive it.
+pub fn notification(
+    tenant: &str,
+    receiver: &str,
+    group_key: &str,
+    group_labels: &alert::LabelSet,
+    alerts: &[AlertRecord],
+    external_url: &str,
+    now: DateTime<Utc>,
+) -> Notification {
     let pairs = |set: &alert::LabelSet| set.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
-    let labels = pairs(&alert.labels);
+    let common = |pick: fn(&AlertRecord) -> &alert::LabelSet| -> alert::LabelSet {
+        let mut common = alerts.first().map(|a| pick(a).clone()).unwrap_or_default();
+        for a in &alerts[1.min(alerts.len())..] {
+            common.retain(|k, v| pick(a).get(k) == Some(v));
+        }
+        common
+    };
+    let firing = alerts.iter().any(|a| a.status_at(now) == Status::Firing);
     Notification {
         tenant: tenant.to_string(),
         receiver: receiver.to_string(),
-        status,
-        group_key: format!("{{}}:{}", alert::format_label_set(&alert.labels)),
-        group_labels: labels.clone(),
-        common_labels: labels.clone(),
-        common_annotations: pairs(&alert.annotations),
-        alerts: vec![plugin::Alert {
-            fingerprint: alert.fingerprint().to_string(),
-            status,
-            labels,
-            annotations: pairs(&alert.annotations),
-            starts_at: alert::format_time(alert.starts_at),
-            // Alertmanager sends a zero endsAt for alerts that are still firing.
-            ends_at: match status {
-                AlertStatus::Resolved => alert.ends_at.map(alert::format_time),
-                AlertStatus::Firing => None,
-            },
-            generator_url: alert.generator_url.clone(),
-        }],
+        status: if firing { AlertStatus::Firing } else { AlertStatus::Resolved },
+        group_key: group_key.to_string(),
+        group_labels: pairs(group_labels),
+        common_labels: pairs(&common(|a| &a.labels)),
+        common_annotations: pairs(&common(|a| &a.annotations)),
+        alerts: alerts
+            .iter()
+            .map(|a| {
+                let status = wit_status(a.status_at(now));
+                plugin::Alert {
+                    fingerprint: a.fingerprint().to_string(),
+                    status,
+                    labels: pairs(&a.labels),
+                    annotations: pairs(&a.annotations),
+                    starts_at: alert::format_time(a.starts_at),
+                    // Alertmanager sends a zero endsAt for alerts that are still firing.
+                    ends_at: match status {
+                        AlertStatus::Resolved => Some(alert::format_time(a.ends_at)),
+                        AlertStatus::Firing => None,
+                    },
+                    generator_url: a.generator_url.clone(),
+                }
+            })
+            .collect(),
         truncated_alerts: 0,
         title: None,
         body: None,
         external_url: external_url.to_string(),
         escalation_level: 0,
     }
+}
+
+/// A notification of one alert, grouped by all its labels (for tests and benchmarks).
+pub fn single_alert_notification(tenant: &str, receiver: &str, alert: &Alert, external_url: &str, now: DateTime<Utc>) -> Notification {
+    let record = AlertRecord::from_posted(alert.clone(), now, std::time::Duration::from_secs(300));
+    let key = crate::group::group_key(receiver, &["...".to_string()], &alert.labels);
+    notification(tenant, receiver, &key, &alert.labels, std::slice::from_ref(&record), external_url, now)
 }
 
 fn wit_status(s: Status) -> AlertStatus {

@@ -10,11 +10,13 @@
 //! - [`ingest`]: decodes and validates Alertmanager's postable alerts.
 //! - [`alert`]: the alert model: label sets, fingerprints, status.
 //! - [`matcher`]: Alertmanager's label matchers, for API filters and silences.
-//! - [`state`]: each tenant's alerts with Alertmanager's merge semantics, and which changes still need notifying.
-//! - [`silence`]: each tenant's silences; a silenced alert's changes wait until the silence ends.
+//! - [`state`]: each tenant's alerts with Alertmanager's merge semantics.
 //! - [`store`]: durable state (redb) behind a narrow interface, with group commit.
-//! - [`route`]: decides which receivers get an alert.
-//! - [`dispatch`]: turns routed alerts into notifications and runs deliveries.
+//! - [`route`]: each tenant's Rhai routing script: receivers, grouping and timing per alert.
+//! - [`group`]: aggregation groups, their schedule and the notification log (dedup).
+//! - [`silence`], [`inhibit`], [`timeinterval`]: what mutes a notification.
+//! - [`dispatch`]: the pipeline that ties these together and runs deliveries.
+//! - [`watch`]: reloads a tenant's routing script when its file changes.
 //! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
 //! - [`serve`]: wires the above into the daemon; rebuilds the tenants on reload.
 //! - [`cli`]: the `belfry` command line.
@@ -24,7 +26,9 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod group;
 pub mod ingest;
+pub mod inhibit;
 pub mod matcher;
 pub mod plugin;
 pub mod route;
@@ -33,3 +37,5 @@ pub mod silence;
 pub mod state;
 pub mod store;
 pub mod tenant;
+pub mod timeinterval;
+pub mod watch;

@@ -1,28 +1,787 @@
-//! Decides which receivers get an alert. Today: the configured `[route] receiver`; per-tenant Rhai routing extends this.
+//! Decides which receivers get an alert, and how it is grouped: a tenant's Rhai script compiled once, evaluated per alert in a sandboxed engine, with the `[route]` receiver as fallback.
+//!
+//! A script defines `fn route(alert)` and returns `()` (the default route), a receiver name,
+//! a map (`#{ receiver: "pager", group_by: ["alertname"], group_wait: "10s", ... }`), or an
+//! array of those (Alertmanager's `continue`: every element is a route). It may define
+//! `fn tests()` returning example alerts with the receivers they expect; they run before the
+//! script goes live. See docs/ROUTING.md.
 
-use crate::alert::Alert;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// A routing decision for one alert.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteDecision {
-    /// Receivers that get the alert, in order.
-    pub receivers: Vec<String>,
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+
+use crate::alert::{self, Alert, LabelSet, Status};
+
+/// Which labels form an aggregation group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum GroupBy {
+    /// Every label (Alertmanager's `group_by: ['...']`): one group per alert.
+    All,
+    /// These labels; an empty list puts every alert of the route in one group.
+    Labels(Vec<String>),
 }
 
-/// The routing table of one tenant.
+impl GroupBy {
+    /// The group labels of an alert with `labels`.
+    pub fn group_labels(&self, labels: &LabelSet) -> LabelSet {
+        match self {
+            GroupBy::All => labels.clone(),
+            GroupBy::Labels(names) => names.iter().filter_map(|n| labels.get(n).map(|v| (n.clone(), v.clone()))).collect(),
+        }
+    }
+
+    /// As written in config and scripts.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            GroupBy::All => vec!["...".into()],
+            GroupBy::Labels(names) => names.clone(),
+        }
+    }
+
+    /// From a list of label names, `...` meaning all.
+    pub fn from_names(names: Vec<String>) -> Result<GroupBy, String> {
+        if names.iter().any(|n| n == "...") {
+            return if names.len() == 1 { Ok(GroupBy::All) } else { Err("`...` (all labels) cannot be combined with other labels".into()) };
+        }
+        if let Some(bad) = names.iter().find(|n| !alert::is_valid_label_name(n)) {
+            return Err(format!("`{bad}` is not a valid label name"));
+        }
+        let mut names = names;
+        names.sort();
+        names.dedup();
+        Ok(GroupBy::Labels(names))
+    }
+}
+
+/// How a route groups and times its notifications.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RouteOptions {
+    /// Which labels form a group.
+    pub group_by: GroupBy,
+    /// How long a new group waits for more alerts before its first notification.
+    pub group_wait: Duration,
+    /// How long a group waits after a notification before notifying changes.
+    pub group_interval: Duration,
+    /// How long before an unchanged group is notified again.
+    pub repeat_interval: Duration,
+    /// The escalation policy that follows up unacknowledged notifications.
+    pub escalation: Option<String>,
+    /// Notifications are held while any of these time intervals is active.
+    pub mute_time_intervals: Vec<String>,
+    /// Notifications go out only while one of these time intervals is active (none: always).
+    pub active_time_intervals: Vec<String>,
+}
+
+impl Default for RouteOptions {
+    /// Alertmanager's defaults.
+    fn default() -> Self {
+        RouteOptions {
+            group_by: GroupBy::Labels(Vec::new()),
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(5 * 60),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            escalation: None,
+            mute_time_intervals: Vec::new(),
+            active_time_intervals: Vec::new(),
+        }
+    }
+}
+
+/// One route an alert takes: a receiver and how it groups.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteTo {
+    /// The receiver.
+    pub receiver: String,
+    /// Grouping and timing.
+    pub options: Arc<RouteOptions>,
+}
+
+/// Where an alert goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteDecision {
+    /// The routes, in the order the script returned them; empty when the script drops the alert.
+    pub routes: Vec<RouteTo>,
+    /// Why the script's answer was replaced by the fallback route.
+    pub failure: Option<String>,
+}
+
+impl RouteDecision {
+    /// The receivers, in order.
+    pub fn receivers(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.receiver.clone()).collect()
+    }
+}
+
+/// A script that cannot go live: where and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ScriptError {
+    /// The script.
+    pub file: PathBuf,
+    /// The line at fault, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// Everything a router is built from.
 #[derive(Clone, Debug)]
+pub struct RouterSpec {
+    /// The tenant (scripts can read it; logs name it).
+    pub tenant: String,
+    /// Where alerts go without a script, and when the script fails on an alert.
+    pub fallback: String,
+    /// Options of the default route and defaults for keys a script's route leaves out.
+    pub defaults: RouteOptions,
+    /// The tenant's receivers: a route naming another one is an error.
+    pub receivers: HashSet<String>,
+    /// The tenant's time interval names.
+    pub time_intervals: HashSet<String>,
+    /// The script file, if the tenant has one.
+    pub script: Option<PathBuf>,
+}
+
+/// Sandbox limits of a routing script, per evaluation.
+pub mod limits {
+    /// Rhai operations per evaluation (a 7-rule script uses about 200).
+    pub const OPERATIONS: u64 = 50_000;
+    /// Nested function calls.
+    pub const CALL_LEVELS: usize = 16;
+    /// Bytes in one string.
+    pub const STRING_BYTES: usize = 64 << 10;
+    /// Elements in one array or map.
+    pub const COLLECTION_ITEMS: usize = 4_096;
+}
+
+/// One tenant's routing, ready to evaluate.
 pub struct Router {
-    default_receiver: String,
+    spec: RouterSpec,
+    tenant: String,
+    fallback: RouteTo,
+    defaults: Arc<RouteOptions>,
+    receivers: HashSet<String>,
+    time_intervals: HashSet<String>,
+    script: Option<Script>,
+    /// Distinct option sets, shared by every decision that uses them.
+    options: Mutex<HashSet<Arc<RouteOptions>>>,
+    failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("tenant", &self.tenant).field("script", &self.script_file()).finish_non_exhaustive()
+    }
+}
+
+struct Script {
+    file: PathBuf,
+    engine: Engine,
+    ast: AST,
+}
+
+thread_local! {
+    /// The evaluation's clock, in Unix milliseconds, for the time helpers.
+    static EVAL_NOW_MS: Cell<i64> = const { Cell::new(0) };
 }
 
 impl Router {
-    /// Every alert goes to `default_receiver`.
-    pub fn new(default_receiver: String) -> Self {
-        Router { default_receiver }
+    /// Compile the script (if any) and run its self-tests.
+    pub fn build(spec: RouterSpec) -> Result<Router, ScriptError> {
+        let script = match &spec.script {
+            None => None,
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| ScriptError {
+                    file: file.clone(),
+                    line: None,
+                    message: format!("cannot read the routing script: {e}"),
+                })?;
+                Some(Script::compile(file, &text)?)
+            }
+        };
+        Self::with_script(spec, script)
     }
 
-    /// The receivers `alert` goes to.
-    pub fn route(&self, _alert: &Alert) -> RouteDecision {
-        RouteDecision { receivers: vec![self.default_receiver.clone()] }
+    /// Like [`Router::build`], with the script's text given (for `belfry route test` and tests).
+    pub fn from_source(spec: RouterSpec, file: &Path, text: &str) -> Result<Router, ScriptError> {
+        let script = Script::compile(file, text)?;
+        Self::with_script(spec, Some(script))
+    }
+
+    fn with_script(spec: RouterSpec, script: Option<Script>) -> Result<Router, ScriptError> {
+        let defaults = Arc::new(spec.defaults.clone());
+        let router = Router {
+            fallback: RouteTo { receiver: spec.fallback.clone(), options: defaults.clone() },
+            tenant: spec.tenant.clone(),
+            defaults,
+            receivers: spec.receivers.clone(),
+            time_intervals: spec.time_intervals.clone(),
+            spec,
+            script,
+            options: Mutex::new(HashSet::new()),
+            failures: AtomicU64::new(0),
+        };
+        router.run_self_tests()?;
+        Ok(router)
+    }
+
+    /// What this router was built from (to rebuild it when its script changes).
+    pub fn spec(&self) -> &RouterSpec {
+        &self.spec
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The script's file, if the tenant routes with one.
+    pub fn script_file(&self) -> Option<&Path> {
+        self.script.as_ref().map(|s| s.file.as_path())
+    }
+
+    /// Alerts the script failed on (and that took the fallback route) since this router started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Where `alert` goes at `now`. Never fails: a script error routes to the fallback, and is
+    /// counted and logged with the tenant, the script line and the alert's fingerprint.
+    pub fn route(&self, alert: &Alert, now: DateTime<Utc>) -> RouteDecision {
+        let Some(script) = &self.script else {
+            return RouteDecision { routes: vec![self.fallback.clone()], failure: None };
+        };
+        match self.evaluate(script, alert, now) {
+            Ok(routes) => RouteDecision { routes, failure: None },
+            Err(why) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    tenant = %self.tenant,
+                    script = %script.file.display(),
+                    fingerprint = %alert.fingerprint(),
+                    error = %why,
+                    fallback = %self.fallback.receiver,
+                    "routing script failed on an alert; it goes to the fallback receiver"
+                );
+                RouteDecision { routes: vec![self.fallback.clone()], failure: Some(why) }
+            }
+        }
+    }
+
+    fn evaluate(&self, script: &Script, alert: &Alert, now: DateTime<Utc>) -> Result<Vec<RouteTo>, String> {
+        EVAL_NOW_MS.with(|c| c.set(now.timestamp_millis()));
+        let input = self.alert_map(alert, now);
+        let mut scope = Scope::new();
+        let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let result = script
+            .engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, "route", (input,))
+            .map_err(|e| describe_eval_error(&e))?;
+        self.interpret(result).map_err(|why| format!("route() returned {why}"))
+    }
+
+    fn alert_map(&self, alert: &Alert, now: DateTime<Utc>) -> Dynamic {
+        let set = |s: &LabelSet| -> Map { s.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect() };
+        let mut m = Map::new();
+        m.insert("labels".into(), set(&alert.labels).into());
+        m.insert("annotations".into(), set(&alert.annotations).into());
+        let status = match alert.status_at(now) {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        };
+        m.insert("status".into(), status.into());
+        m.insert("starts_at".into(), alert::format_time(alert.starts_at).into());
+        m.insert("starts_at_unix".into(), Dynamic::from(alert.starts_at.timestamp()));
+        m.insert("fingerprint".into(), alert.fingerprint().to_string().into());
+        m.insert("tenant".into(), self.tenant.clone().into());
+        m.into()
+    }
+
+    /// The script's answer as routes.
+    fn interpret(&self, value: Dynamic) -> Result<Vec<RouteTo>, String> {
+        if value.is_unit() {
+            return Ok(vec![self.fallback.clone()]);
+        }
+        if value.is_array() {
+            let items = value.cast::<Array>();
+            return items.into_iter().enumerate().map(|(i, v)| self.one_route(v).map_err(|why| format!("{why} at index {i}"))).collect();
+        }
+        Ok(vec![self.one_route(value)?])
+    }
+
+    fn one_route(&self, value: Dynamic) -> Result<RouteTo, String> {
+        if value.is_string() {
+            let receiver = value.into_string().expect("a string");
+            self.check_receiver(&receiver)?;
+            return Ok(RouteTo { receiver, options: self.defaults.clone() });
+        }
+        let Some(map) = value.clone().try_cast::<Map>() else {
+            return Err(format!("a {} where a receiver name or a route map was expected", value.type_name()));
+        };
+        let mut options = (*self.defaults).clone();
+        let mut receiver = None;
+        for (key, v) in map {
+            let field = |what: &str| format!("`{key}` must be {what}");
+            match key.as_str() {
+                "receiver" => receiver = Some(v.into_string().map_err(|_| field("a receiver name"))?),
+                "group_by" => {
+                    let names = strings(v).ok_or_else(|| field("an array of label names"))?;
+                    options.group_by = GroupBy::from_names(names).map_err(|why| format!("`group_by`: {why}"))?;
+                }
+                "group_wait" => options.group_wait = duration(v).map_err(|why| format!("`group_wait`: {why}"))?,
+                "group_interval" => options.group_interval = duration(v).map_err(|why| format!("`group_interval`: {why}"))?,
+                "repeat_interval" => options.repeat_interval = duration(v).map_err(|why| format!("`repeat_interval`: {why}"))?,
+                "escalation" => options.escalation = Some(v.into_string().map_err(|_| field("a policy name"))?),
+                "mute_time_intervals" | "active_time_intervals" => {
+                    let names = strings(v).ok_or_else(|| field("an array of time interval names"))?;
+                    if let Some(unknown) = names.iter().find(|n| !self.time_intervals.contains(*n)) {
+                        return Err(format!("`{key}` names `{unknown}`, which is not one of the tenant's [[time_intervals]]"));
+                    }
+                    if key == "mute_time_intervals" {
+                        options.mute_time_intervals = names;
+                    } else {
+                        options.active_time_intervals = names;
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "a route map with the unknown key `{other}` (known: receiver, group_by, group_wait, group_interval, repeat_interval, escalation, mute_time_intervals, active_time_intervals)"
+                    ));
+                }
+            }
+        }
+        let receiver = receiver.ok_or("a route map without `receiver`")?;
+        self.check_receiver(&receiver)?;
+        if options.group_interval.is_zero() {
+            return Err("`group_interval` of 0: use at least 1s".into());
+        }
+        Ok(RouteTo { receiver, options: self.share(options) })
+    }
+
+    fn check_receiver(&self, name: &str) -> Result<(), String> {
+        if self.receivers.contains(name) {
+            Ok(())
+        } else {
+            let mut known: Vec<&str> = self.receivers.iter().map(String::as_str).collect();
+            known.sort();
+            Err(format!("the receiver `{name}`, which the tenant does not have (known: {})", known.join(", ")))
+        }
+    }
+
+    fn share(&self, options: RouteOptions) -> Arc<RouteOptions> {
+        if options == *self.defaults {
+            return self.defaults.clone();
+        }
+        let mut shared = self.options.lock().expect("options lock");
+        if let Some(existing) = shared.get(&options) {
+            return existing.clone();
+        }
+        let options = Arc::new(options);
+        shared.insert(options.clone());
+        options
+    }
+
+    /// Run the script's `tests()`: each example alert must get exactly its expected receivers.
+    fn run_self_tests(&self) -> Result<(), ScriptError> {
+        let Some(script) = &self.script else { return Ok(()) };
+        if !script.ast.iter_functions().any(|f| f.name == "tests" && f.params.is_empty()) {
+            return Ok(());
+        }
+        let fail = |line: Option<usize>, message: String| ScriptError { file: script.file.clone(), line, message };
+        let mut scope = Scope::new();
+        let options = rhai::CallFnOptions::new().eval_ast(false);
+        let cases = script
+            .engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, "tests", ())
+            .map_err(|e| fail(line_of(&e), format!("tests() failed: {}", describe_eval_error(&e))))?;
+        let cases = cases.try_cast::<Array>().ok_or_else(|| fail(None, "tests() must return an array of test maps".into()))?;
+        for (i, case) in cases.into_iter().enumerate() {
+            let case = case.try_cast::<Map>().ok_or_else(|| fail(None, format!("tests()[{i}] must be a map")))?;
+            let test = SelfTest::parse(case).map_err(|why| fail(None, format!("tests()[{i}]: {why}")))?;
+            let now = test.at.unwrap_or_else(Utc::now);
+            let alert = Alert {
+                labels: test.labels,
+                annotations: test.annotations,
+                starts_at: now,
+                ends_at: test.ends_at,
+                generator_url: String::new(),
+            };
+            let got = match self.evaluate(script, &alert, now) {
+                Ok(routes) => routes.iter().map(|r| r.receiver.clone()).collect::<Vec<_>>(),
+                Err(why) => return Err(fail(None, format!("tests()[{i}] ({}): {why}", alert::format_label_set(&alert.labels)))),
+            };
+            if got != test.expect {
+                return Err(fail(
+                    None,
+                    format!(
+                        "tests()[{i}] ({}): expected receivers {:?}, the script routes to {:?}",
+                        alert::format_label_set(&alert.labels),
+                        test.expect,
+                        got
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One example from `tests()`.
+struct SelfTest {
+    labels: LabelSet,
+    annotations: LabelSet,
+    ends_at: Option<DateTime<Utc>>,
+    at: Option<DateTime<Utc>>,
+    expect: Vec<String>,
+}
+
+impl SelfTest {
+    fn parse(case: Map) -> Result<SelfTest, String> {
+        let mut t = SelfTest { labels: LabelSet::new(), annotations: LabelSet::new(), ends_at: None, at: None, expect: Vec::new() };
+        let mut expected = false;
+        for (key, v) in case {
+            let set = |v: Dynamic, what: &str| -> Result<LabelSet, String> {
+                let map = v.try_cast::<Map>().ok_or(format!("`{what}` must be a map of strings"))?;
+                map.into_iter()
+                    .map(|(k, v)| v.into_string().map(|v| (k.to_string(), v)).map_err(|_| format!("`{what}.{k}` must be a string")))
+                    .collect()
+            };
+            let time = |v: Dynamic, what: &str| -> Result<DateTime<Utc>, String> {
+                let s = v.into_string().map_err(|_| format!("`{what}` must be an RFC 3339 time"))?;
+                DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|e| format!("`{what}`: {e}"))
+            };
+            match key.as_str() {
+                "labels" => t.labels = set(v, "labels")?,
+                "annotations" => t.annotations = set(v, "annotations")?,
+                "at" => t.at = Some(time(v, "at")?),
+                "ends_at" => t.ends_at = Some(time(v, "ends_at")?),
+                "expect" => {
+                    expected = true;
+                    t.expect = if v.is_string() {
+                        vec![v.into_string().expect("a string")]
+                    } else {
+                        strings(v).ok_or("`expect` must be a receiver name or an array of them")?
+                    };
+                }
+                other => return Err(format!("unknown key `{other}` (known: labels, annotations, at, ends_at, expect)")),
+            }
+        }
+        if !expected {
+            return Err("missing `expect` (the receivers this alert must get; [] if none)".into());
+        }
+        Ok(t)
+    }
+}
+
+impl Script {
+    fn compile(file: &Path, text: &str) -> Result<Script, ScriptError> {
+        let engine = sandboxed_engine(file);
+        let ast = engine.compile(text).map_err(|e| ScriptError {
+            file: file.to_path_buf(),
+            line: e.1.line(),
+            message: format!("does not compile: {}", e.0),
+        })?;
+        if !ast.iter_functions().any(|f| f.name == "route" && f.params.len() == 1) {
+            return Err(ScriptError {
+                file: file.to_path_buf(),
+                line: None,
+                message: "defines no `fn route(alert)`; the script must define it and return where the alert goes".into(),
+            });
+        }
+        Ok(Script { file: file.to_path_buf(), engine, ast })
+    }
+}
+
+/// An engine with no file, module or `eval` access and bounded operations, depth and sizes.
+fn sandboxed_engine(file: &Path) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits::OPERATIONS)
+        .set_max_call_levels(limits::CALL_LEVELS)
+        .set_max_expr_depths(64, 32)
+        .set_max_string_size(limits::STRING_BYTES)
+        .set_max_array_size(limits::COLLECTION_ITEMS)
+        .set_max_map_size(limits::COLLECTION_ITEMS)
+        .set_max_modules(0)
+        .set_max_variables(256)
+        .set_strict_variables(true)
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .disable_symbol("eval")
+        .disable_symbol("import");
+    let origin = file.display().to_string();
+    engine.on_print(move |s| tracing::info!(script = %origin, "{s}"));
+    let origin = file.display().to_string();
+    engine.on_debug(move |s, _, pos| tracing::debug!(script = %origin, line = pos.line().unwrap_or(0), "{s}"));
+    register_helpers(&mut engine);
+    engine
+}
+
+/// Regexes compiled once per script (scripts use a handful of constant patterns).
+#[derive(Default)]
+struct RegexCache(Mutex<HashMap<String, regex::Regex>>);
+
+const REGEX_CACHE_ENTRIES: usize = 256;
+
+impl RegexCache {
+    fn is_match(&self, value: &str, pattern: &str) -> Result<bool, Box<EvalAltResult>> {
+        let mut cache = self.0.lock().expect("regex cache lock");
+        if let Some(re) = cache.get(pattern) {
+            return Ok(re.is_match(value));
+        }
+        // Anchored, like Alertmanager's `=~` matchers.
+        let re = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("matches(): `{pattern}` is not a valid regex: {e}"))?;
+        let hit = re.is_match(value);
+        if cache.len() < REGEX_CACHE_ENTRIES {
+            cache.insert(pattern.to_string(), re);
+        }
+        Ok(hit)
+    }
+}
+
+fn register_helpers(engine: &mut Engine) {
+    let regexes = Arc::new(RegexCache::default());
+    let r = regexes.clone();
+    engine.register_fn("matches", move |value: &str, pattern: &str| r.is_match(value, pattern));
+    // A missing label reads as `()`: it matches nothing.
+    engine.register_fn("matches", |_: (), _: &str| false);
+    engine.register_fn("local_time", |zone: &str| -> Result<Map, Box<EvalAltResult>> {
+        let t = eval_now().with_timezone(&zone_of(zone)?);
+        let mut m = Map::new();
+        m.insert("year".into(), Dynamic::from(t.year() as i64));
+        m.insert("month".into(), Dynamic::from(t.month() as i64));
+        m.insert("day".into(), Dynamic::from(t.day() as i64));
+        m.insert("hour".into(), Dynamic::from(t.hour() as i64));
+        m.insert("minute".into(), Dynamic::from(t.minute() as i64));
+        m.insert("weekday".into(), t.format("%A").to_string().to_lowercase().into());
+        m.insert("weekday_num".into(), Dynamic::from(t.weekday().number_from_monday() as i64));
+        Ok(m)
+    });
+    engine.register_fn("in_hours", |zone: &str, start: &str, end: &str| -> Result<bool, Box<EvalAltResult>> {
+        let t = eval_now().with_timezone(&zone_of(zone)?);
+        let minute = t.hour() * 60 + t.minute();
+        let clock = |s: &str| -> Result<u32, Box<EvalAltResult>> {
+            s.split_once(':')
+                .and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
+                .filter(|&(h, m)| m < 60 && (h < 24 || (h == 24 && m == 0)))
+                .map(|(h, m)| h * 60 + m)
+                .ok_or_else(|| format!("in_hours(): `{s}` is not HH:MM").into())
+        };
+        let (start, end) = (clock(start)?, clock(end)?);
+        // A window that crosses midnight (22:00 to 06:00) wraps.
+        Ok(if start <= end { start <= minute && minute < end } else { minute >= start || minute < end })
+    });
+    engine.register_fn("is_weekday", |zone: &str| -> Result<bool, Box<EvalAltResult>> {
+        Ok(eval_now().with_timezone(&zone_of(zone)?).weekday().number_from_monday() <= 5)
+    });
+}
+
+fn eval_now() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(EVAL_NOW_MS.with(Cell::get)).unwrap_or_default()
+}
+
+fn zone_of(name: &str) -> Result<chrono_tz::Tz, Box<EvalAltResult>> {
+    crate::timeinterval::parse_zone(name).map_err(|why| why.into())
+}
+
+fn strings(v: Dynamic) -> Option<Vec<String>> {
+    v.try_cast::<Array>()?.into_iter().map(|s| s.into_string().ok()).collect()
+}
+
+/// `"30s"`, `"5m"`, `"1h30m"` or a number of seconds.
+fn duration(v: Dynamic) -> Result<Duration, String> {
+    if let Ok(secs) = v.as_int() {
+        return u64::try_from(secs).map(Duration::from_secs).map_err(|_| format!("{secs} is negative"));
+    }
+    let s = v.into_string().map_err(|_| "must be a duration such as \"30s\" or a number of seconds".to_string())?;
+    humantime_serde::re::humantime::parse_duration(&s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+}
+
+fn line_of(e: &EvalAltResult) -> Option<usize> {
+    innermost(e).position().line()
+}
+
+fn innermost(e: &EvalAltResult) -> &EvalAltResult {
+    match e {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(inner),
+        other => other,
+    }
+}
+
+/// The error with its script line, without Rhai's function-call wrapping.
+fn describe_eval_error(e: &EvalAltResult) -> String {
+    let inner = innermost(e);
+    let what = match inner {
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            format!("exceeded {} operations (an endless loop?)", limits::OPERATIONS)
+        }
+        other => {
+            let mut text = other.to_string();
+            // Rhai appends " (line L, position P)"; the line is reported separately.
+            if let Some(cut) = text.rfind(" (line ") {
+                text.truncate(cut);
+            }
+            text
+        }
+    };
+    match inner.position() {
+        p if p == Position::NONE => what,
+        p => format!("line {}: {what}", p.line().unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(receivers: &[&str]) -> RouterSpec {
+        RouterSpec {
+            tenant: "acme".into(),
+            fallback: "fallback".into(),
+            defaults: RouteOptions::default(),
+            receivers: receivers.iter().map(|s| s.to_string()).chain(["fallback".to_string()]).collect(),
+            time_intervals: ["offhours".to_string()].into_iter().collect(),
+            script: None,
+        }
+    }
+
+    fn router(script: &str) -> Result<Router, ScriptError> {
+        Router::from_source(spec(&["pager", "slack", "db-team"]), Path::new("route.rhai"), script)
+    }
+
+    fn alert(labels: &[(&str, &str)]) -> Alert {
+        Alert {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: LabelSet::new(),
+            starts_at: now(),
+            ends_at: None,
+            generator_url: String::new(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn no_script_routes_everything_to_the_fallback() {
+        let r = Router::build(spec(&[])).unwrap();
+        assert_eq!(r.route(&alert(&[("alertname", "A")]), now()).receivers(), ["fallback"]);
+    }
+
+    #[test]
+    fn a_script_picks_receivers_grouping_and_timing() {
+        let r = router(
+            r#"
+            fn route(alert) {
+                if alert.labels.severity == "critical" {
+                    return [#{ receiver: "pager", group_by: ["alertname", "cluster"], group_wait: "10s", repeat_interval: 3600 }, "slack"];
+                }
+                if matches(alert.labels.team, "db|storage") { return "db-team"; }
+                if alert.labels.alertname == "Watchdog" { return []; }
+            }"#,
+        )
+        .unwrap();
+        let d = r.route(&alert(&[("alertname", "Down"), ("severity", "critical")]), now());
+        assert_eq!(d.receivers(), ["pager", "slack"]);
+        let pager = &d.routes[0].options;
+        assert_eq!(pager.group_by, GroupBy::Labels(vec!["alertname".into(), "cluster".into()]));
+        assert_eq!((pager.group_wait, pager.repeat_interval), (Duration::from_secs(10), Duration::from_secs(3600)));
+        assert_eq!(pager.group_interval, RouteOptions::default().group_interval, "unset keys keep the defaults");
+        assert_eq!(r.route(&alert(&[("team", "storage")]), now()).receivers(), ["db-team"]);
+        assert_eq!(r.route(&alert(&[("team", "storage-2")]), now()).receivers(), ["fallback"], "regexes are anchored");
+        assert!(r.route(&alert(&[("alertname", "Watchdog")]), now()).routes.is_empty(), "[] drops the alert");
+        assert_eq!(r.route(&alert(&[("alertname", "Other")]), now()).receivers(), ["fallback"], "() is the default route");
+        assert_eq!(r.failures(), 0);
+    }
+
+    #[test]
+    fn option_sets_are_shared_between_decisions() {
+        let r = router(r#"fn route(alert) { #{ receiver: "pager", group_by: ["..."] } }"#).unwrap();
+        let (a, b) = (r.route(&alert(&[("a", "1")]), now()), r.route(&alert(&[("a", "2")]), now()));
+        assert!(Arc::ptr_eq(&a.routes[0].options, &b.routes[0].options));
+        assert_eq!(a.routes[0].options.group_by, GroupBy::All);
+    }
+
+    #[test]
+    fn time_helpers_use_the_evaluation_time_in_a_zone() {
+        let r = router(
+            r#"fn route(alert) {
+                if is_weekday("Europe/Paris") && in_hours("Europe/Paris", "09:00", "18:00") { "slack" } else { "pager" }
+            }"#,
+        )
+        .unwrap();
+        let a = alert(&[("alertname", "A")]);
+        assert_eq!(r.route(&a, now()).receivers(), ["slack"], "Monday 11:00 in Paris");
+        let night = DateTime::parse_from_rfc3339("2026-11-23T20:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(r.route(&a, night).receivers(), ["pager"]);
+        let sunday = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(r.route(&a, sunday).receivers(), ["pager"]);
+    }
+
+    #[test]
+    fn runtime_errors_and_limits_fall_back_and_are_counted() {
+        for (script, needle) in [
+            ("fn route(alert) { throw \"boom\"; }", "line 1"),
+            ("fn route(alert) { loop { } }", "operations"),
+            ("fn route(alert) { \"nobody\" }", "`nobody`"),
+            ("fn route(alert) { #{ receiver: \"pager\", group_wait: \"soon\" } }", "group_wait"),
+            ("fn route(alert) { #{ receiver: \"pager\", colour: 1 } }", "`colour`"),
+            ("fn route(alert) { #{ receiver: \"pager\", mute_time_intervals: [\"lunch\"] } }", "`lunch`"),
+            ("fn route(alert) { matches(\"x\", \"(\") }", "not a valid regex"),
+            ("fn route(alert) { let s = \"x\"; loop { s += s; } }", "too large"),
+            ("fn f(n) { f(n + 1) } fn route(alert) { f(0) }", "Stack overflow"),
+            ("fn route(alert) { 42 }", "i64"),
+        ] {
+            let r = router(script).unwrap();
+            let d = r.route(&alert(&[("alertname", "A")]), now());
+            assert_eq!(d.receivers(), ["fallback"], "{script}");
+            let why = d.failure.unwrap();
+            assert!(why.contains(needle), "{script}: {why}");
+            assert_eq!(r.failures(), 1);
+        }
+    }
+
+    #[test]
+    fn scripts_cannot_reach_files_modules_or_eval() {
+        for script in
+            ["fn route(alert) { eval(\"1\") }", "import \"other\" as o; fn route(alert) { () }", "fn route(alert) { undefined_variable }"]
+        {
+            assert!(router(script).is_err(), "{script} must not compile");
+        }
+    }
+
+    #[test]
+    fn compile_errors_name_the_line_and_a_missing_route_fn_is_refused() {
+        let e = router("fn route(alert) {\n  let x = ;\n}").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.to_string().starts_with("route.rhai:2: does not compile"), "{e}");
+        let e = router("fn routes(alert) { () }").unwrap_err();
+        assert!(e.message.contains("fn route(alert)"), "{e}");
+    }
+
+    #[test]
+    fn self_tests_run_before_the_script_goes_live() {
+        let body = r#"fn route(alert) { if alert.labels.severity == "critical" { "pager" } else { "slack" } }"#;
+        let passing = format!(
+            r#"{body}
+            fn tests() {{ [
+                #{{ labels: #{{ severity: "critical" }}, expect: ["pager"] }},
+                #{{ labels: #{{ severity: "info" }}, expect: "slack", at: "2026-11-23T03:00:00Z" }},
+            ] }}"#
+        );
+        router(&passing).expect("tests pass");
+        let failing = passing.replace(r#"expect: "slack""#, r#"expect: "pager""#);
+        let e = router(&failing).unwrap_err();
+        assert!(e.message.contains("tests()[1]") && e.message.contains(r#"expected receivers ["pager"]"#), "{e}");
+        let e = router(&format!("{body}\nfn tests() {{ [#{{ labels: #{{}} }}] }}")).unwrap_err();
+        assert!(e.message.contains("missing `expect`"), "{e}");
     }
 }

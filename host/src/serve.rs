@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -11,13 +11,16 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, App, Reload};
 use crate::config::{Config, ConfigError, ConfigErrors, TenantView, parse_token_hash};
-use crate::dispatch::{Dispatcher, Notifier, OnOutcome};
+use crate::dispatch::{Dispatcher, Notifier, OnOutcome, Routing};
+use crate::group::Groups;
+use crate::inhibit::Inhibitor;
 use crate::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
-use crate::route::Router;
+use crate::route::{GroupBy, RouteOptions, Router, RouterSpec};
 use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
 use crate::store::{RedbStore, Store};
 use crate::tenant::{Tenant, Tenants};
+use crate::timeinterval::TimeInterval;
 
 /// Deliveries waiting for a worker before ingest answers 503.
 const QUEUE_CAPACITY: usize = 100_000;
@@ -40,16 +43,27 @@ pub struct Daemon {
     store: Arc<dyn Store>,
     dispatcher: Dispatcher,
     external_url: String,
-    /// Alerts and silences by tenant; kept across reloads so a changed tenant keeps them.
+    /// Alerts, silences and groups by tenant; kept across reloads so a changed tenant keeps them.
     states: Mutex<HashMap<String, TenantState>>,
     tenants: RwLock<Arc<Tenants>>,
+    /// Wakes the flusher when a group becomes due sooner than it planned to wake.
+    wake: Arc<tokio::sync::Notify>,
+    /// Reloads routing scripts when their files change.
+    watcher: Option<crate::watch::ScriptWatcher>,
 }
 
-/// A tenant's alerts and silences.
+/// A tenant's alerts, silences, and router with its groups.
 #[derive(Clone)]
 struct TenantState {
     alerts: Arc<AlertState>,
     silences: Arc<Silences>,
+    routing: Option<Arc<Mutex<Routing>>>,
+}
+
+/// A tenant built by a (re)load, and the router to route its alerts with once it goes live.
+struct Built {
+    notifier: Arc<Notifier>,
+    router: Arc<Router>,
 }
 
 impl Daemon {
@@ -58,8 +72,9 @@ impl Daemon {
         self.tenants.read().expect("tenants lock").clone()
     }
 
-    /// Load every plugin and bind every tenant's receivers; collect every problem before giving up.
-    async fn build_tenants(&self, config: &Config) -> Result<Tenants, StartError> {
+    /// Load every plugin, bind every tenant's receivers, compile every routing script (with its
+    /// self-tests); collect every problem before giving up. Nothing goes live until [`Daemon::commit`].
+    async fn build_tenants(&self, config: &Config) -> Result<(Tenants, Vec<Built>), StartError> {
         let mut errors = Vec::new();
         let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
         for (name, source) in &config.plugins {
@@ -77,24 +92,50 @@ impl Daemon {
             AlertSettings { resolve_timeout: config.alerts.resolve_timeout, resolved_retention: config.alerts.resolved_retention };
         let mut new_states = Vec::new();
         let mut tenants = Vec::new();
+        let mut built = Vec::new();
         for view in config.tenants() {
             let receivers = bind_receivers(&view, config, &plugins, &mut errors).await;
+            let router = match Router::build(router_spec(&view)) {
+                Ok(router) => Arc::new(router),
+                Err(e) => {
+                    let key = e.line.map_or("-".to_string(), |l| format!("line {l}"));
+                    errors.push(ConfigError { file: e.file, key, message: format!("{} (tenant `{}`)", e.message, view.name) });
+                    continue;
+                }
+            };
             let state = self.states.lock().expect("states lock").get(view.name).cloned();
-            let state = match state {
+            let mut state = match state {
                 Some(state) => state,
                 None => {
                     let state = TenantState {
                         alerts: Arc::new(AlertState::new(view.name, settings)),
                         silences: Arc::new(Silences::new(view.name, config.silences.retention)),
+                        routing: None,
                     };
                     new_states.push((view.name.to_string(), state.clone()));
                     state
                 }
             };
+            let routing = state
+                .routing
+                .get_or_insert_with(|| Arc::new(Mutex::new(Routing { router: router.clone(), groups: Groups::default() })))
+                .clone();
+            if let Some((_, fresh)) = new_states.iter_mut().find(|(name, _)| name == view.name) {
+                fresh.routing = Some(routing.clone());
+            }
             let notifier = Arc::new(Notifier {
                 tenant: view.name.to_string(),
-                router: Router::new(view.route.receiver.clone()),
+                routing,
                 receivers,
+                send_resolved: view.receivers.iter().filter(|r| r.send_resolved).map(|r| r.name.clone()).collect(),
+                inhibitor: Inhibitor::new(view.inhibit_rules).unwrap_or_default(),
+                time_intervals: view
+                    .time_intervals
+                    .iter()
+                    .filter_map(|c| TimeInterval::parse(c).ok())
+                    .map(|i| (i.name.clone(), i))
+                    .collect(),
+                wake: self.wake.clone(),
                 dispatcher: self.dispatcher.clone(),
                 external_url: self.external_url.clone(),
                 state: state.alerts,
@@ -107,6 +148,7 @@ impl Daemon {
                 limits: view.limits.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
+            built.push(Built { notifier: notifier.clone(), router });
             tenants.push(Tenant::new(view.name.to_string(), hashes, notifier));
         }
         if !errors.is_empty() {
@@ -123,6 +165,10 @@ impl Daemon {
             for (tenant, silence) in snapshot.silences {
                 silences.entry(tenant).or_default().push(silence);
             }
+            let mut logs: HashMap<String, Vec<_>> = HashMap::new();
+            for (tenant, group, entry) in snapshot.notify_log {
+                logs.entry(tenant).or_default().push((group, entry));
+            }
             let mut states = self.states.lock().expect("states lock");
             for (name, state) in new_states {
                 let encoded = alerts.remove(&name).unwrap_or_default();
@@ -135,24 +181,66 @@ impl Daemon {
                     }
                 }));
                 state.silences.restore(silences.remove(&name).unwrap_or_default());
+                if let Some(routing) = &state.routing {
+                    routing.lock().expect("routing lock").groups = Groups::with_log(logs.remove(&name).unwrap_or_default());
+                }
                 tracing::info!(tenant = %name, alerts = state.alerts.len(), silences = state.silences.list().len(), "tenant ready");
                 states.insert(name, state);
             }
         }
         let admin = config.server.admin_tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
-        Ok(Tenants::new(tenants, config.server.trust_scope_org_id, admin))
+        Ok((Tenants::new(tenants, config.server.trust_scope_org_id, admin), built))
+    }
+
+    /// Put built tenants live: swap them in, then route every alert with the new scripts
+    /// (the notification log carries over, so nothing is notified twice).
+    fn commit(&self, tenants: Tenants, built: Vec<Built>) -> usize {
+        let count = tenants.all().count();
+        let live: Vec<String> = tenants.all().map(|t| t.name.clone()).collect();
+        *self.tenants.write().expect("tenants lock") = Arc::new(tenants);
+        // Removed tenants stop being served; their stored alerts stay for a re-add.
+        self.states.lock().expect("states lock").retain(|name, _| live.contains(name));
+        let now = chrono::Utc::now();
+        let mut scripts = Vec::new();
+        for b in built {
+            scripts.extend(b.router.script_file().map(Path::to_path_buf));
+            b.notifier.rebuild(b.router, now);
+        }
+        if let Some(watcher) = &self.watcher {
+            watcher.watch(scripts);
+        }
+        count
+    }
+
+    /// A tenant's routing script changed on disk: compile it, run its self-tests, and swap it
+    /// in; on failure the running script stays and the error is logged.
+    pub fn reload_script(&self, file: &Path) {
+        for tenant in self.tenants().all() {
+            let notifier = &tenant.notifier;
+            let current = notifier.router();
+            if current.script_file() != Some(file) {
+                continue;
+            }
+            let written = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+            match Router::build(current.spec().clone()) {
+                Ok(router) => {
+                    notifier.rebuild(Arc::new(router), chrono::Utc::now());
+                    let since_write_ms = written.and_then(|w| w.elapsed().ok()).map_or(-1.0, |d| d.as_secs_f64() * 1e3);
+                    tracing::info!(tenant = %tenant.name, script = %file.display(), since_write_ms, "routing script reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.name, error = %e, "routing script rejected; the previous script keeps routing")
+                }
+            }
+        }
     }
 
     /// Re-read the config file and swap in the new tenants; on any problem keep the old ones.
     /// Server, store and runtime settings take effect at the next start.
     pub async fn reload(&self) -> Result<usize, StartError> {
         let config = Config::load(&self.config_path)?;
-        let tenants = self.build_tenants(&config).await?;
-        let count = tenants.all().count();
-        let live: Vec<String> = tenants.all().map(|t| t.name.clone()).collect();
-        *self.tenants.write().expect("tenants lock") = Arc::new(tenants);
-        // Removed tenants stop being swept and served; their stored alerts stay for a re-add.
-        self.states.lock().expect("states lock").retain(|name, _| live.contains(name));
+        let (tenants, built) = self.build_tenants(&config).await?;
+        let count = self.commit(tenants, built);
         tracing::info!(tenants = count, "configuration reloaded");
         Ok(count)
     }
@@ -165,6 +253,33 @@ impl Reload for Daemon {
 
     fn tenants(&self) -> Arc<Tenants> {
         Daemon::tenants(self)
+    }
+}
+
+/// What a tenant's router is built from; the script path resolved against the tenant's file.
+fn router_spec(view: &TenantView<'_>) -> RouterSpec {
+    let route = view.route;
+    RouterSpec {
+        tenant: view.name.to_string(),
+        fallback: route.receiver.clone(),
+        defaults: RouteOptions {
+            group_by: GroupBy::from_names(route.group_by.clone()).unwrap_or(GroupBy::Labels(Vec::new())),
+            group_wait: route.group_wait,
+            group_interval: route.group_interval,
+            repeat_interval: route.repeat_interval,
+            ..RouteOptions::default()
+        },
+        receivers: view.receivers.iter().map(|r| r.name.clone()).collect(),
+        time_intervals: view.time_intervals.iter().map(|i| i.name.clone()).collect(),
+        script: route.script.as_ref().map(|p| {
+            let base = view.file.parent().unwrap_or(Path::new("."));
+            let path = if p.is_absolute() { p.clone() } else { base.join(p) };
+            // Absolute and canonical, so file-change events can be matched to it.
+            match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
+                (Some(dir), Some(name)) => dir.join(name),
+                _ => path,
+            }
+        }),
     }
 }
 
@@ -236,6 +351,14 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set [server] listen to a free address)", config.server.listen))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    let (changed_scripts, script_events) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = match crate::watch::ScriptWatcher::new(changed_scripts) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch routing scripts; reload them with SIGHUP or POST /-/reload");
+            None
+        }
+    };
     let daemon = Arc::new(Daemon {
         config_path,
         runtime,
@@ -244,34 +367,66 @@ pub async fn start(
         external_url: config.external_url(addr),
         states: Mutex::new(HashMap::new()),
         tenants: RwLock::new(Arc::new(Tenants::new(Vec::new(), false, Vec::new()))),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        watcher,
     });
-    let tenants = daemon.build_tenants(config).await?;
-    *daemon.tenants.write().expect("tenants lock") = Arc::new(tenants);
+    let (tenants, built) = daemon.build_tenants(config).await?;
+    daemon.commit(tenants, built);
+    tokio::spawn(crate::watch::reload_changed_scripts(daemon.clone(), script_events));
+    tokio::spawn(flusher(daemon.clone()));
     tokio::spawn(sweep(daemon.clone(), config.alerts.sweep_interval));
     let app = Arc::new(App { daemon: daemon.clone(), max_body_bytes: config.server.max_body_bytes, started: chrono::Utc::now() });
     let server = tokio::spawn(api::serve(listener, app, shutdown));
     Ok(Running { addr, server, daemon })
 }
 
-/// Every `interval`, for every tenant: notify changes nobody was told about (alerts that
-/// resolved by timeout, changes a full queue or a restart held back), and drop expired alerts.
+/// Flushes every tenant's due groups, then sleeps until the next one is due or a group
+/// becomes due sooner. With nothing due it does not wake at all, however many groups exist.
+async fn flusher(daemon: Arc<Daemon>) {
+    loop {
+        let now = chrono::Utc::now();
+        let mut next: Option<chrono::DateTime<chrono::Utc>> = None;
+        for tenant in daemon.tenants().all() {
+            tenant.notifier.flush_due(now).await;
+            if let Some(due) = tenant.notifier.next_due() {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        let sleep = match next {
+            Some(at) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            None => std::time::Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = daemon.wake.notified() => {}
+        }
+    }
+}
+
+/// Every `interval`, for every tenant: drop expired alerts and silences, and let groups
+/// re-evaluate when a silence started or ended since the last sweep.
 async fn sweep(daemon: Arc<Daemon>, interval: std::time::Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = chrono::Utc::now();
     loop {
         tick.tick().await;
         let now = chrono::Utc::now();
         for tenant in daemon.tenants().all() {
             let notifier = &tenant.notifier;
-            if notifier.notify_changes(None, now).is_err() {
-                tracing::warn!(tenant = %tenant.name, "the delivery queue is full; retrying at the next sweep");
+            if notifier.silences.changed_between(last, now) {
+                notifier.touch_all(now);
             }
-            let mut expired = notifier.state.collect_garbage(now);
+            let mut expired = {
+                let routing = notifier.routing.lock().expect("routing lock");
+                notifier.state.collect_garbage(now, &|fp| routing.groups.is_member(fp))
+            };
             expired.extend(notifier.silences.collect_garbage(now));
             if !expired.is_empty() {
                 tracing::debug!(tenant = %tenant.name, records = expired.len(), "collected expired alerts and silences");
                 drop(notifier.store.submit(expired));
             }
         }
+        last = now;
     }
 }

@@ -273,6 +273,12 @@ impl Silences {
         ids
     }
 
+    /// Whether a silence started or ended in `(from, to]`: what is muted may have changed.
+    pub fn changed_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        let within = |t: DateTime<Utc>| from < t && t <= to;
+        self.lock().values().any(|c| within(c.silence.starts_at) || within(c.silence.ends_at))
+    }
+
     /// Drop silences expired for longer than the retention; returns the store deletions.
     pub fn collect_garbage(&self, now: DateTime<Utc>) -> Vec<Op> {
         let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);

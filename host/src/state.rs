@@ -1,10 +1,8 @@
-//! Alert state per tenant with Alertmanager's semantics: merge of re-posted alerts, resolve_timeout, garbage collection, and which changes still need notifying.
+//! Alert state per tenant with Alertmanager's semantics: merge of re-posted alerts, resolve_timeout, garbage collection.
 //!
 //! Prometheus re-sends every firing alert each evaluation interval with the same `startsAt`
-//! and a moving `endsAt`: that is one alert, updated, not a new one. Each record remembers the
-//! status last handed to the dispatcher (`notified`), durably, so that a status change is
-//! notified at least once: a crash between accepting an alert and notifying it, or an alert
-//! that times out while Belfry is down, is caught up by the sweeper after restart.
+//! and a moving `endsAt`: that is one alert, updated, not a new one. What was notified about
+//! each alert is not kept here but in the groups' notification log (`group.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -33,8 +31,6 @@ pub struct AlertRecord {
     pub updated_at: DateTime<Utc>,
     /// `ends_at` came from `resolve_timeout`, not from the client.
     pub timeout: bool,
-    /// The status last handed to the dispatcher; `None` before the first notification.
-    pub notified: Option<Status>,
 }
 
 impl AlertRecord {
@@ -52,7 +48,6 @@ impl AlertRecord {
             generator_url: a.generator_url,
             updated_at: now,
             timeout,
-            notified: None,
         }
     }
 
@@ -80,7 +75,6 @@ impl AlertRecord {
     /// Alertmanager's `Alert.Merge`, `self` being the older alert and `new` the younger.
     fn merge(&self, new: AlertRecord, now: DateTime<Utc>) -> AlertRecord {
         let mut merged = new;
-        merged.notified = self.notified;
         // Always pick the earliest starting time.
         if self.starts_at < merged.starts_at {
             merged.starts_at = self.starts_at;
@@ -99,13 +93,13 @@ impl AlertRecord {
     }
 }
 
-/// An alert taken for notification, with the mark it had before.
-#[derive(Clone, Debug)]
-pub struct Taken {
-    /// The alert, marked with the status being notified.
-    pub record: AlertRecord,
-    /// Its previous mark, restored by [`AlertState::unmark`].
-    pub previous: Option<Status>,
+/// An alert a request touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Touched {
+    /// Which alert.
+    pub fingerprint: Fingerprint,
+    /// It is new, or its status at the time of the request changed (firing ↔ resolved).
+    pub changed: bool,
 }
 
 /// How long alerts live.
@@ -156,7 +150,6 @@ struct Stored {
     ends_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     timeout: bool,
-    notified: Option<Status>,
 }
 
 impl Stored {
@@ -169,7 +162,6 @@ impl Stored {
             ends_at: r.ends_at,
             updated_at: r.updated_at,
             timeout: r.timeout,
-            notified: r.notified,
         }
     }
 
@@ -183,7 +175,6 @@ impl Stored {
             generator_url: self.generator_url.to_string(),
             updated_at: self.updated_at,
             timeout: self.timeout,
-            notified: self.notified,
         }
     }
 
@@ -255,7 +246,7 @@ impl AlertState {
         now: DateTime<Utc>,
         store: &dyn Store,
         max_alerts: usize,
-    ) -> Result<(Vec<Fingerprint>, Commit), String> {
+    ) -> Result<(Vec<Touched>, Commit), String> {
         let mut held = self.lock();
         let Held { alerts, interner } = &mut *held;
         let mut new: Vec<Fingerprint> = posted.iter().map(|a| Fingerprint::of(&a.labels)).filter(|fp| !alerts.contains_key(fp)).collect();
@@ -273,93 +264,56 @@ impl AlertState {
         for a in posted {
             let new = AlertRecord::from_posted(a, now, self.settings.resolve_timeout);
             let fp = new.fingerprint();
-            let record = match alerts.get(&fp) {
+            let (record, changed) = match alerts.get(&fp) {
                 // Merge when the activity ranges overlap (Alertmanager's provider/mem Put);
                 // otherwise this is a new occurrence that replaces the old one.
                 Some(old)
                     if (new.ends_at > old.starts_at && new.ends_at < old.ends_at)
                         || (new.starts_at > old.starts_at && new.starts_at < old.ends_at) =>
                 {
-                    old.record().merge(new, now)
+                    let merged = old.record().merge(new, now);
+                    let changed = merged.status_at(now) != old.status_at(now);
+                    (merged, changed)
                 }
-                Some(old) => AlertRecord { notified: old.notified, ..new },
-                None => new,
+                Some(old) => {
+                    let changed = new.status_at(now) != old.status_at(now) || new.starts_at != old.starts_at;
+                    (new, changed)
+                }
+                None => (new, true),
             };
             alerts.insert(fp, Stored::new(&record, interner));
             ops.push(Op::PutAlert { tenant: self.tenant.clone(), alert: record });
-            touched.push(fp);
+            touched.push(Touched { fingerprint: fp, changed });
         }
         let commit = store.submit(ops);
         Ok((touched, commit))
     }
 
-    /// Alerts (all, or among `only`) whose status at `now` has not been notified yet, marked
-    /// as notified. Muted alerts (silenced) are left for later: their change is notified once
-    /// the silence ends, if it still stands. Call [`AlertState::unmark`] with the result if it
-    /// could not be dispatched.
-    pub fn take_unnotified(&self, only: Option<&[Fingerprint]>, now: DateTime<Utc>, muted: &dyn Fn(&LabelSet) -> bool) -> Vec<Taken> {
-        let mut held = self.lock();
-        let mut out = Vec::new();
-        let mut take = |r: &mut Stored| {
-            let status = r.status_at(now);
-            // A first sighting that is already resolved was never announced: nothing to resolve.
-            let due = match r.notified {
-                None => status == Status::Firing,
-                Some(previous) => previous != status,
-            };
-            if !due {
-                return;
-            }
-            let mut record = r.record();
-            if muted(&record.labels) {
-                return;
-            }
-            let previous = r.notified.replace(status);
-            record.notified = Some(status);
-            out.push(Taken { record, previous });
-        };
-        match only {
-            Some(fps) => {
-                for fp in fps {
-                    if let Some(r) = held.alerts.get_mut(fp) {
-                        take(r);
-                    }
-                }
-            }
-            None => held.alerts.values_mut().for_each(&mut take),
-        }
-        out
-    }
-
-    /// Undo [`AlertState::take_unnotified`] for alerts that could not be dispatched.
-    pub fn unmark(&self, taken: &[Taken]) {
-        let mut held = self.lock();
-        for t in taken {
-            if let Some(current) = held.alerts.get_mut(&t.record.fingerprint()) {
-                current.notified = t.previous;
-            }
-        }
-    }
-
-    /// Store writes recording the `notified` marks of `taken`.
-    pub fn persist_ops(&self, taken: &[Taken]) -> Vec<Op> {
+    /// The alerts among `fingerprints` that are still held, in the order given.
+    pub fn records(&self, fingerprints: impl IntoIterator<Item = Fingerprint>) -> Vec<(Fingerprint, AlertRecord)> {
         let held = self.lock();
-        taken
-            .iter()
-            .filter_map(|t| held.alerts.get(&t.record.fingerprint()))
-            .map(|r| Op::PutAlert { tenant: self.tenant.clone(), alert: r.record() })
-            .collect()
+        fingerprints.into_iter().filter_map(|fp| held.alerts.get(&fp).map(|r| (fp, r.record()))).collect()
     }
 
-    /// Drop resolved alerts whose resolve is notified (or never needed) and older than the
-    /// retention; returns the store deletions.
-    pub fn collect_garbage(&self, now: DateTime<Utc>) -> Vec<Op> {
+    /// Call `f` with every alert firing at `now`, without copying it.
+    pub fn for_each_firing(&self, now: DateTime<Utc>, f: &mut dyn FnMut(Fingerprint, &AlertView<'_>)) {
+        let held = self.lock();
+        for (fp, r) in &held.alerts {
+            if r.status_at(now) == Status::Firing {
+                f(*fp, &AlertView(r));
+            }
+        }
+    }
+
+    /// Drop resolved alerts older than the retention that no group still holds (`in_use`: a
+    /// group that has not yet notified the resolve); returns the store deletions.
+    pub fn collect_garbage(&self, now: DateTime<Utc>, in_use: &dyn Fn(Fingerprint) -> bool) -> Vec<Op> {
         let retention = chrono::Duration::from_std(self.settings.resolved_retention).unwrap_or(chrono::Duration::MAX);
         let mut held = self.lock();
         let expired: Vec<Fingerprint> = held
             .alerts
             .iter()
-            .filter(|(_, r)| r.status_at(now) == Status::Resolved && r.notified != Some(Status::Firing) && r.ends_at + retention <= now)
+            .filter(|(fp, r)| r.status_at(now) == Status::Resolved && r.ends_at + retention <= now && !in_use(**fp))
             .map(|(fp, _)| *fp)
             .collect();
         let ops: Vec<Op> = expired
@@ -474,38 +428,24 @@ mod tests {
     }
 
     #[test]
-    fn each_status_change_is_taken_once() {
+    fn ingest_reports_which_alerts_changed_status() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
-        assert_eq!(state.take_unnotified(Some(&fps), t("10:00:00"), &|_| false).len(), 1);
-        let (fps, _) = state.ingest(vec![alert("A", "10:00:00", None)], t("10:01:00"), &store, usize::MAX).unwrap();
-        assert!(state.take_unnotified(Some(&fps), t("10:01:00"), &|_| false).is_empty(), "a re-send is not news");
-        // Nobody re-sends: resolve_timeout passes and the sweeper finds the resolve.
-        let resolved = state.take_unnotified(None, t("10:06:01"), &|_| false);
-        assert_eq!(resolved.len(), 1);
-        assert_eq!(resolved[0].record.notified, Some(Status::Resolved));
-        assert_eq!(resolved[0].previous, Some(Status::Firing));
-        assert!(state.take_unnotified(None, t("10:07:00"), &|_| false).is_empty());
+        let changed = |r: Result<(Vec<Touched>, Commit), String>| r.unwrap().0.iter().map(|t| t.changed).collect::<Vec<_>>();
+        assert_eq!(changed(state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX)), [true], "new");
+        assert_eq!(changed(state.ingest(vec![alert("A", "10:00:00", None)], t("10:01:00"), &store, usize::MAX)), [false], "a re-send");
+        let resolve = alert("A", "10:00:00", Some("10:02:00"));
+        assert_eq!(changed(state.ingest(vec![resolve], t("10:02:00"), &store, usize::MAX)), [true], "resolved");
+        let again = alert("A", "11:00:00", None);
+        assert_eq!(changed(state.ingest(vec![again], t("11:00:00"), &store, usize::MAX)), [true], "fires again");
     }
 
     #[test]
-    fn unmarked_alerts_are_taken_again() {
-        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
-        let taken = state.take_unnotified(None, t("10:00:00"), &|_| false);
-        state.unmark(&taken);
-        assert_eq!(state.take_unnotified(None, t("10:00:01"), &|_| false).len(), 1);
-    }
-
-    #[test]
-    fn resolved_alerts_are_collected_after_retention_but_not_before_their_resolve_is_sent() {
+    fn resolved_alerts_are_collected_after_retention_unless_a_group_holds_them() {
         let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
         state.ingest(vec![alert("A", "10:00:00", Some("10:01:00"))], t("10:00:00"), &store, usize::MAX).unwrap();
-        state.take_unnotified(None, t("10:00:00"), &|_| false); // notified firing
-        assert!(state.collect_garbage(t("12:00:00")).is_empty(), "its resolve was never sent");
-        state.take_unnotified(None, t("12:00:00"), &|_| false); // notified resolved
-        assert!(state.collect_garbage(t("10:20:00")).is_empty(), "within retention");
-        let deleted = state.collect_garbage(t("12:00:00"));
+        assert!(state.collect_garbage(t("12:00:00"), &|_| true).is_empty(), "a group still has to send its resolve");
+        assert!(state.collect_garbage(t("10:20:00"), &|_| false).is_empty(), "within retention");
+        let deleted = state.collect_garbage(t("12:00:00"), &|_| false);
         assert_eq!(deleted.len(), 1);
         assert!(state.is_empty());
     }
@@ -540,18 +480,8 @@ mod tests {
         let view_names: Vec<String> =
             state.select(&|v| v.label("instance") == Some("two")).iter().map(|r| r.labels["instance"].clone()).collect();
         assert_eq!(view_names, ["two"]);
-        state.take_unnotified(None, t("10:00:00"), &|_| false);
-        state.take_unnotified(None, t("12:00:00"), &|_| false);
-        assert_eq!(state.collect_garbage(t("12:00:00")).len(), 1, "`one` resolved at 10:01 and is collected");
+        assert_eq!(state.collect_garbage(t("12:00:00"), &|_| false).len(), 1, "`one` resolved at 10:01 and is collected");
         assert!(!state.lock().interner.set.contains("one"), "its unique value is forgotten");
         assert!(state.lock().interner.set.contains("two"));
-    }
-
-    #[test]
-    fn muted_changes_wait_until_the_mute_ends() {
-        let (state, store) = (AlertState::new("t", SETTINGS), Recording::default());
-        state.ingest(vec![alert("A", "10:00:00", None)], t("10:00:00"), &store, usize::MAX).unwrap();
-        assert!(state.take_unnotified(None, t("10:00:00"), &|_| true).is_empty(), "silenced: nothing sent");
-        assert_eq!(state.take_unnotified(None, t("10:01:00"), &|_| false).len(), 1, "silence over: the firing goes out");
     }
 }

@@ -10,8 +10,8 @@
 //! - the writer appends every queued batch to the `journal` table in one transaction (group
 //!   commit: many requests share one fsync) and acknowledges each once it is durable;
 //! - a checkpoint folds the journal into the `alerts` and `silences` tables (each record
-//!   written once per checkpoint however often it changed, e.g. an alert and its "notified"
-//!   mark) and deletes the folded entries, in one transaction, when enough has accumulated or
+//!   written once per checkpoint however often it changed, e.g. an alert re-sent by
+//!   Prometheus every 30 s) and deletes the folded entries, in one transaction, when enough has accumulated or
 //!   the writer is idle;
 //! - `load` reads the tables and replays the journal in order, so a crash at any point loses
 //!   nothing that was acknowledged.
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::alert::Fingerprint;
+use crate::group::NotifyEntry;
 use crate::silence::Silence;
 use crate::state::AlertRecord;
 
@@ -38,6 +39,10 @@ pub enum Op {
     PutSilence { tenant: String, silence: Silence },
     /// Remove a tenant's silence.
     DeleteSilence { tenant: String, id: String },
+    /// Record what a group was last notified about (the notification log).
+    PutNotifyLog { tenant: String, group: String, entry: NotifyEntry },
+    /// Forget a group's notification log entry (the group is gone).
+    DeleteNotifyLog { tenant: String, group: String },
 }
 
 /// Everything stored, per tenant, as loaded at start.
@@ -48,6 +53,8 @@ pub struct Snapshot {
     pub alerts: Vec<(String, EncodedAlert)>,
     /// `(tenant, silence)` pairs.
     pub silences: Vec<(String, Silence)>,
+    /// `(tenant, group key, entry)`: the notification log.
+    pub notify_log: Vec<(String, String, NotifyEntry)>,
 }
 
 /// A stored alert, not yet decoded.
@@ -84,8 +91,9 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self) -> Result<Snapshot, StoreError>;
 }
 
-const ALERTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("alerts");
-const SILENCES: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("silences");
+const ALERTS: RecordTable = redb::TableDefinition::new("alerts");
+const SILENCES: RecordTable = redb::TableDefinition::new("silences");
+const NOTIFY_LOG: RecordTable = redb::TableDefinition::new("notify_log");
 const JOURNAL: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
 
 /// Most batches folded into one journal commit; bounds commit latency under a flood.
@@ -114,6 +122,13 @@ const CACHE_BYTES: usize = 32 << 20;
 enum Table {
     Alerts,
     Silences,
+    NotifyLog,
+}
+
+type RecordTable = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+impl Table {
+    const ALL: [(Table, RecordTable); 3] = [(Table::Alerts, ALERTS), (Table::Silences, SILENCES), (Table::NotifyLog, NOTIFY_LOG)];
 }
 
 /// One encoded write: the record's key and its new value, or `None` to delete it.
@@ -139,6 +154,10 @@ fn encode(op: &Op) -> Result<Entry, String> {
             Entry { table: Table::Silences, key: key(tenant, silence.id.as_bytes()), value: value(postcard::to_stdvec(silence))? }
         }
         Op::DeleteSilence { tenant, id } => Entry { table: Table::Silences, key: key(tenant, id.as_bytes()), value: None },
+        Op::PutNotifyLog { tenant, group, entry } => {
+            Entry { table: Table::NotifyLog, key: key(tenant, group.as_bytes()), value: value(postcard::to_stdvec(entry))? }
+        }
+        Op::DeleteNotifyLog { tenant, group } => Entry { table: Table::NotifyLog, key: key(tenant, group.as_bytes()), value: None },
     })
 }
 
@@ -182,8 +201,9 @@ impl RedbStore {
         let db = redb::Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| fail(format!("cannot open: {e}")))?;
         // Create the tables so a fresh store loads as empty.
         let txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
-        txn.open_table(ALERTS).map_err(|e| fail(e.to_string()))?;
-        txn.open_table(SILENCES).map_err(|e| fail(e.to_string()))?;
+        for (_, def) in Table::ALL {
+            txn.open_table(def).map_err(|e| fail(e.to_string()))?;
+        }
         txn.open_table(JOURNAL).map_err(|e| fail(e.to_string()))?;
         txn.commit().map_err(|e| fail(e.to_string()))?;
         let db = std::sync::Arc::new(db);
@@ -230,7 +250,7 @@ impl Store for RedbStore {
         let txn = self.db.begin_read().map_err(|e| fail(&e))?;
         // Tables first, then the journal on top, in order: the latest write of each key wins.
         let mut records: HashMap<(Table, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
-        for (table, def) in [(Table::Alerts, ALERTS), (Table::Silences, SILENCES)] {
+        for (table, def) in Table::ALL {
             for entry in txn.open_table(def).map_err(|e| fail(&e))?.iter().map_err(|e| fail(&e))? {
                 let (k, v) = entry.map_err(|e| fail(&e))?;
                 records.insert((table, k.value().to_vec()), Some(v.value().to_vec()));
@@ -246,10 +266,14 @@ impl Store for RedbStore {
         let mut snapshot = Snapshot::default();
         for ((table, k), v) in records {
             let Some(v) = v else { continue };
-            let (tenant, _) = split_key(&k).ok_or_else(|| self.error("a malformed key".into()))?;
+            let (tenant, id) = split_key(&k).ok_or_else(|| self.error("a malformed key".into()))?;
             match table {
                 Table::Alerts => snapshot.alerts.push((tenant, EncodedAlert(v))),
                 Table::Silences => snapshot.silences.push((tenant, postcard::from_bytes(&v).map_err(|e| fail(&e))?)),
+                Table::NotifyLog => {
+                    let group = String::from_utf8_lossy(id).into_owned();
+                    snapshot.notify_log.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+                }
             }
         }
         Ok(snapshot)
@@ -365,6 +389,7 @@ impl<'a> Writer<'a> {
         {
             let mut alerts = txn.open_table(ALERTS).map_err(|e| e.to_string())?;
             let mut silences = txn.open_table(SILENCES).map_err(|e| e.to_string())?;
+            let mut notify_log = txn.open_table(NOTIFY_LOG).map_err(|e| e.to_string())?;
             // Sorted keys: neighbouring records share pages, so each page is copied once.
             let mut keys: Vec<&(Table, Vec<u8>)> = self.pending.keys().collect();
             keys.sort();
@@ -372,6 +397,7 @@ impl<'a> Writer<'a> {
                 let table = match k.0 {
                     Table::Alerts => &mut alerts,
                     Table::Silences => &mut silences,
+                    Table::NotifyLog => &mut notify_log,
                 };
                 match &self.pending[k] {
                     Some(v) => table.insert(k.1.as_slice(), v.as_slice()).map(|_| ()),
@@ -389,20 +415,19 @@ impl<'a> Writer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{LabelSet, Status};
     use crate::state::AlertRecord;
 
-    fn record(name: &str, notified: Option<Status>) -> AlertRecord {
+    /// An alert whose annotation `v` tells its versions apart.
+    fn record(name: &str, version: Option<&str>) -> AlertRecord {
         let t = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
         AlertRecord {
             labels: [("alertname".to_string(), name.to_string())].into_iter().collect(),
-            annotations: LabelSet::new(),
+            annotations: version.map(|v| ("v".to_string(), v.to_string())).into_iter().collect(),
             starts_at: t,
             ends_at: t + chrono::Duration::minutes(5),
             generator_url: String::new(),
             updated_at: t,
             timeout: true,
-            notified,
         }
     }
 
@@ -410,13 +435,13 @@ mod tests {
         store.submit(ops).await.expect("writer alive").expect("committed");
     }
 
-    fn alert_names(snapshot: &Snapshot) -> Vec<(String, String, Option<Status>)> {
+    fn alert_names(snapshot: &Snapshot) -> Vec<(String, String, Option<String>)> {
         let mut out: Vec<_> = snapshot
             .alerts
             .iter()
             .map(|(t, e)| {
                 let a = e.decode().unwrap();
-                (t.clone(), a.labels["alertname"].clone(), a.notified)
+                (t.clone(), a.labels["alertname"].clone(), a.annotations.get("v").cloned())
             })
             .collect();
         out.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
@@ -436,10 +461,21 @@ mod tests {
             ],
         )
         .await;
-        put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("X", Some(Status::Firing)) }]).await;
+        put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("X", Some("2")) }]).await;
         put(&store, vec![Op::DeleteAlert { tenant: "b".into(), fingerprint: record("X", None).fingerprint() }]).await;
         // Nothing was checkpointed: everything comes from the journal.
-        assert_eq!(alert_names(&store.load().unwrap()), [("a".to_string(), "X".to_string(), Some(Status::Firing))]);
+        assert_eq!(alert_names(&store.load().unwrap()), [("a".to_string(), "X".to_string(), Some("2".to_string()))]);
+    }
+
+    #[tokio::test]
+    async fn notify_log_entries_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let entry = NotifyEntry { firing: vec![1, 2], resolved: vec![3], at: record("X", None).starts_at };
+        put(&store, vec![Op::PutNotifyLog { tenant: "a".into(), group: "r/alertname:{}".into(), entry: entry.clone() }]).await;
+        put(&store, vec![Op::PutNotifyLog { tenant: "a".into(), group: "gone".into(), entry: entry.clone() }]).await;
+        put(&store, vec![Op::DeleteNotifyLog { tenant: "a".into(), group: "gone".into() }]).await;
+        assert_eq!(store.load().unwrap().notify_log, [("a".to_string(), "r/alertname:{}".to_string(), entry)]);
     }
 
     #[tokio::test]
@@ -460,7 +496,7 @@ mod tests {
         assert_eq!(txn.open_table(ALERTS).unwrap().len().unwrap(), 1);
         assert_eq!(alert_names(&store.load().unwrap()), [("a".to_string(), "Y".to_string(), None)]);
         // Appends continue after a reopen, and win over the checkpointed table.
-        put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("Y", Some(Status::Resolved)) }]).await;
-        assert_eq!(alert_names(&store.load().unwrap()), [("a".to_string(), "Y".to_string(), Some(Status::Resolved))]);
+        put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("Y", Some("3")) }]).await;
+        assert_eq!(alert_names(&store.load().unwrap()), [("a".to_string(), "Y".to_string(), Some("3".to_string()))]);
     }
 }

@@ -58,10 +58,11 @@ impl Default for TestRuntime {
 }
 
 /// A `[[receivers]]` TOML entry: the webhook plugin posting to `sink` at `/{name}`, with
-/// the sink allow-listed (loopback allowed), and a `[route]` to it.
+/// the sink allow-listed (loopback allowed), and a `[route]` to it that notifies each alert
+/// on its own at once (`group_by = ["..."]`, `group_wait = "0s"`, `group_interval = "50ms"`).
 pub fn webhook_receiver_toml(name: &str, sink: &HttpSink) -> String {
     format!(
-        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{host}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{url}\" }}\n\n[route]\nreceiver = \"{name}\"\n",
+        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{host}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{url}\" }}\n\n[route]\nreceiver = \"{name}\"\ngroup_by = [\"...\"]\ngroup_wait = \"0s\"\ngroup_interval = \"50ms\"\n",
         host = sink.host(),
         url = sink.url(&format!("/{name}")),
     )

@@ -31,6 +31,9 @@ config = {{ url = "{url}", headers = {{ X-Source = "belfry" }} }}
 
 [route]
 receiver = "team-hook"
+group_by = ["..."]
+group_wait = "0s"
+group_interval = "50ms"
 {extra}
 "#,
         webhook = webhook_wasm().display(),
@@ -95,7 +98,7 @@ async fn posted_alerts_arrive_as_alertmanager_webhook_payloads() {
             "version": "4",
             "receiver": "team-hook",
             "status": "resolved",
-            "groupKey": "{}:{alertname=\"DiskFull\", service=\"db\"}",
+            "groupKey": "team-hook/...:{alertname=\"DiskFull\", service=\"db\"}",
             "truncatedAlerts": 0,
             "groupLabels": disk,
             "commonLabels": disk,

@@ -40,7 +40,7 @@ async fn an_upstream_alertmanagers_webhook_is_ingested() {
     let daemon = daemon(&sink).await;
     let payload = |status_a: &str, ends_a: &str| {
         json!({
-            "version": "4", "groupKey": "{}:{alertname=\"Up\"}", "truncatedAlerts": 0, "status": "firing",
+            "version": "4", "groupKey": "hook/...:{alertname=\"Up\"}", "truncatedAlerts": 0, "status": "firing",
             "receiver": "belfry", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
             "alerts": [
                 {"status": status_a, "labels": {"alertname": "Up", "job": "api"}, "annotations": {"summary": "api down"},

@@ -31,7 +31,7 @@ async fn payload_is_alertmanagers_webhook_message_v4() {
             "version": "4",
             "receiver": "hook",
             "status": "firing",
-            "groupKey": "{}:{alertname=\"DiskFull\", severity=\"page\"}",
+            "groupKey": "hook/...:{alertname=\"DiskFull\", severity=\"page\"}",
             "truncatedAlerts": 0,
             "groupLabels": labels,
             "commonLabels": labels,

@@ -88,9 +88,7 @@ async fn accept(
         Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry"))),
         Err(_) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into())),
     }
-    if notifier.notify_changes(Some(&touched), now).is_err() {
-        tracing::warn!(tenant = %notifier.tenant, "the delivery queue is full; the sweeper will notify these alerts");
-    }
+    notifier.on_ingested(&touched, now);
     Ok(Response::builder().status(StatusCode::OK).body(Body::default()).expect("static response"))
 }
 
@@ -99,6 +97,7 @@ struct Listed {
     alert: crate::state::AlertRecord,
     receivers: Vec<String>,
     silenced_by: Vec<String>,
+    inhibited_by: Vec<String>,
 }
 
 /// The tenant's unresolved alerts that pass Alertmanager's filters: `active`, `silenced`,
@@ -108,20 +107,27 @@ fn matching(notifier: &Notifier, query: Option<&str>) -> Result<Vec<Listed>, Str
     let q = Query::parse(query)?;
     let now = Utc::now();
     let mut out = Vec::new();
+    let sources = (!notifier.inhibitor.is_empty()).then(|| notifier.inhibitor.sources(&notifier.state, now));
     // Label filters run during the scan, so only matching alerts are copied.
     for a in notifier.state.select(&|a| a.ends_at() > now && q.filters.iter().all(|m| m.matches_value(a.label(&m.name)))) {
-        let receivers = notifier.router.route(&a.to_alert()).receivers;
+        let receivers = notifier.receivers_of(&a, now);
         if let Some(re) = &q.receiver
             && !receivers.iter().any(|r| re.is_match(r))
         {
             continue;
         }
-        // Inhibition comes with the routing pipeline; silences apply now.
         let silenced_by = notifier.silences.silencing(&a.labels, now);
-        if (silenced_by.is_empty() && !q.active) || (!silenced_by.is_empty() && !q.silenced) {
+        let inhibited_by: Vec<String> = sources
+            .as_ref()
+            .and_then(|s| notifier.inhibitor.inhibited_by(s, a.fingerprint(), &a.labels))
+            .map(|fp| fp.to_string())
+            .into_iter()
+            .collect();
+        let active = silenced_by.is_empty() && inhibited_by.is_empty();
+        if (active && !q.active) || (!silenced_by.is_empty() && !q.silenced) || (!inhibited_by.is_empty() && !q.inhibited) {
             continue;
         }
-        out.push(Listed { alert: a, receivers, silenced_by });
+        out.push(Listed { alert: a, receivers, silenced_by, inhibited_by });
     }
     Ok(out)
 }
@@ -139,9 +145,9 @@ fn gettable(l: &Listed) -> Value {
         "fingerprint": a.fingerprint().to_string(),
         "receivers": l.receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
         "status": {
-            "state": if l.silenced_by.is_empty() { "active" } else { "suppressed" },
+            "state": if l.silenced_by.is_empty() && l.inhibited_by.is_empty() { "active" } else { "suppressed" },
             "silencedBy": l.silenced_by,
-            "inhibitedBy": [],
+            "inhibitedBy": l.inhibited_by,
             "mutedBy": [],
         },
     })
@@ -155,34 +161,40 @@ pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
     }
 }
 
-/// `GET /api/v2/alerts/groups`: Alertmanager's `alertGroups`, with the same filters. Each
-/// alert is its own group per receiver (group labels = all its labels) until grouping lands,
-/// matching how Belfry notifies today.
+/// `GET /api/v2/alerts/groups`: Alertmanager's `alertGroups`, with the same filters: the
+/// tenant's aggregation groups and their alerts that pass the filters.
 pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
     let listed = match matching(notifier, query) {
         Ok(listed) => listed,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let mut groups = Vec::new();
-    for l in &listed {
-        for receiver in &l.receivers {
-            groups.push(json!({ "labels": l.alert.labels, "receiver": {"name": receiver}, "alerts": [gettable(l)] }));
-        }
-    }
-    super::json(StatusCode::OK, &Value::Array(groups))
+    let by_fingerprint: std::collections::HashMap<_, &Listed> = listed.iter().map(|l| (l.alert.fingerprint(), l)).collect();
+    let routing = notifier.routing.lock().expect("routing lock");
+    let mut groups: Vec<(String, Value)> = routing
+        .groups
+        .iter()
+        .filter_map(|g| {
+            let alerts: Vec<Value> = g.alerts.iter().filter_map(|fp| by_fingerprint.get(fp)).map(|l| gettable(l)).collect();
+            (!alerts.is_empty())
+                .then(|| (g.key.to_string(), json!({ "labels": g.labels, "receiver": {"name": g.receiver}, "alerts": alerts })))
+        })
+        .collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    super::json(StatusCode::OK, &Value::Array(groups.into_iter().map(|(_, g)| g).collect()))
 }
 
 /// The query parameters of `GET /api/v2/alerts`.
 struct Query {
     active: bool,
     silenced: bool,
+    inhibited: bool,
     filters: Vec<Matcher>,
     receiver: Option<regex::Regex>,
 }
 
 impl Query {
     fn parse(query: Option<&str>) -> Result<Query, String> {
-        let mut q = Query { active: true, silenced: true, filters: Vec::new(), receiver: None };
+        let mut q = Query { active: true, silenced: true, inhibited: true, filters: Vec::new(), receiver: None };
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             let flag = || match value.as_ref() {
                 "true" => Ok(true),
@@ -192,9 +204,9 @@ impl Query {
             match key.as_ref() {
                 "active" => q.active = flag()?,
                 "silenced" => q.silenced = flag()?,
-                // Accepted for compatibility; they filter nothing until inhibition exists
-                // (and no alert is ever unprocessed: routing is synchronous).
-                "inhibited" | "unprocessed" => {
+                "inhibited" => q.inhibited = flag()?,
+                // Accepted for compatibility: no alert is ever unprocessed (routing is synchronous).
+                "unprocessed" => {
                     flag()?;
                 }
                 "filter" => q.filters.push(Matcher::parse(&value).map_err(|e| format!("filter[{}]: {e}", q.filters.len()))?),

@@ -31,7 +31,10 @@ fn refused(e: SilenceError) -> Response<Body> {
 
 /// Make `ops` durable before answering.
 async fn commit(notifier: &Notifier, ops: Vec<Op>) -> Result<(), Response<Body>> {
-    match notifier.store.submit(ops).await {
+    let result = notifier.store.submit(ops).await;
+    // What is muted may have changed: groups re-evaluate at their next boundary.
+    notifier.touch_all(Utc::now());
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the silence could not be stored ({e}); retry"))),
         Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into())),

@@ -1,0 +1,618 @@
+//! Aggregation groups with Alertmanager's semantics (group_wait, group_interval, repeat_interval, send_resolved, the notification log), timed by one schedule per tenant instead of a task per group.
+//!
+//! A group wakes only when something can have changed: its `group_wait` ends, an alert in it
+//! changes (at the next `group_interval` boundary), a firing alert's `endsAt` passes, its
+//! `repeat_interval` is due, or silences and inhibitions change. An idle group costs no CPU,
+//! so 100K groups cost what their memory costs. Everything here is pure state with the time
+//! passed in: the caller (dispatch.rs) fetches alerts, decides muting and delivers.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{self, Fingerprint, LabelSet, Status};
+use crate::route::{RouteOptions, RouteTo};
+use crate::state::AlertRecord;
+
+/// What a group was last notified about: Alertmanager's notification log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyEntry {
+    /// Fingerprints notified as firing, sorted.
+    pub firing: Vec<u64>,
+    /// Fingerprints notified as resolved, sorted.
+    pub resolved: Vec<u64>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A group's identity: receiver, grouping labels and their values. Stable across restarts and
+/// reloads, so it doubles as the dedup key channels collapse repeats with.
+pub type GroupKey = Arc<str>;
+
+/// The key of the group `receiver` forms from `group_by` and `labels`.
+pub fn group_key(receiver: &str, group_by: &[String], labels: &LabelSet) -> String {
+    format!("{receiver}/{}:{}", group_by.join(","), alert::format_label_set(labels))
+}
+
+/// One aggregation group.
+#[derive(Debug)]
+pub struct Group {
+    /// Its key.
+    pub key: GroupKey,
+    /// Who it notifies.
+    pub receiver: String,
+    /// Grouping and timing.
+    pub options: Arc<RouteOptions>,
+    /// The values of its `group_by` labels.
+    pub labels: LabelSet,
+    /// Its alerts.
+    pub alerts: BTreeSet<Fingerprint>,
+    created: DateTime<Utc>,
+    /// The last flush (a notification or a decision not to send one).
+    flushed_at: Option<DateTime<Utc>>,
+    due: Option<DateTime<Utc>>,
+}
+
+/// An alert of a group at flush time, and whether silences or inhibitions mute it.
+#[derive(Debug, Clone)]
+pub struct FlushAlert {
+    /// The alert.
+    pub record: AlertRecord,
+    /// Silenced or inhibited.
+    pub muted: bool,
+}
+
+/// A notification to send: a group's alerts, decided by the notification log.
+#[derive(Debug, Clone)]
+pub struct Flush {
+    /// The group.
+    pub key: GroupKey,
+    /// Who gets it.
+    pub receiver: String,
+    /// The route's options (escalation, for one).
+    pub options: Arc<RouteOptions>,
+    /// The group labels.
+    pub labels: LabelSet,
+    /// The alerts to send: firing and (with `send_resolved`) resolved; firing first, then
+    /// by `startsAt`. Empty when only the log changes (all resolved, and the
+    /// receiver does not want resolves).
+    pub alerts: Vec<AlertRecord>,
+    /// The new log entry, to persist with the notification.
+    pub entry: NotifyEntry,
+}
+
+/// What a flush decided.
+#[derive(Debug)]
+pub enum FlushOutcome {
+    /// The group has no alerts left and is gone; its log entry should be deleted.
+    Gone,
+    /// A time interval mutes the route now; the changes wait.
+    Held,
+    /// The receiver already knows everything (or the changes are all muted).
+    Unchanged,
+    /// Send this.
+    Notify(Flush),
+}
+
+/// One tenant's groups and their schedule.
+#[derive(Debug, Default)]
+pub struct Groups {
+    groups: HashMap<GroupKey, Group>,
+    /// Which groups each alert is in.
+    members: HashMap<Fingerprint, Vec<GroupKey>>,
+    /// `(when, group)`, earliest first.
+    schedule: BTreeSet<(DateTime<Utc>, GroupKey)>,
+    /// The notification log, by group key; it outlives groups across restarts and reloads.
+    log: HashMap<GroupKey, NotifyEntry>,
+}
+
+impl Groups {
+    /// No groups, the notification log `log`.
+    pub fn with_log(log: impl IntoIterator<Item = (String, NotifyEntry)>) -> Groups {
+        Groups { log: log.into_iter().map(|(k, e)| (Arc::from(k), e)).collect(), ..Groups::default() }
+    }
+
+    /// Take the notification log (to carry it into rebuilt groups).
+    pub fn take_log(&mut self) -> HashMap<GroupKey, NotifyEntry> {
+        std::mem::take(&mut self.log)
+    }
+
+    /// Replace the notification log.
+    pub fn set_log(&mut self, log: HashMap<GroupKey, NotifyEntry>) {
+        self.log = log;
+    }
+
+    /// Log entries of keys no group has (after a rebuild): they can be deleted.
+    pub fn orphaned_log_keys(&self) -> Vec<GroupKey> {
+        self.log.keys().filter(|k| !self.groups.contains_key(*k)).cloned().collect()
+    }
+
+    /// Drop the log entry of `key`.
+    pub fn forget_log(&mut self, key: &str) {
+        self.log.remove(key);
+    }
+
+    /// How many groups there are.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Every group.
+    pub fn iter(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// A group by key.
+    pub fn get(&self, key: &str) -> Option<&Group> {
+        self.groups.get(key)
+    }
+
+    /// Whether the alert is in some group (it was routed and is not yet done with).
+    pub fn is_member(&self, fp: Fingerprint) -> bool {
+        self.members.contains_key(&fp)
+    }
+
+    /// The groups the alert is in.
+    pub fn groups_of(&self, fp: Fingerprint) -> impl Iterator<Item = &Group> {
+        self.members.get(&fp).into_iter().flatten().filter_map(|k| self.groups.get(k))
+    }
+
+    /// The last notification of a group.
+    pub fn last_notified(&self, key: &str) -> Option<&NotifyEntry> {
+        self.log.get(key)
+    }
+
+    /// The earliest scheduled flush.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.schedule.first().map(|(at, _)| *at)
+    }
+
+    /// Put a routed alert into the groups of its routes; a new group flushes after
+    /// `group_wait` (at once if the alert started more than `group_wait` ago, as Alertmanager
+    /// does), an existing one at its next `group_interval` boundary.
+    pub fn insert(&mut self, fp: Fingerprint, labels: &LabelSet, starts_at: DateTime<Utc>, routes: &[RouteTo], now: DateTime<Utc>) {
+        for route in routes {
+            let group_labels = route.options.group_by.group_labels(labels);
+            let key: GroupKey = Arc::from(group_key(&route.receiver, &route.options.group_by.names(), &group_labels));
+            let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
+                key: key.clone(),
+                receiver: route.receiver.clone(),
+                options: route.options.clone(),
+                labels: group_labels,
+                alerts: BTreeSet::new(),
+                created: now,
+                flushed_at: None,
+                due: None,
+            });
+            if !group.alerts.insert(fp) {
+                continue;
+            }
+            let keys = self.members.entry(fp).or_default();
+            if !keys.contains(&key) {
+                keys.push(key.clone());
+            }
+            let wait = chrono::Duration::from_std(group.options.group_wait).unwrap_or(chrono::Duration::MAX);
+            let at = match group.flushed_at {
+                None if starts_at + wait <= now => now,
+                None => group.created + wait,
+                Some(_) => next_boundary(group, now),
+            };
+            Self::schedule_at(&mut self.schedule, group, at);
+        }
+    }
+
+    /// An alert in some groups changed status: those groups flush at their next boundary.
+    pub fn changed(&mut self, fp: Fingerprint, now: DateTime<Utc>) {
+        let Some(keys) = self.members.get(&fp) else { return };
+        for key in keys {
+            if let Some(group) = self.groups.get_mut(key) {
+                let at = match group.flushed_at {
+                    None => group.created + chrono::Duration::from_std(group.options.group_wait).unwrap_or(chrono::Duration::MAX),
+                    Some(_) => next_boundary(group, now),
+                };
+                Self::schedule_at(&mut self.schedule, group, at);
+            }
+        }
+    }
+
+    /// Silences or inhibitions changed: every group re-evaluates at its next boundary.
+    pub fn touch_all(&mut self, now: DateTime<Utc>) {
+        let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
+        for key in keys {
+            let group = self.groups.get_mut(&key).expect("listed");
+            if group.flushed_at.is_some() {
+                let at = next_boundary(group, now);
+                Self::schedule_at(&mut self.schedule, group, at);
+            }
+        }
+    }
+
+    /// Groups due at `now`, taken off the schedule.
+    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<GroupKey> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.schedule.first() {
+            if *at > now {
+                break;
+            }
+            let (_, key) = self.schedule.pop_first().expect("checked");
+            if let Some(group) = self.groups.get_mut(&key) {
+                group.due = None;
+            }
+            due.push(key);
+        }
+        due
+    }
+
+    /// Alertmanager's flush of one group: decide from the notification log whether to notify,
+    /// record the new entry, drop resolved alerts, and schedule the next wake-up. `alerts`
+    /// are the group's alerts as currently held (collected ones are simply absent).
+    pub fn flush(&mut self, key: &str, now: DateTime<Utc>, alerts: Vec<FlushAlert>, time_muted: bool, send_resolved: bool) -> FlushOutcome {
+        let Some(group) = self.groups.get_mut(key) else { return FlushOutcome::Unchanged };
+        let held: HashSet<Fingerprint> = alerts.iter().map(|a| a.record.fingerprint()).collect();
+        let gone: Vec<Fingerprint> = group.alerts.iter().filter(|fp| !held.contains(fp)).copied().collect();
+        for fp in gone {
+            group.alerts.remove(&fp);
+            unlink(&mut self.members, fp, key);
+        }
+        if group.alerts.is_empty() {
+            return self.remove(key);
+        }
+        let interval = chrono::Duration::from_std(group.options.group_interval).unwrap_or(chrono::Duration::MAX);
+        if time_muted {
+            group.flushed_at = Some(now);
+            Self::schedule_at(&mut self.schedule, group, now + interval);
+            return FlushOutcome::Held;
+        }
+        let mut firing = Vec::new();
+        let mut resolved = Vec::new();
+        for a in alerts.iter().filter(|a| !a.muted) {
+            match a.record.status_at(now) {
+                Status::Firing => firing.push(a.record.fingerprint().0),
+                Status::Resolved => resolved.push(a.record.fingerprint().0),
+            }
+        }
+        firing.sort_unstable();
+        resolved.sort_unstable();
+        let repeat = chrono::Duration::from_std(group.options.repeat_interval).unwrap_or(chrono::Duration::MAX);
+        let notify = needs_update(self.log.get(key), &firing, &resolved, repeat, send_resolved, now);
+        let outcome = if notify {
+            let mut to_send: Vec<AlertRecord> = alerts
+                .iter()
+                .filter(|a| !a.muted && (send_resolved || a.record.status_at(now) == Status::Firing))
+                .map(|a| a.record.clone())
+                .collect();
+            sort_for_notification(&mut to_send, now);
+            let entry = NotifyEntry { firing, resolved, at: now };
+            self.log.insert(group.key.clone(), entry.clone());
+            FlushOutcome::Notify(Flush {
+                key: group.key.clone(),
+                receiver: group.receiver.clone(),
+                options: group.options.clone(),
+                labels: group.labels.clone(),
+                alerts: to_send,
+                entry,
+            })
+        } else {
+            FlushOutcome::Unchanged
+        };
+        // Resolved alerts leave the group once flushed (Alertmanager's DeleteIfNotModified).
+        let done: Vec<Fingerprint> =
+            alerts.iter().filter(|a| a.record.status_at(now) == Status::Resolved).map(|a| a.record.fingerprint()).collect();
+        for fp in done {
+            group.alerts.remove(&fp);
+            unlink(&mut self.members, fp, key);
+        }
+        if group.alerts.is_empty() {
+            // Everything resolved: the group ends (its resolve, if any, is in `outcome`).
+            self.groups.remove(key);
+            if !notify {
+                self.log.remove(key);
+            }
+            return outcome;
+        }
+        group.flushed_at = Some(now);
+        // Wake for the repeat, or when a firing alert's endsAt passes, whichever is first,
+        // and never sooner than group_interval.
+        let mut next = self.log.get(key).filter(|e| !e.firing.is_empty()).map(|e| e.at + repeat);
+        for a in &alerts {
+            if a.record.status_at(now) == Status::Firing {
+                next = Some(next.map_or(a.record.ends_at, |n| n.min(a.record.ends_at)));
+            }
+        }
+        if let Some(next) = next {
+            Self::schedule_at(&mut self.schedule, group, next.max(now + interval));
+        }
+        outcome
+    }
+
+    fn remove(&mut self, key: &str) -> FlushOutcome {
+        if let Some(group) = self.groups.remove(key) {
+            if let Some(at) = group.due {
+                self.schedule.remove(&(at, group.key.clone()));
+            }
+            for fp in &group.alerts {
+                unlink(&mut self.members, *fp, key);
+            }
+        }
+        self.log.remove(key);
+        FlushOutcome::Gone
+    }
+
+    /// Schedule `group` at `at`, unless it is already due sooner.
+    fn schedule_at(schedule: &mut BTreeSet<(DateTime<Utc>, GroupKey)>, group: &mut Group, at: DateTime<Utc>) {
+        match group.due {
+            Some(due) if due <= at => {}
+            Some(due) => {
+                schedule.remove(&(due, group.key.clone()));
+                schedule.insert((at, group.key.clone()));
+                group.due = Some(at);
+            }
+            None => {
+                schedule.insert((at, group.key.clone()));
+                group.due = Some(at);
+            }
+        }
+    }
+}
+
+/// The next time a flushed group may flush again: a `group_interval` after its last flush.
+fn next_boundary(group: &Group, now: DateTime<Utc>) -> DateTime<Utc> {
+    let interval = chrono::Duration::from_std(group.options.group_interval).unwrap_or(chrono::Duration::MAX);
+    group.flushed_at.map_or(now, |t| (t + interval).max(now))
+}
+
+fn unlink(members: &mut HashMap<Fingerprint, Vec<GroupKey>>, fp: Fingerprint, key: &str) {
+    if let Some(keys) = members.get_mut(&fp) {
+        keys.retain(|k| &**k != key);
+        if keys.is_empty() {
+            members.remove(&fp);
+        }
+    }
+}
+
+/// Alertmanager's `DedupStage.needsUpdate`.
+fn needs_update(
+    entry: Option<&NotifyEntry>,
+    firing: &[u64],
+    resolved: &[u64],
+    repeat: chrono::Duration,
+    send_resolved: bool,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(entry) = entry else {
+        // Never notified: notify unless there are only resolved alerts.
+        return !firing.is_empty();
+    };
+    let subset = |of: &[u64], set: &[u64]| set.iter().all(|x| of.binary_search(x).is_ok());
+    if !subset(&entry.firing, firing) {
+        return true;
+    }
+    if firing.is_empty() {
+        // All resolved: tell the receiver, if it was told they fired. (Regardless of
+        // send_resolved, so that the log is cleared of the firing alerts.)
+        return !entry.firing.is_empty();
+    }
+    if send_resolved && !subset(&entry.resolved, resolved) {
+        return true;
+    }
+    entry.at + repeat <= now
+}
+
+/// Firing first, then by `startsAt`, then by labels: the order `wit/receiver.wit` promises.
+fn sort_for_notification(alerts: &mut [AlertRecord], now: DateTime<Utc>) {
+    alerts.sort_by(|a, b| {
+        let key = |r: &AlertRecord| (r.status_at(now) == Status::Resolved, r.starts_at);
+        key(a).cmp(&key(b)).then_with(|| a.labels.cmp(&b.labels))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::GroupBy;
+    use std::time::Duration;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2026-11-23T{s}Z")).unwrap().with_timezone(&Utc)
+    }
+
+    fn route(group_by: &[&str], wait: u64, interval: u64, repeat: u64) -> RouteTo {
+        RouteTo {
+            receiver: "pager".into(),
+            options: Arc::new(RouteOptions {
+                group_by: GroupBy::from_names(group_by.iter().map(|s| s.to_string()).collect()).unwrap(),
+                group_wait: Duration::from_secs(wait),
+                group_interval: Duration::from_secs(interval),
+                repeat_interval: Duration::from_secs(repeat),
+                ..RouteOptions::default()
+            }),
+        }
+    }
+
+    fn record(name: &str, instance: &str, starts: &str, ends: &str) -> AlertRecord {
+        AlertRecord {
+            labels: [("alertname", name), ("instance", instance)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            annotations: LabelSet::new(),
+            starts_at: t(starts),
+            ends_at: t(ends),
+            generator_url: String::new(),
+            updated_at: t(starts),
+            timeout: false,
+        }
+    }
+
+    /// A tiny harness: a group set, the alerts as the state holds them, and a clock.
+    struct Bench {
+        groups: Groups,
+        alerts: Vec<AlertRecord>,
+        route: RouteTo,
+        send_resolved: bool,
+    }
+
+    impl Bench {
+        fn new(route: RouteTo) -> Bench {
+            Bench { groups: Groups::default(), alerts: Vec::new(), route, send_resolved: true }
+        }
+
+        fn post(&mut self, r: AlertRecord, now: DateTime<Utc>) {
+            let fp = r.fingerprint();
+            self.alerts.retain(|a| a.fingerprint() != fp);
+            self.alerts.push(r.clone());
+            if self.groups.is_member(fp) {
+                self.groups.changed(fp, now);
+            } else {
+                self.groups.insert(fp, &r.labels, r.starts_at, std::slice::from_ref(&self.route), now);
+            }
+        }
+
+        /// Flush whatever is due at `now`; the names of the alerts notified, by group.
+        fn tick(&mut self, now: DateTime<Utc>) -> Vec<Vec<String>> {
+            let mut sent = Vec::new();
+            for key in self.groups.take_due(now) {
+                let members: Vec<Fingerprint> = self.groups.get(&key).map(|g| g.alerts.iter().copied().collect()).unwrap_or_default();
+                let alerts = self
+                    .alerts
+                    .iter()
+                    .filter(|a| members.contains(&a.fingerprint()))
+                    .map(|a| FlushAlert { record: a.clone(), muted: a.labels.contains_key("muted") })
+                    .collect();
+                if let FlushOutcome::Notify(f) = self.groups.flush(&key, now, alerts, false, self.send_resolved) {
+                    sent.push(
+                        f.alerts
+                            .iter()
+                            .map(|a| format!("{}{}", a.labels["instance"], if a.status_at(now) == Status::Resolved { "-" } else { "+" }))
+                            .collect(),
+                    );
+                }
+            }
+            sent
+        }
+    }
+
+    #[test]
+    fn group_wait_batches_then_group_interval_paces_changes() {
+        let mut b = Bench::new(route(&["alertname"], 30, 300, 3600 * 4));
+        b.post(record("Down", "a", "10:00:00", "11:00:00"), t("10:00:00"));
+        b.post(record("Down", "b", "10:00:10", "11:00:00"), t("10:00:10"));
+        assert!(b.tick(t("10:00:29")).is_empty(), "group_wait not over");
+        assert_eq!(b.tick(t("10:00:30")), [["a+", "b+"]], "one notification for both");
+        b.post(record("Down", "c", "10:01:00", "11:00:00"), t("10:01:00"));
+        assert!(b.tick(t("10:04:59")).is_empty(), "group_interval not over");
+        assert_eq!(b.tick(t("10:05:30")), [["a+", "b+", "c+"]]);
+        assert_eq!(b.groups.next_due(), Some(t("11:00:00")), "nothing changes until the first endsAt (before the repeat)");
+    }
+
+    #[test]
+    fn groups_split_by_group_labels() {
+        let mut b = Bench::new(route(&["alertname"], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "11:00:00"), t("10:00:00"));
+        b.post(record("Slow", "a", "10:00:00", "11:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")).len(), 2);
+        assert_eq!(b.groups.len(), 2);
+    }
+
+    #[test]
+    fn an_unchanged_group_is_repeated_after_repeat_interval_only() {
+        let mut b = Bench::new(route(&[], 0, 60, 600));
+        b.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")).len(), 1);
+        // Prometheus re-sends every 30 s: nothing changes, nothing is sent.
+        for s in ["10:00:30", "10:01:00", "10:05:00"] {
+            b.post(record("Down", "a", "10:00:00", "12:00:00"), t(s));
+            assert!(b.tick(t(s)).is_empty(), "{s}");
+        }
+        assert_eq!(b.groups.next_due(), Some(t("10:10:00")), "idle until the repeat: no polling");
+        assert_eq!(b.tick(t("10:10:00")), [["a+"]], "repeated");
+    }
+
+    #[test]
+    fn resolves_are_sent_when_the_end_passes_and_the_group_ends() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "10:30:00"), t("10:00:00"));
+        b.post(record("Down", "b", "10:00:00", "12:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+", "b+"]]);
+        assert_eq!(b.groups.next_due(), Some(t("10:30:00")), "woken by a's endsAt, without any request");
+        assert_eq!(b.tick(t("10:30:00")), [["b+", "a-"]], "firing first");
+        assert_eq!(b.groups.get_by_alert_count(), 1, "a left the group once its resolve was flushed");
+        b.post(record("Down", "b", "10:00:00", "10:31:00"), t("10:31:00"));
+        assert_eq!(b.tick(t("10:31:00")), [["b-"]]);
+        assert!(b.groups.is_empty(), "all resolved: the group is gone");
+    }
+
+    #[test]
+    fn without_send_resolved_the_last_resolve_still_clears_the_log_but_sends_no_alert() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.send_resolved = false;
+        b.post(record("Down", "a", "10:00:00", "10:30:00"), t("10:00:00"));
+        b.post(record("Down", "b", "10:00:00", "12:00:00"), t("10:00:00"));
+        b.tick(t("10:00:00"));
+        assert!(b.tick(t("10:30:00")).is_empty(), "a resolved: nothing to send without send_resolved");
+        b.post(record("Down", "b", "10:00:00", "10:40:00"), t("10:40:00"));
+        assert_eq!(b.tick(t("10:40:00")), [Vec::<String>::new()], "the log is updated with an empty notification");
+    }
+
+    #[test]
+    fn a_group_that_only_ever_saw_resolved_alerts_sends_nothing() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "09:00:00", "09:30:00"), t("10:00:00"));
+        assert!(b.tick(t("10:00:00")).is_empty());
+        assert!(b.groups.is_empty());
+    }
+
+    #[test]
+    fn muted_alerts_are_left_out_and_do_not_trigger() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        let mut muted = record("Down", "m", "10:00:00", "12:00:00");
+        muted.labels.insert("muted".into(), "yes".into());
+        b.post(muted, t("10:00:00"));
+        assert!(b.tick(t("10:00:00")).is_empty(), "everything muted: nothing sent");
+        b.post(record("Down", "a", "10:01:00", "12:00:00"), t("10:01:00"));
+        assert_eq!(b.tick(t("10:01:00")), [["a+"]], "only the unmuted alert");
+    }
+
+    #[test]
+    fn an_old_alert_in_a_new_group_skips_group_wait() {
+        let mut b = Bench::new(route(&[], 30, 60, 3600));
+        b.post(record("Down", "a", "09:00:00", "12:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")).len(), 1);
+    }
+
+    #[test]
+    fn a_restored_log_prevents_repeats_after_a_restart() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:00:00"));
+        b.tick(t("10:00:00"));
+        let log: Vec<(String, NotifyEntry)> = b.groups.take_log().into_iter().map(|(k, e)| (k.to_string(), e)).collect();
+        let mut restarted = Bench::new(b.route.clone());
+        restarted.groups = Groups::with_log(log);
+        restarted.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:05:00"));
+        assert!(restarted.tick(t("10:05:00")).is_empty(), "already notified before the restart");
+        restarted.post(record("Down", "b", "10:05:00", "12:00:00"), t("10:06:00"));
+        assert_eq!(restarted.tick(t("10:06:00")), [["a+", "b+"]]);
+    }
+
+    #[test]
+    fn idle_groups_are_not_scheduled_before_their_next_event() {
+        let mut b = Bench::new(route(&["..."], 0, 1, 3600));
+        for i in 0..1000 {
+            b.post(record("Down", &i.to_string(), "10:00:00", "11:00:00"), t("10:00:00"));
+        }
+        assert_eq!(b.tick(t("10:00:00")).len(), 1000);
+        // group_interval is 1 s, yet nothing is due until the first endsAt.
+        assert_eq!(b.groups.next_due(), Some(t("10:59:59").max(t("11:00:00"))));
+        assert!(b.groups.take_due(t("10:59:59")).is_empty());
+    }
+
+    impl Groups {
+        fn get_by_alert_count(&self) -> usize {
+            self.groups.values().map(|g| g.alerts.len()).sum()
+        }
+    }
+}
