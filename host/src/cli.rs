@@ -1,4 +1,4 @@
-//! The `belfry` command line: `serve`, `plugin inspect`, and `dev-sink` for trying plugins locally.
+//! The `belfry` command line: `serve`, `route test`, `plugin inspect`, `token`, and `dev-sink` for trying plugins locally.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -52,11 +52,41 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Work with a tenant's routing.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
     /// A local HTTP endpoint that prints every request it receives: a stand-in webhook target.
     DevSink {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9099")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Show where an alert goes: receivers, grouping and timings (like `amtool config routes test`).
+    Test {
+        /// The configuration file, or the directory holding `belfry.toml`.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The tenant whose script routes the alert.
+        #[arg(long, short, default_value = crate::config::DEFAULT_TENANT)]
+        tenant: String,
+        /// A JSON file with the alert (`{"labels": {...}, "annotations": {...}}`, or an array
+        /// as posted to /api/v2/alerts, of which the first is used).
+        #[arg(long)]
+        alert: Option<PathBuf>,
+        /// Route as of this time (RFC 3339), for scripts that look at the clock.
+        #[arg(long)]
+        at: Option<String>,
+        /// Exit with status 1 unless the alert goes to exactly these receivers (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        verify_receivers: Option<Vec<String>>,
+        /// Labels as `name=value`.
+        labels: Vec<String>,
     },
 }
 
@@ -93,6 +123,9 @@ pub fn main() -> ExitCode {
             Command::Serve { config } => run_serve(config).await,
             Command::Plugin { command: PluginCommand::Inspect { path } } => inspect(path).await,
             Command::DevSink { listen } => dev_sink(listen).await,
+            Command::Route { command: RouteCommand::Test { config, tenant, alert, at, verify_receivers, labels } } => {
+                route_test(config, &tenant, alert, at, labels, verify_receivers)
+            }
             Command::Token { command } => token(command),
         }
     });
@@ -107,6 +140,98 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `belfry route test`: build the tenant's router exactly as the daemon does (self-tests
+/// included) and print the routes one alert takes.
+fn route_test(
+    config: PathBuf,
+    tenant: &str,
+    alert_file: Option<PathBuf>,
+    at: Option<String>,
+    labels: Vec<String>,
+    verify: Option<Vec<String>>,
+) -> Result<(), StartError> {
+    use crate::route::{Router, RouterSpec};
+    let config_file = if config.is_dir() { config.join("belfry.toml") } else { config };
+    let config = Config::load(&config_file)?;
+    let views = config.tenants();
+    let view = views.iter().find(|v| v.name == tenant).ok_or_else(|| {
+        let known: Vec<&str> = views.iter().map(|v| v.name).collect();
+        anyhow::anyhow!("no tenant `{tenant}` in {} (tenants: {})", config_file.display(), known.join(", "))
+    })?;
+    let router = Router::build(RouterSpec::for_tenant(view)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let now = match at {
+        Some(at) => chrono::DateTime::parse_from_rfc3339(&at)
+            .map_err(|e| anyhow::anyhow!("--at `{at}`: {e} (write e.g. 2026-11-23T10:00:00Z)"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let mut alert = match alert_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let text = if text.trim_start().starts_with('{') { format!("[{text}]") } else { text };
+            let mut alerts = crate::ingest::decode_postable_alerts(text.as_bytes(), now, &config.limits)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if alerts.is_empty() {
+                return Err(anyhow::anyhow!("{}: no alert in the file", path.display()).into());
+            }
+            alerts.swap_remove(0)
+        }
+        None => crate::alert::Alert {
+            labels: Default::default(),
+            annotations: Default::default(),
+            starts_at: now,
+            ends_at: None,
+            generator_url: String::new(),
+        },
+    };
+    for pair in &labels {
+        let (name, value) = pair.split_once('=').ok_or_else(|| anyhow::anyhow!("`{pair}`: write labels as name=value"))?;
+        if !crate::alert::is_valid_label_name(name) {
+            return Err(anyhow::anyhow!("`{name}` is not a valid label name").into());
+        }
+        alert.labels.insert(name.to_string(), value.trim_matches('"').to_string());
+    }
+    let decision = router.route(&alert, now);
+    let mut out = std::io::stdout().lock();
+    let script = router.script_file().map_or("none (every alert goes to the [route] receiver)".to_string(), |p| p.display().to_string());
+    let _ = writeln!(out, "tenant {tenant}, script {script}");
+    let _ = writeln!(out, "alert {}", crate::alert::format_label_set(&alert.labels));
+    if let Some(why) = &decision.failure {
+        let _ = writeln!(out, "the script failed on this alert, so it takes the fallback route: {why}");
+    }
+    if decision.routes.is_empty() {
+        let _ = writeln!(out, "no receiver: the script drops this alert");
+    }
+    for r in &decision.routes {
+        let o = &r.options;
+        let group_labels = o.group_by.group_labels(&alert.labels);
+        let _ = writeln!(
+            out,
+            "{}\n  group_by [{}] -> group {}\n  group_wait {} group_interval {} repeat_interval {}{}{}{}",
+            r.receiver,
+            o.group_by.names().join(", "),
+            crate::alert::format_label_set(&group_labels),
+            humantime_serde::re::humantime::format_duration(o.group_wait),
+            humantime_serde::re::humantime::format_duration(o.group_interval),
+            humantime_serde::re::humantime::format_duration(o.repeat_interval),
+            o.escalation.as_ref().map(|e| format!("\n  escalation {e}")).unwrap_or_default(),
+            if o.mute_time_intervals.is_empty() { String::new() } else { format!("\n  muted during {}", o.mute_time_intervals.join(", ")) },
+            if o.active_time_intervals.is_empty() {
+                String::new()
+            } else {
+                format!("\n  active during {}", o.active_time_intervals.join(", "))
+            },
+        );
+    }
+    if let Some(expected) = verify {
+        let got = decision.receivers();
+        if got != expected {
+            return Err(anyhow::anyhow!("expected receivers {expected:?}, the alert goes to {got:?}").into());
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

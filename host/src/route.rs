@@ -147,6 +147,35 @@ pub struct RouterSpec {
     pub script: Option<PathBuf>,
 }
 
+impl RouterSpec {
+    /// What a tenant's router is built from; the script path resolved against the tenant's file.
+    pub fn for_tenant(view: &crate::config::TenantView<'_>) -> RouterSpec {
+        let route = view.route;
+        RouterSpec {
+            tenant: view.name.to_string(),
+            fallback: route.receiver.clone(),
+            defaults: RouteOptions {
+                group_by: GroupBy::from_names(route.group_by.clone()).unwrap_or(GroupBy::Labels(Vec::new())),
+                group_wait: route.group_wait,
+                group_interval: route.group_interval,
+                repeat_interval: route.repeat_interval,
+                ..RouteOptions::default()
+            },
+            receivers: view.receivers.iter().map(|r| r.name.clone()).collect(),
+            time_intervals: view.time_intervals.iter().map(|i| i.name.clone()).collect(),
+            script: route.script.as_ref().map(|p| {
+                let base = view.file.parent().unwrap_or(Path::new("."));
+                let path = if p.is_absolute() { p.clone() } else { base.join(p) };
+                // Absolute and canonical, so file-change events can be matched to it.
+                match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
+                    (Some(dir), Some(name)) => dir.join(name),
+                    _ => path,
+                }
+            }),
+        }
+    }
+}
+
 /// Sandbox limits of a routing script, per evaluation.
 pub mod limits {
     /// Rhai operations per evaluation (a 7-rule script uses about 200).

@@ -15,7 +15,7 @@ use crate::dispatch::{Dispatcher, Notifier, OnOutcome, Routing};
 use crate::group::Groups;
 use crate::inhibit::Inhibitor;
 use crate::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
-use crate::route::{GroupBy, RouteOptions, Router, RouterSpec};
+use crate::route::{Router, RouterSpec};
 use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
 use crate::store::{RedbStore, Store};
@@ -95,7 +95,7 @@ impl Daemon {
         let mut built = Vec::new();
         for view in config.tenants() {
             let receivers = bind_receivers(&view, config, &plugins, &mut errors).await;
-            let router = match Router::build(router_spec(&view)) {
+            let router = match Router::build(RouterSpec::for_tenant(&view)) {
                 Ok(router) => Arc::new(router),
                 Err(e) => {
                     let key = e.line.map_or("-".to_string(), |l| format!("line {l}"));
@@ -253,33 +253,6 @@ impl Reload for Daemon {
 
     fn tenants(&self) -> Arc<Tenants> {
         Daemon::tenants(self)
-    }
-}
-
-/// What a tenant's router is built from; the script path resolved against the tenant's file.
-fn router_spec(view: &TenantView<'_>) -> RouterSpec {
-    let route = view.route;
-    RouterSpec {
-        tenant: view.name.to_string(),
-        fallback: route.receiver.clone(),
-        defaults: RouteOptions {
-            group_by: GroupBy::from_names(route.group_by.clone()).unwrap_or(GroupBy::Labels(Vec::new())),
-            group_wait: route.group_wait,
-            group_interval: route.group_interval,
-            repeat_interval: route.repeat_interval,
-            ..RouteOptions::default()
-        },
-        receivers: view.receivers.iter().map(|r| r.name.clone()).collect(),
-        time_intervals: view.time_intervals.iter().map(|i| i.name.clone()).collect(),
-        script: route.script.as_ref().map(|p| {
-            let base = view.file.parent().unwrap_or(Path::new("."));
-            let path = if p.is_absolute() { p.clone() } else { base.join(p) };
-            // Absolute and canonical, so file-change events can be matched to it.
-            match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
-                (Some(dir), Some(name)) => dir.join(name),
-                _ => path,
-            }
-        }),
     }
 }
 

@@ -1,0 +1,259 @@
+//! Black-box: Rhai routing scripts, their hot reload, grouping, inhibition, time intervals, and `belfry route test`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use belfry_tests::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+
+/// Receivers `pager`, `chat` and `fallback`, each posting to `sink` at `/<name>`; `[route]`
+/// runs `route.rhai` with `route_extra` keys, and `extra` is appended.
+fn config(sink: &HttpSink, route_extra: &str, extra: &str) -> String {
+    let receiver = |name: &str| {
+        format!(
+            "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{}\" }}\n",
+            sink.host(),
+            sink.url(&format!("/{name}"))
+        )
+    };
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}{}{}\n[route]\nreceiver = \"fallback\"\nscript = \"route.rhai\"\ngroup_wait = \"0s\"\ngroup_interval = \"50ms\"\n{route_extra}\n{extra}",
+        webhook_wasm().display(),
+        receiver("pager"),
+        receiver("chat"),
+        receiver("fallback"),
+    )
+}
+
+async fn post(daemon: &Daemon, alerts: &str) {
+    let (status, body) = http_request("POST", &daemon.url("/api/v2/alerts"), alerts).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The webhook payloads that arrived at `/<receiver>`.
+fn payloads(sink: &HttpSink, receiver: &str) -> Vec<Value> {
+    sink.requests().iter().filter(|r| r.path == format!("/{receiver}")).map(|r| r.json()).collect()
+}
+
+fn alertnames(payload: &Value) -> Vec<String> {
+    payload["alerts"].as_array().unwrap().iter().map(|a| a["labels"]["alertname"].as_str().unwrap().to_string()).collect()
+}
+
+/// Wait until `receiver` got at least `n` payloads.
+async fn wait_for_receiver(sink: &HttpSink, receiver: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = payloads(sink, receiver);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "expected {n} payloads at /{receiver}, got {got:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+const SCRIPT: &str = r#"
+fn route(alert) {
+    if alert.labels.severity == "critical" { return ["pager", "chat"]; }
+    if alert.labels.team == "broken" { throw "this team has no route"; }
+    if matches(alert.labels.team, "web|api") { return #{ receiver: "chat", group_by: ["team"] }; }
+}
+fn tests() {
+    [ #{ labels: #{ severity: "critical" }, expect: ["pager", "chat"] },
+      #{ labels: #{ team: "api" }, expect: "chat" } ]
+}
+"#;
+
+#[tokio::test]
+async fn a_script_routes_to_several_receivers_groups_and_falls_back_on_errors() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start_with_files(BIN, &config(&sink, "", ""), &[("route.rhai", SCRIPT)]).expect("daemon starts");
+
+    post(&daemon, r#"[{"labels":{"alertname":"Down","severity":"critical"}}]"#).await;
+    assert_eq!(alertnames(&wait_for_receiver(&sink, "pager", 1).await[0]), ["Down"]);
+    assert_eq!(alertnames(&wait_for_receiver(&sink, "chat", 1).await[0]), ["Down"], "continue: both receivers");
+
+    // group_by team: two alerts of team api posted together are one notification.
+    post(&daemon, r#"[{"labels":{"alertname":"Slow","team":"api"}},{"labels":{"alertname":"Errors","team":"api"}}]"#).await;
+    let chat = wait_for_receiver(&sink, "chat", 2).await;
+    let mut names = alertnames(&chat[1]);
+    names.sort();
+    assert_eq!(names, ["Errors", "Slow"]);
+    assert_eq!(chat[1]["groupLabels"], serde_json::json!({"team": "api"}));
+
+    // A script error sends the alert to the fallback receiver and says why.
+    post(&daemon, r#"[{"labels":{"alertname":"Odd","team":"broken"}}]"#).await;
+    assert_eq!(alertnames(&wait_for_receiver(&sink, "fallback", 1).await[0]), ["Odd"]);
+    let log = daemon.stderr();
+    assert!(log.contains("routing script failed on an alert") && log.contains("this team has no route"), "{log}");
+    assert!(log.contains("line 4"), "the script line is named: {log}");
+
+    // The API reports the receivers each alert went to.
+    let (_, listed) = http_request("GET", &daemon.url("/api/v2/alerts?filter=alertname%3D%22Down%22"), "").await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["receivers"], serde_json::json!([{"name": "pager"}, {"name": "chat"}]));
+}
+
+#[tokio::test]
+async fn group_wait_collects_alerts_posted_one_by_one_into_one_notification() {
+    let sink = HttpSink::start().await;
+    let script = "fn route(alert) { () }";
+    let route = "group_by = [\"alertname\"]\n";
+    let config = config(&sink, route, "").replace("group_wait = \"0s\"", "group_wait = \"1s\"");
+    let daemon = Daemon::start_with_files(BIN, &config, &[("route.rhai", script)]).expect("daemon starts");
+    for instance in ["a", "b", "c"] {
+        post(&daemon, &format!(r#"[{{"labels":{{"alertname":"Down","instance":"{instance}"}}}}]"#)).await;
+    }
+    let got = wait_for_receiver(&sink, "fallback", 1).await;
+    assert_eq!(got[0]["alerts"].as_array().unwrap().len(), 3, "{got:?}");
+    // Re-posting the same alerts (as Prometheus does) sends nothing new.
+    post(&daemon, r#"[{"labels":{"alertname":"Down","instance":"a"}}]"#).await;
+    post(&daemon, r#"[{"labels":{"alertname":"Marker"}}]"#).await;
+    let got = wait_for_receiver(&sink, "fallback", 2).await;
+    assert_eq!(alertnames(&got[1]), ["Marker"], "the re-post was deduplicated: {got:?}");
+}
+
+#[tokio::test]
+async fn a_changed_script_goes_live_without_restart_and_a_broken_one_is_rejected() {
+    let sink = HttpSink::start().await;
+    let daemon =
+        Daemon::start_with_files(BIN, &config(&sink, "group_by = [\"...\"]", ""), &[("route.rhai", "fn route(alert) { \"pager\" }")])
+            .expect("daemon starts");
+    post(&daemon, r#"[{"labels":{"alertname":"First"}}]"#).await;
+    wait_for_receiver(&sink, "pager", 1).await;
+
+    // Save a new script: the file watcher reloads it.
+    daemon.write_file("route.rhai", Some("fn route(alert) { \"chat\" }"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut n = 0;
+    while payloads(&sink, "chat").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the new script never took effect: {}", daemon.stderr());
+        n += 1;
+        post(&daemon, &format!(r#"[{{"labels":{{"alertname":"Probe{n}"}}}}]"#)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(daemon.stderr().contains("routing script reloaded"));
+
+    // A script that does not compile, and one whose self-test fails: both rejected, chat keeps routing.
+    for (broken, complaint) in [
+        ("fn route(alert) {\n  \"pager\"\n  let = 1;\n}", "route.rhai:3"),
+        ("fn route(alert) { \"pager\" }\nfn tests() { [#{ labels: #{}, expect: \"chat\" }] }", "expected receivers [\"chat\"]"),
+    ] {
+        daemon.write_file("route.rhai", Some(broken));
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !daemon.stderr().contains(complaint) {
+            assert!(tokio::time::Instant::now() < deadline, "no rejection logged: {}", daemon.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = payloads(&sink, "chat").len();
+        n += 1;
+        post(&daemon, &format!(r#"[{{"labels":{{"alertname":"Probe{n}"}}}}]"#)).await;
+        wait_for_receiver(&sink, "chat", before + 1).await;
+    }
+    assert!(daemon.stderr().contains("the previous script keeps routing"));
+
+    // Reload through the API rejects it too, naming file and line.
+    daemon.write_file("route.rhai", Some("fn route(alert) {\n  \"pager\"\n  let = 1;\n}"));
+    let (status, body) = http_request("POST", &daemon.url("/-/reload"), "").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("route.rhai: line 3"), "{body}");
+}
+
+#[tokio::test]
+async fn a_firing_source_inhibits_its_targets_until_it_resolves() {
+    let sink = HttpSink::start().await;
+    let rules = "[[inhibit_rules]]\nsource_matchers = ['severity=\"critical\"']\ntarget_matchers = ['severity=\"warning\"']\nequal = [\"cluster\"]\n";
+    let daemon = Daemon::start_with_files(BIN, &config(&sink, "group_by = [\"...\"]", rules), &[("route.rhai", "fn route(alert) { () }")])
+        .expect("daemon starts");
+    post(&daemon, r#"[{"labels":{"alertname":"ClusterDown","severity":"critical","cluster":"eu"}}]"#).await;
+    wait_for_receiver(&sink, "fallback", 1).await;
+    post(
+        &daemon,
+        r#"[{"labels":{"alertname":"Slow","severity":"warning","cluster":"eu"}},{"labels":{"alertname":"SlowUS","severity":"warning","cluster":"us"}}]"#,
+    )
+    .await;
+    let got = wait_for_receiver(&sink, "fallback", 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_names: Vec<Vec<String>> = payloads(&sink, "fallback").iter().map(alertnames).collect();
+    assert_eq!(got_names, [vec!["ClusterDown"], vec!["SlowUS"]], "the eu warning is inhibited: {got:?}");
+    let (_, listed) = http_request("GET", &daemon.url("/api/v2/alerts?filter=alertname%3D%22Slow%22"), "").await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["status"]["state"], "suppressed");
+    assert_eq!(listed[0]["status"]["inhibitedBy"].as_array().unwrap().len(), 1);
+    let (_, hidden) = http_request("GET", &daemon.url("/api/v2/alerts?inhibited=false&filter=alertname%3D%22Slow%22"), "").await;
+    assert_eq!(hidden, "[]");
+
+    // The source resolves: the warning is notified.
+    post(&daemon, r#"[{"labels":{"alertname":"ClusterDown","severity":"critical","cluster":"eu"},"endsAt":"2020-01-01T00:00:00Z","startsAt":"2019-12-31T00:00:00Z"}]"#)
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !payloads(&sink, "fallback").iter().any(|p| alertnames(p) == ["Slow"]) {
+        assert!(tokio::time::Instant::now() < deadline, "the warning was never released: {:?}", payloads(&sink, "fallback"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_mute_time_interval_holds_a_route_while_others_deliver() {
+    let sink = HttpSink::start().await;
+    let always = "[[time_intervals]]\nname = \"always\"\n[[time_intervals.intervals]]\n";
+    let script = r#"fn route(alert) { [#{ receiver: "pager", mute_time_intervals: ["always"] }, "chat"] }"#;
+    let daemon = Daemon::start_with_files(BIN, &config(&sink, "", always), &[("route.rhai", script)]).expect("daemon starts");
+    post(&daemon, r#"[{"labels":{"alertname":"Down"}}]"#).await;
+    wait_for_receiver(&sink, "chat", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(payloads(&sink, "pager").is_empty(), "pager is muted by the time interval");
+    // The alert is held in its group, not lost.
+    let (_, groups) = http_request("GET", &daemon.url("/api/v2/alerts/groups"), "").await;
+    let groups: Value = serde_json::from_str(&groups).unwrap();
+    let receivers: Vec<&str> = groups.as_array().unwrap().iter().map(|g| g["receiver"]["name"].as_str().unwrap()).collect();
+    assert!(receivers.contains(&"pager") && receivers.contains(&"chat"), "{groups}");
+}
+
+#[tokio::test]
+async fn the_notification_log_survives_kill_9_so_nothing_is_sent_twice() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start_with_files(BIN, &config(&sink, "group_by = [\"...\"]", ""), &[("route.rhai", "fn route(alert) { () }")])
+        .expect("daemon starts");
+    post(&daemon, r#"[{"labels":{"alertname":"Once"}}]"#).await;
+    wait_for_receiver(&sink, "fallback", 1).await;
+    // Give the log entry a moment to be written (it is not awaited before delivery).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let daemon = daemon.kill_9_and_restart(BIN).expect("restarts");
+    post(&daemon, r#"[{"labels":{"alertname":"Marker"}}]"#).await;
+    let got = wait_for_receiver(&sink, "fallback", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let names: Vec<Vec<String>> = payloads(&sink, "fallback").iter().map(alertnames).collect();
+    assert_eq!(names, [vec!["Once"], vec!["Marker"]], "Once was not repeated after the restart: {got:?}");
+}
+
+#[test]
+fn route_test_prints_the_routes_and_verifies_receivers() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/multi-tenant");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(["route", "test", "--config", examples]).args(args).output().expect("runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stdout, stderr) = run(&["--tenant", "payments", "alertname=ApiDown", "severity=critical", "cluster=eu"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("payments-oncall\n  group_by [alertname, cluster] -> group {alertname=\"ApiDown\", cluster=\"eu\"}"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("group_wait 0s group_interval 1m repeat_interval 1h"), "{stdout}");
+    assert!(stdout.contains("payments-chat"), "{stdout}");
+
+    let (code, _, stderr) = run(&["--tenant", "payments", "service=postgres", "--verify-receivers", "payments-db"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = run(&["--tenant", "payments", "service=postgres", "--verify-receivers", "payments-chat"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("expected receivers [\"payments-chat\"], the alert goes to [\"payments-db\"]"), "{stderr}");
+    let (code, _, stderr) = run(&["--tenant", "nobody", "a=b"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no tenant `nobody`"), "{stderr}");
+    // Business hours come from the clock, which --at sets.
+    let night = run(&["--tenant", "payments", "--at", "2026-11-23T22:00:00Z", "severity=warning", "component=card-processor"]);
+    assert!(night.1.contains("payments-oncall"), "{}", night.1);
+}
