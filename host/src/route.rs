@@ -212,6 +212,16 @@ struct Script {
     file: PathBuf,
     engine: Engine,
     ast: AST,
+    /// Alert fields the script's text names; the others are not computed per alert.
+    uses: Uses,
+}
+
+/// Which of the costlier alert fields a script can read (a conservative text search).
+#[derive(Clone, Copy)]
+struct Uses {
+    annotations: bool,
+    starts_at: bool,
+    fingerprint: bool,
 }
 
 thread_local! {
@@ -304,7 +314,7 @@ impl Router {
 
     fn evaluate(&self, script: &Script, alert: &Alert, now: DateTime<Utc>) -> Result<Vec<RouteTo>, String> {
         EVAL_NOW_MS.with(|c| c.set(now.timestamp_millis()));
-        let input = self.alert_map(alert, now);
+        let input = self.alert_map(alert, now, script.uses);
         let mut scope = Scope::new();
         let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
         let result = script
@@ -314,19 +324,25 @@ impl Router {
         self.interpret(result).map_err(|why| format!("route() returned {why}"))
     }
 
-    fn alert_map(&self, alert: &Alert, now: DateTime<Utc>) -> Dynamic {
+    fn alert_map(&self, alert: &Alert, now: DateTime<Utc>, uses: Uses) -> Dynamic {
         let set = |s: &LabelSet| -> Map { s.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect() };
         let mut m = Map::new();
         m.insert("labels".into(), set(&alert.labels).into());
-        m.insert("annotations".into(), set(&alert.annotations).into());
+        if uses.annotations {
+            m.insert("annotations".into(), set(&alert.annotations).into());
+        }
         let status = match alert.status_at(now) {
             Status::Firing => "firing",
             Status::Resolved => "resolved",
         };
         m.insert("status".into(), status.into());
-        m.insert("starts_at".into(), alert::format_time(alert.starts_at).into());
-        m.insert("starts_at_unix".into(), Dynamic::from(alert.starts_at.timestamp()));
-        m.insert("fingerprint".into(), alert.fingerprint().to_string().into());
+        if uses.starts_at {
+            m.insert("starts_at".into(), alert::format_time(alert.starts_at).into());
+            m.insert("starts_at_unix".into(), Dynamic::from(alert.starts_at.timestamp()));
+        }
+        if uses.fingerprint {
+            m.insert("fingerprint".into(), alert.fingerprint().to_string().into());
+        }
         m.insert("tenant".into(), self.tenant.clone().into());
         m.into()
     }
@@ -522,7 +538,13 @@ impl Script {
                 message: "defines no `fn route(alert)`; the script must define it and return where the alert goes".into(),
             });
         }
-        Ok(Script { file: file.to_path_buf(), engine, ast })
+        // A script can only read a field it names (there is no `eval` to build the name).
+        let uses = Uses {
+            annotations: text.contains("annotations"),
+            starts_at: text.contains("starts_at"),
+            fingerprint: text.contains("fingerprint"),
+        };
+        Ok(Script { file: file.to_path_buf(), engine, ast, uses })
     }
 }
 
@@ -729,6 +751,48 @@ mod tests {
         assert!(r.route(&alert(&[("alertname", "Watchdog")]), now()).routes.is_empty(), "[] drops the alert");
         assert_eq!(r.route(&alert(&[("alertname", "Other")]), now()).receivers(), ["fallback"], "() is the default route");
         assert_eq!(r.failures(), 0);
+    }
+
+    #[test]
+    fn the_routing_guide_examples_compile_and_route_without_errors() {
+        let guide = include_str!("../../docs/ROUTING.md");
+        let mut examples = 0;
+        for block in guide.split("```rust").skip(1).filter_map(|b| b.split("```").next()) {
+            if !block.contains("fn route(") {
+                continue;
+            }
+            let names = ["pager", "chat", "db-team", "oncall", "dba", "team-db", "team-web", "team-api"];
+            let r = Router::from_source(spec(&names), Path::new("ROUTING.md"), block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            for labels in [
+                &[("team", "db")][..],
+                &[("team", "unknown")],
+                &[("severity", "critical")],
+                &[("severity", "warning")],
+                &[("service", "postgres")],
+                &[("alertname", "Watchdog")],
+                &[],
+            ] {
+                let d = r.route(&alert(labels), now());
+                assert!(d.failure.is_none(), "{block}\n{labels:?}: {:?}", d.failure);
+            }
+            examples += 1;
+        }
+        assert!(examples >= 6, "found {examples} examples");
+    }
+
+    #[test]
+    fn every_alert_field_is_readable() {
+        let r = router(
+            r#"fn route(alert) {
+                if alert.annotations.summary == "disk" && alert.status == "firing" && alert.tenant == "acme"
+                   && alert.starts_at == "2026-11-23T10:00:00Z" && alert.starts_at_unix == 1795428000
+                   && alert.fingerprint.len() == 16 { "pager" } else { "slack" }
+            }"#,
+        )
+        .unwrap();
+        let mut a = alert(&[("alertname", "A")]);
+        a.annotations.insert("summary".into(), "disk".into());
+        assert_eq!(r.route(&a, now()).receivers(), ["pager"]);
     }
 
     #[test]

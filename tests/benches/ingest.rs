@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use belfry_tests::load::{connect, percentile, post_alerts, rss_mib};
 use belfry_tests::{Daemon, misbehave_wasm};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 const CONNECTIONS: usize = 4;
@@ -37,6 +36,8 @@ config = {{ mode = "noop" }}
 
 [route]
 receiver = "sink"
+group_by = ["..."]
+group_wait = "0s"
 "#,
         misbehave_wasm().display(),
         cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/ingest-bench-cache"),
@@ -58,30 +59,6 @@ fn batch(first: usize, n: usize) -> String {
     format!("[{}]", alerts.join(","))
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: std::net::SocketAddr) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn post(sender: &mut Sender, addr: std::net::SocketAddr, body: Bytes) -> Duration {
-    let req = hyper::Request::post("/api/v2/alerts")
-        .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .unwrap();
-    let started = Instant::now();
-    let response = sender.send_request(req).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    started.elapsed()
-}
-
 /// Send `posts` batches starting at alert `first` over `connections` keep-alive connections;
 /// returns wall time and per-request latencies.
 async fn load(addr: std::net::SocketAddr, first: usize, posts: usize, connections: usize) -> (Duration, Vec<Duration>) {
@@ -94,7 +71,7 @@ async fn load(addr: std::net::SocketAddr, first: usize, posts: usize, connection
             let mut sender = connect(addr).await;
             let mut latencies = Vec::with_capacity(mine.len());
             for body in mine {
-                latencies.push(post(&mut sender, addr, body).await);
+                latencies.push(post_alerts(&mut sender, addr, body).await);
             }
             latencies
         }));
@@ -104,16 +81,6 @@ async fn load(addr: std::net::SocketAddr, first: usize, posts: usize, connection
         latencies.extend(t.await.unwrap());
     }
     (started.elapsed(), latencies)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb / 1024.0
 }
 
 fn main() {

@@ -15,6 +15,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
+pub mod load;
+
 /// The webhook plugin component, built from `plugins/webhook`.
 pub fn webhook_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_WEBHOOK"))
@@ -123,6 +125,8 @@ pub struct Recorded {
     pub headers: http::HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// When it arrived.
+    pub received: std::time::Instant,
 }
 
 impl Recorded {
@@ -177,7 +181,14 @@ impl HttpSink {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                            r.lock().unwrap().push(Recorded { method: parts.method.to_string(), path, headers: parts.headers, body });
+                            let received = std::time::Instant::now();
+                            r.lock().unwrap().push(Recorded {
+                                method: parts.method.to_string(),
+                                path,
+                                headers: parts.headers,
+                                body,
+                                received,
+                            });
                             a.notify_waiters();
                             let reply = rep.lock().unwrap().clone();
                             let mut response = hyper::Response::builder().status(reply.status);

@@ -1,0 +1,239 @@
+//! Routing and grouping: Rhai evaluations per second, 20,000 unique alerts to delivered, idle CPU with 20K live groups, end-to-end latency at 10K alerts/s, script reload latency.
+//!
+//! Run: `cargo bench -p belfry-tests --bench routing` (release, 2 cores here). The daemon is the
+//! real binary in its own process, delivering through the webhook plugin to an HTTP sink in
+//! this process. Figures go to docs/BENCHMARKS.md.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use belfry::alert::Alert;
+use belfry::route::{RouteOptions, Router, RouterSpec};
+use belfry_tests::load::{connect, cpu_seconds, percentile, post_alerts};
+use belfry_tests::{Daemon, HttpSink, webhook_wasm};
+use bytes::Bytes;
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+const EXAMPLE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/multi-tenant/tenants/payments/route.rhai");
+
+fn alert(labels: &[(&str, &str)]) -> Alert {
+    Alert {
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        annotations: [("summary".to_string(), "p99 latency above 2s".to_string())].into_iter().collect(),
+        starts_at: chrono::Utc::now(),
+        ends_at: None,
+        generator_url: String::new(),
+    }
+}
+
+/// Evaluations per second of the 7-rule example script on one core, against the same
+/// alerts with no script (the fixed cost of routing).
+fn route_evaluations() {
+    let spec = |script: Option<&str>| RouterSpec {
+        tenant: "payments".into(),
+        fallback: "payments-chat".into(),
+        defaults: RouteOptions::default(),
+        receivers: ["payments-oncall", "payments-chat", "payments-db"].iter().map(|s| s.to_string()).collect(),
+        time_intervals: HashSet::from(["weekend".to_string()]),
+        script: script.map(Into::into),
+    };
+    let common = [("cluster", "eu-1"), ("instance", "10.0.0.7:9100"), ("job", "node")];
+    let variants: Vec<Alert> = [
+        vec![("alertname", "ApiDown"), ("severity", "critical")],
+        vec![("alertname", "ReplicationLag"), ("service", "postgres"), ("severity", "warning")],
+        vec![("alertname", "Slow"), ("severity", "warning"), ("component", "card-processor")],
+        vec![("alertname", "Slow"), ("env", "staging"), ("severity", "warning")],
+        vec![("alertname", "CertExpiry"), ("severity", "info")],
+        vec![("alertname", "DiskFilling"), ("severity", "warning")],
+        vec![("alertname", "Watchdog")],
+    ]
+    .into_iter()
+    .map(|mut v| {
+        v.extend(common);
+        alert(&v)
+    })
+    .collect();
+    let now = chrono::Utc::now();
+    let rate = |router: &Router| {
+        for a in &variants {
+            std::hint::black_box(router.route(a, now));
+        }
+        let n = 300_000;
+        let started = Instant::now();
+        for i in 0..n {
+            std::hint::black_box(router.route(&variants[i % variants.len()], now));
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    };
+    let scripted = Router::build(spec(Some(EXAMPLE_SCRIPT))).expect("the example compiles and passes its tests");
+    let plain = Router::build(spec(None)).unwrap();
+    let (with_script, without) = (rate(&scripted), rate(&plain));
+    println!("## Routing script evaluation (one core)\n");
+    println!("| router | evaluations/s | per alert |");
+    println!("|---|---|---|");
+    println!("| examples/multi-tenant/tenants/payments/route.rhai (7 rules) | {with_script:.0} | {:.2} µs |", 1e6 / with_script);
+    println!("| no script (the [route] receiver) | {without:.0} | {:.2} µs |", 1e6 / without);
+}
+
+fn config(sink: &HttpSink) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 16777216
+
+[runtime]
+cache_dir = "{cache}"
+
+[plugins.webhook]
+path = "{webhook}"
+
+[[receivers]]
+name = "hook"
+plugin = "webhook"
+allowed_hosts = ["{host}"]
+allow_private_addresses = true
+config = {{ url = "{url}" }}
+
+[route]
+receiver = "hook"
+script = "route.rhai"
+group_by = ["..."]
+group_wait = "0s"
+group_interval = "1s"
+"#,
+        cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/routing-bench-cache"),
+        webhook = webhook_wasm().display(),
+        host = sink.host(),
+        url = sink.url("/hook"),
+    )
+}
+
+/// Unique alerts `first..first + n`, each its own group; `sent_us` carries the send time.
+fn batch(first: usize, n: usize, sent_us: u128) -> Bytes {
+    let alerts: Vec<String> = (first..first + n)
+        .map(|i| {
+            format!(
+                r#"{{"labels":{{"alertname":"HighLatency","instance":"10.{}.{}.{}:9100","job":"node","severity":"warning","sent_us":"{sent_us}"}},"annotations":{{"summary":"p99 latency above 2s"}},"startsAt":"2026-11-23T10:00:00Z","endsAt":"2099-01-01T00:00:00Z"}}"#,
+                i / 65536,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    Bytes::from(format!("[{}]", alerts.join(",")))
+}
+
+async fn wait_for_requests(sink: &HttpSink, n: usize) {
+    while sink.requests().len() < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Rewrite the script `times` times and read how long each took to go live from its log line.
+async fn reload_latencies(daemon: &Daemon, times: usize) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for i in 0..times {
+        let before = daemon.stderr().matches("routing script reloaded").count();
+        daemon.write_file("route.rhai", Some(&format!("// revision {i}\nfn route(alert) {{ () }}\n")));
+        loop {
+            let log = daemon.stderr();
+            if log.matches("routing script reloaded").count() > before {
+                let line = log.lines().rev().find(|l| l.contains("routing script reloaded")).unwrap();
+                let ms: f64 = line.split("since_write_ms=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+                out.push(Duration::from_secs_f64(ms / 1e3));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    out.sort();
+    out
+}
+
+fn main() {
+    route_evaluations();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let sink = HttpSink::start().await;
+        let daemon = Daemon::start_with_files(BIN, &config(&sink), &[("route.rhai", "fn route(alert) { () }")]).expect("daemon starts");
+        let addr = daemon.addr;
+        let empty_reload = reload_latencies(&daemon, 10).await;
+
+        // 20,000 unique alerts, each its own group, from the first POST to all delivered.
+        let epoch = Instant::now();
+        let bodies: Vec<Bytes> = (0..200).map(|p| batch(p * 100, 100, 0)).collect();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..4 {
+            let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(4).cloned().collect();
+            tasks.push(tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                for body in mine {
+                    post_alerts(&mut sender, addr, body).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let accepted = started.elapsed();
+        wait_for_requests(&sink, 20_000).await;
+        let delivered = started.elapsed();
+        println!("\n## 20,000 unique alerts (each its own group) to delivered through the webhook plugin\n");
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!("| all 200 POSTs answered | {:.3} s |", accepted.as_secs_f64());
+        println!("| first POST to the 20,000th webhook request at the sink | {:.3} s |", delivered.as_secs_f64());
+
+        // Idle: 20K live groups with a 1 s group_interval and nothing changing.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let pid = daemon.pid();
+        let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let idle = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+        println!("| daemon CPU while idle with 20,000 live groups (group_interval 1s, 20 s window) | {idle:.4} cores |");
+
+        // End to end at 10,000 alerts/s: 100 new alerts every 10 ms for 5 s.
+        let before = sink.requests().len();
+        let mut sender = connect(addr).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let load_start = Instant::now();
+        for p in 0..500 {
+            tick.tick().await;
+            let sent_us = epoch.elapsed().as_micros();
+            post_alerts(&mut sender, addr, batch(1_000_000 + p * 100, 100, sent_us)).await;
+        }
+        let offered = 50_000.0 / load_start.elapsed().as_secs_f64();
+        wait_for_requests(&sink, before + 50_000).await;
+        let mut latencies: Vec<Duration> = sink.requests()[before..]
+            .iter()
+            .map(|r| {
+                let sent: u64 = r.json()["alerts"][0]["labels"]["sent_us"].as_str().unwrap().parse().unwrap();
+                r.received.duration_since(epoch) - Duration::from_micros(sent)
+            })
+            .collect();
+        latencies.sort();
+        println!("\n## End to end at {offered:.0} alerts/s (group_wait 0, each alert its own group)\n");
+        println!("| POST sent to webhook request at the sink | value |");
+        println!("|---|---|");
+        println!("| p50 | {:.2} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
+        println!("| p99 | {:.2} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
+        println!("| max | {:.2} ms |", latencies.last().unwrap().as_secs_f64() * 1e3);
+
+        let held = daemon_alerts(&daemon).await;
+        let loaded_reload = reload_latencies(&daemon, 10).await;
+        println!("\n## Script reload: file written to new routes in effect (inotify, compile, self-tests, re-route held alerts)\n");
+        println!("| alerts held | median | max |");
+        println!("|---|---|---|");
+        for (n, l) in [(0, &empty_reload), (held, &loaded_reload)] {
+            println!("| {n} | {:.1} ms | {:.1} ms |", percentile(l, 0.5).as_secs_f64() * 1e3, l.last().unwrap().as_secs_f64() * 1e3);
+        }
+    });
+}
+
+async fn daemon_alerts(daemon: &Daemon) -> usize {
+    let (_, body) = belfry_tests::http_request("GET", &daemon.url("/api/v2/alerts"), "").await;
+    serde_json::from_str::<serde_json::Value>(&body).unwrap().as_array().unwrap().len()
+}
