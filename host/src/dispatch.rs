@@ -79,6 +79,15 @@ pub struct Routing {
     pub groups: Groups,
 }
 
+impl Routing {
+    /// Route an alert and put it into the groups of its routes.
+    fn route_into_groups(&mut self, fp: Fingerprint, record: &AlertRecord, now: DateTime<Utc>) {
+        let alert = record.to_alert();
+        let decision = self.router.route(&alert, now);
+        self.groups.insert(fp, &alert.labels, alert.starts_at, &decision.routes, now);
+    }
+}
+
 /// One tenant's notification pipeline: ingested alerts into groups, due groups into
 /// notifications, notifications to receivers.
 ///
@@ -129,30 +138,30 @@ impl Notifier {
 
     /// Put ingested alerts into groups: new ones are routed, changed ones make their groups due.
     pub fn on_ingested(&self, touched: &[Touched], now: DateTime<Utc>) {
-        let mut inhibition_changed = false;
         {
             let mut routing = self.routing();
-            let mut unrouted = Vec::new();
+            let mut unrouted = HashSet::new();
             for t in touched {
                 if routing.groups.is_member(t.fingerprint) {
                     if t.changed {
                         routing.groups.changed(t.fingerprint, now);
                     }
                 } else {
-                    unrouted.push(t.fingerprint);
+                    unrouted.insert(t.fingerprint);
                 }
             }
-            let changed: Vec<Fingerprint> = touched.iter().filter(|t| t.changed).map(|t| t.fingerprint).collect();
-            let wanted: Vec<Fingerprint> =
-                if self.inhibitor.is_empty() { unrouted.clone() } else { unrouted.iter().chain(&changed).copied().collect() };
-            let records = self.state.records(wanted);
-            for (fp, record) in &records {
-                if unrouted.contains(fp) && !routing.groups.is_member(*fp) {
-                    let alert = record.to_alert();
-                    let decision = routing.router.route(&alert, now);
-                    routing.groups.insert(*fp, &alert.labels, alert.starts_at, &decision.routes, now);
+            // With inhibition rules, a changed source alert changes what is muted.
+            let changed: HashSet<Fingerprint> = if self.inhibitor.is_empty() {
+                HashSet::new()
+            } else {
+                touched.iter().filter(|t| t.changed).map(|t| t.fingerprint).collect()
+            };
+            let mut inhibition_changed = false;
+            for (fp, record) in self.state.records(unrouted.union(&changed).copied()) {
+                if unrouted.contains(&fp) {
+                    routing.route_into_groups(fp, &record, now);
                 }
-                if changed.contains(fp) && self.inhibitor.is_source(&record.labels) {
+                if changed.contains(&fp) && self.inhibitor.is_source(&record.labels) {
                     inhibition_changed = true;
                 }
             }
@@ -173,24 +182,18 @@ impl Notifier {
     /// and swap them in with the router. Alerts that arrive meanwhile are routed by the new
     /// router right after the swap, so each alert is routed exactly once.
     pub fn rebuild(&self, router: Arc<Router>, now: DateTime<Utc>) {
-        let mut fresh = Groups::default();
-        let all = self.state.list();
-        for record in &all {
-            let alert = record.to_alert();
-            fresh.insert(record.fingerprint(), &alert.labels, alert.starts_at, &router.route(&alert, now).routes, now);
+        let mut fresh = Routing { router, groups: Groups::default() };
+        for (fp, record) in self.state.records(self.state.fingerprints()) {
+            fresh.route_into_groups(fp, &record, now);
         }
         let orphaned = {
             let mut routing = self.routing();
-            fresh.set_log(routing.groups.take_log());
-            routing.groups = fresh;
-            routing.router = router;
+            fresh.groups.set_log(routing.groups.take_log());
+            *routing = fresh;
             // Alerts ingested while the fresh groups were built.
-            let late: Vec<Fingerprint> =
-                self.state.list().iter().map(|r| r.fingerprint()).filter(|fp| !routing.groups.is_member(*fp)).collect();
+            let late: Vec<Fingerprint> = self.state.fingerprints().into_iter().filter(|fp| !routing.groups.is_member(*fp)).collect();
             for (fp, record) in self.state.records(late) {
-                let alert = record.to_alert();
-                let decision = routing.router.route(&alert, now);
-                routing.groups.insert(fp, &alert.labels, alert.starts_at, &decision.routes, now);
+                routing.route_into_groups(fp, &record, now);
             }
             let orphaned = routing.groups.orphaned_log_keys();
             for key in &orphaned {

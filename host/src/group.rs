@@ -198,12 +198,8 @@ impl Groups {
             if !keys.contains(&key) {
                 keys.push(key.clone());
             }
-            let wait = chrono::Duration::from_std(group.options.group_wait).unwrap_or(chrono::Duration::MAX);
-            let at = match group.flushed_at {
-                None if starts_at + wait <= now => now,
-                None => group.created + wait,
-                Some(_) => next_boundary(group, now),
-            };
+            let waited_already = group.flushed_at.is_none() && starts_at + span(group.options.group_wait) <= now;
+            let at = if waited_already { now } else { next_flush(group, now) };
             Self::schedule_at(&mut self.schedule, group, at);
         }
     }
@@ -213,10 +209,7 @@ impl Groups {
         let Some(keys) = self.members.get(&fp) else { return };
         for key in keys {
             if let Some(group) = self.groups.get_mut(key) {
-                let at = match group.flushed_at {
-                    None => group.created + chrono::Duration::from_std(group.options.group_wait).unwrap_or(chrono::Duration::MAX),
-                    Some(_) => next_boundary(group, now),
-                };
+                let at = next_flush(group, now);
                 Self::schedule_at(&mut self.schedule, group, at);
             }
         }
@@ -224,13 +217,10 @@ impl Groups {
 
     /// Silences or inhibitions changed: every group re-evaluates at its next boundary.
     pub fn touch_all(&mut self, now: DateTime<Utc>) {
-        let keys: Vec<GroupKey> = self.groups.keys().cloned().collect();
-        for key in keys {
-            let group = self.groups.get_mut(&key).expect("listed");
-            if group.flushed_at.is_some() {
-                let at = next_boundary(group, now);
-                Self::schedule_at(&mut self.schedule, group, at);
-            }
+        // Groups not flushed yet are due at the end of their group_wait anyway.
+        for group in self.groups.values_mut().filter(|g| g.flushed_at.is_some()) {
+            let at = next_flush(group, now);
+            Self::schedule_at(&mut self.schedule, group, at);
         }
     }
 
@@ -264,7 +254,7 @@ impl Groups {
         if group.alerts.is_empty() {
             return self.remove(key);
         }
-        let interval = chrono::Duration::from_std(group.options.group_interval).unwrap_or(chrono::Duration::MAX);
+        let interval = span(group.options.group_interval);
         if time_muted {
             group.flushed_at = Some(now);
             Self::schedule_at(&mut self.schedule, group, now + interval);
@@ -280,7 +270,7 @@ impl Groups {
         }
         firing.sort_unstable();
         resolved.sort_unstable();
-        let repeat = chrono::Duration::from_std(group.options.repeat_interval).unwrap_or(chrono::Duration::MAX);
+        let repeat = span(group.options.repeat_interval);
         let notify = needs_update(self.log.get(key), &firing, &resolved, repeat, send_resolved, now);
         let outcome = if notify {
             let mut to_send: Vec<AlertRecord> = alerts
@@ -362,10 +352,18 @@ impl Groups {
     }
 }
 
-/// The next time a flushed group may flush again: a `group_interval` after its last flush.
-fn next_boundary(group: &Group, now: DateTime<Utc>) -> DateTime<Utc> {
-    let interval = chrono::Duration::from_std(group.options.group_interval).unwrap_or(chrono::Duration::MAX);
-    group.flushed_at.map_or(now, |t| (t + interval).max(now))
+/// When a group that changed may flush: at the end of its `group_wait` if it never flushed,
+/// else a `group_interval` after its last flush (and not before `now`).
+fn next_flush(group: &Group, now: DateTime<Utc>) -> DateTime<Utc> {
+    match group.flushed_at {
+        None => group.created + span(group.options.group_wait),
+        Some(t) => (t + span(group.options.group_interval)).max(now),
+    }
+}
+
+/// A configured duration on the wall clock; durations beyond chrono's range mean "never".
+fn span(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 fn unlink(members: &mut HashMap<Fingerprint, Vec<GroupKey>>, fp: Fingerprint, key: &str) {

@@ -619,11 +619,7 @@ fn register_helpers(engine: &mut Engine) {
         let t = eval_now().with_timezone(&zone_of(zone)?);
         let minute = t.hour() * 60 + t.minute();
         let clock = |s: &str| -> Result<u32, Box<EvalAltResult>> {
-            s.split_once(':')
-                .and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)))
-                .filter(|&(h, m)| m < 60 && (h < 24 || (h == 24 && m == 0)))
-                .map(|(h, m)| h * 60 + m)
-                .ok_or_else(|| format!("in_hours(): `{s}` is not HH:MM").into())
+            crate::timeinterval::clock(s).ok_or_else(|| format!("in_hours(): `{s}` is not HH:MM").into())
         };
         let (start, end) = (clock(start)?, clock(end)?);
         // A window that crosses midnight (22:00 to 06:00) wraps.

@@ -57,7 +57,7 @@ pub struct Daemon {
 struct TenantState {
     alerts: Arc<AlertState>,
     silences: Arc<Silences>,
-    routing: Option<Arc<Mutex<Routing>>>,
+    routing: Arc<Mutex<Routing>>,
 }
 
 /// A tenant built by a (re)load, and the router to route its alerts with once it goes live.
@@ -104,28 +104,21 @@ impl Daemon {
                 }
             };
             let state = self.states.lock().expect("states lock").get(view.name).cloned();
-            let mut state = match state {
+            let state = match state {
                 Some(state) => state,
                 None => {
                     let state = TenantState {
                         alerts: Arc::new(AlertState::new(view.name, settings)),
                         silences: Arc::new(Silences::new(view.name, config.silences.retention)),
-                        routing: None,
+                        routing: Arc::new(Mutex::new(Routing { router: router.clone(), groups: Groups::default() })),
                     };
                     new_states.push((view.name.to_string(), state.clone()));
                     state
                 }
             };
-            let routing = state
-                .routing
-                .get_or_insert_with(|| Arc::new(Mutex::new(Routing { router: router.clone(), groups: Groups::default() })))
-                .clone();
-            if let Some((_, fresh)) = new_states.iter_mut().find(|(name, _)| name == view.name) {
-                fresh.routing = Some(routing.clone());
-            }
             let notifier = Arc::new(Notifier {
                 tenant: view.name.to_string(),
-                routing,
+                routing: state.routing,
                 receivers,
                 send_resolved: view.receivers.iter().filter(|r| r.send_resolved).map(|r| r.name.clone()).collect(),
                 inhibitor: Inhibitor::new(view.inhibit_rules).unwrap_or_default(),
@@ -181,9 +174,7 @@ impl Daemon {
                     }
                 }));
                 state.silences.restore(silences.remove(&name).unwrap_or_default());
-                if let Some(routing) = &state.routing {
-                    routing.lock().expect("routing lock").groups = Groups::with_log(logs.remove(&name).unwrap_or_default());
-                }
+                state.routing.lock().expect("routing lock").groups = Groups::with_log(logs.remove(&name).unwrap_or_default());
                 tracing::info!(tenant = %name, alerts = state.alerts.len(), silences = state.silences.list().len(), "tenant ready");
                 states.insert(name, state);
             }

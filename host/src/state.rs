@@ -295,6 +295,11 @@ impl AlertState {
         fingerprints.into_iter().filter_map(|fp| held.alerts.get(&fp).map(|r| (fp, r.record()))).collect()
     }
 
+    /// The fingerprints of every held alert, in no particular order.
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.lock().alerts.keys().copied().collect()
+    }
+
     /// Call `f` with every alert firing at `now`, without copying it.
     pub fn for_each_firing(&self, now: DateTime<Utc>, f: &mut dyn FnMut(Fingerprint, &AlertView<'_>)) {
         let held = self.lock();

@@ -83,8 +83,9 @@ impl TimeInterval {
             let at = |field: &str, j: usize| format!("intervals[{i}].{field}[{j}]");
             let mut times = Vec::new();
             for (j, t) in r.times.iter().enumerate() {
-                let start = clock(&t.start).ok_or_else(|| (at("times", j), format!("start `{}` is not HH:MM", t.start)))?;
-                let end = clock(&t.end).ok_or_else(|| (at("times", j), format!("end `{}` is not HH:MM (24:00 is allowed)", t.end)))?;
+                let start = clock(t.start.trim()).ok_or_else(|| (at("times", j), format!("start `{}` is not HH:MM", t.start)))?;
+                let end =
+                    clock(t.end.trim()).ok_or_else(|| (at("times", j), format!("end `{}` is not HH:MM (24:00 is allowed)", t.end)))?;
                 if start >= end {
                     return Err((at("times", j), format!("start {} is not before end {}", t.start, t.end)));
                 }
@@ -182,8 +183,8 @@ pub fn parse_zone(name: &str) -> Result<Tz, String> {
 }
 
 /// `HH:MM` as minutes of the day; `24:00` is the end of the day.
-fn clock(s: &str) -> Option<u32> {
-    let (h, m) = s.trim().split_once(':')?;
+pub fn clock(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
     let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
     (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
 }
