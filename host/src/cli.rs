@@ -5,7 +5,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -57,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Work with the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// A local HTTP endpoint that prints every request it receives: a stand-in webhook target.
     DevSink {
         /// Address to listen on.
@@ -87,6 +91,15 @@ enum RouteCommand {
         verify_receivers: Option<Vec<String>>,
         /// Labels as `name=value`.
         labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit trail; name the first edited, removed or reordered record.
+    Verify {
+        /// The trail (`[audit] path`, by default `data/audit.jsonl` next to the config).
+        path: PathBuf,
     },
 }
 
@@ -127,6 +140,7 @@ pub fn main() -> ExitCode {
                 route_test(config, &tenant, alert, at, labels, verify_receivers)
             }
             Command::Token { command } => token(command),
+            Command::Audit { command: AuditCommand::Verify { path } } => audit_verify(&path),
         }
     });
     match result {
@@ -140,6 +154,13 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `belfry audit verify`: exit 0 and print the count and last hash, or exit 1 naming the first bad line.
+fn audit_verify(path: &std::path::Path) -> Result<(), StartError> {
+    let verified = crate::audit::verify(path).map_err(|broken| anyhow::anyhow!("the audit trail is broken at {broken}"))?;
+    println!("ok: {} records, chain intact, last hash {}", verified.records, verified.last_hash);
+    Ok(())
 }
 
 /// `belfry route test`: build the tenant's router exactly as the daemon does (self-tests
@@ -267,7 +288,7 @@ fn token(command: TokenCommand) -> Result<(), StartError> {
 
 async fn run_serve(config_path: PathBuf) -> Result<(), StartError> {
     let config = Config::load(&config_path)?;
-    let running = serve::start(config_path, &config, Arc::new(crate::dispatch::log_outcome), shutdown_signal()).await?;
+    let running = serve::start(config_path, &config, shutdown_signal()).await?;
     #[cfg(unix)]
     {
         // SIGHUP reloads, as for Alertmanager.

@@ -23,6 +23,9 @@ pub struct Config {
     /// Where state is kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Where the audit trail is written.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// How long alerts live.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -280,6 +283,26 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[audit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The hash-chained audit trail (JSON lines), relative to the config file; created on first
+    /// start, appended to afterwards. `belfry audit verify` checks it.
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+}
+
+fn default_audit_path() -> PathBuf {
+    PathBuf::from("data/audit.jsonl")
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { path: default_audit_path() }
+    }
+}
+
 /// `[alerts]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -510,9 +533,97 @@ pub struct ReceiverConfig {
     /// Notify when a group's alerts resolve (Alertmanager's `send_resolved`).
     #[serde(default = "default_true")]
     pub send_resolved: bool,
+    /// Where a notification goes instead when this receiver's circuit breaker is open or its
+    /// retries are exhausted: another receiver of the same tenant (which may fail over in turn).
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// At most this many notifications per period to this receiver (e.g. Slack's 1 per second);
+    /// the rest wait their turn. None: no limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// How failed deliveries are retried.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// When the receiver is considered down and skipped for a while.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// The plugin's configuration, checked by its `validate-config`.
     #[serde(default)]
     pub config: toml::Table,
+}
+
+/// `rate_limit = { messages = 1, per = "1s" }`: a token bucket per receiver.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Notifications allowed per `per`.
+    pub messages: u32,
+    /// The period, e.g. "1s" or "1m".
+    #[serde(default = "default_rate_period", with = "humantime_serde")]
+    pub per: Duration,
+    /// Notifications that may go at once after a quiet spell (default: `messages`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_rate_period() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// `retry = { ... }`: exponential backoff with full jitter; a service's Retry-After wins when longer.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tries in all, the first included (1 = never retry).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Upper bound of the first backoff.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Upper bound of any backoff, Retry-After included.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+fn default_max_attempts() -> u32 {
+    6
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_attempts: default_max_attempts(), initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
+    }
+}
+
+/// `breaker = { ... }`: a per-receiver circuit breaker.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed attempts that open the breaker.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses deliveries before one probe is let through.
+    #[serde(default = "default_open_for", with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+fn default_open_for() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig { failure_threshold: default_failure_threshold(), open_for: default_open_for() }
+    }
 }
 
 /// `[route]`: the tenant's routing script, its fallback receiver and the default grouping.
@@ -744,6 +855,9 @@ impl Config {
                         push(tenant.file, format!("receivers[{i}].allowed_hosts[{j}]"), why);
                     }
                 }
+                if let Err((key, why)) = check_delivery_policy(r, tenant.receivers) {
+                    push(tenant.file, format!("receivers[{i}].{key}"), why);
+                }
             }
             if !tenant.receivers.iter().any(|r| r.name == tenant.route.receiver) {
                 push(
@@ -820,6 +934,42 @@ impl Config {
     }
 }
 
+/// A receiver's fallback, rate limit, retry and breaker settings, checked against its tenant's
+/// receivers: the fallback exists and no chain of fallbacks comes back to where it started.
+fn check_delivery_policy(r: &ReceiverConfig, all: &[ReceiverConfig]) -> Result<(), (String, String)> {
+    if let Some(rate) = &r.rate_limit
+        && (rate.messages == 0 || rate.burst == Some(0) || rate.per.is_zero())
+    {
+        return Err(("rate_limit".into(), "messages, burst and per must be greater than zero".into()));
+    }
+    if r.retry.max_attempts == 0 {
+        return Err(("retry.max_attempts".into(), "must be at least 1 (1 means: never retry)".into()));
+    }
+    if r.retry.initial_backoff.is_zero() || r.retry.max_backoff < r.retry.initial_backoff {
+        return Err(("retry".into(), "initial_backoff must be greater than zero and at most max_backoff".into()));
+    }
+    if r.breaker.failure_threshold == 0 || r.breaker.open_for.is_zero() {
+        return Err(("breaker".into(), "failure_threshold and open_for must be greater than zero".into()));
+    }
+    let mut chain = vec![r.name.as_str()];
+    let mut next = r.fallback.as_deref();
+    while let Some(name) = next {
+        let Some(fallback) = all.iter().find(|o| o.name == name) else {
+            return Err(("fallback".into(), format!("no receiver is named `{name}` in this tenant")));
+        };
+        if chain.contains(&name) {
+            chain.push(name);
+            return Err((
+                "fallback".into(),
+                format!("the fallbacks form a loop: {}; end the chain at a receiver without one", chain.join(" -> ")),
+            ));
+        }
+        chain.push(name);
+        next = fallback.fallback.as_deref();
+    }
+    Ok(())
+}
+
 /// Parse TOML text into `T`; an error comes back as (`line N`, message).
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
     toml::from_str::<T>(text).map_err(|e| {
@@ -889,6 +1039,26 @@ mod tests {
         let text = MINIMAL.replace("plugin = \"webhook\"", "plugin = \"webhook\"\nallowed_hosts = [\"http://x/\"]");
         let err = load(&text).unwrap_err();
         assert_eq!(err.0[0].key, "receivers[0].allowed_hosts[0]");
+    }
+
+    #[test]
+    fn fallback_must_exist_and_not_loop() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[plugins.webhook]\npath = \"w.wasm\"\n[[receivers]]\nname = \"a\"\nplugin = \"webhook\"\n{a}\n\
+                 [[receivers]]\nname = \"b\"\nplugin = \"webhook\"\n{b}\n[route]\nreceiver = \"a\"\n"
+            )
+        };
+        assert!(load(&two("fallback = \"b\"", "")).is_ok());
+        let err = load(&two("fallback = \"c\"", "")).unwrap_err();
+        assert_eq!(err.0[0].key, "receivers[0].fallback");
+        assert!(err.0[0].message.contains("`c`"), "{err}");
+        let err = load(&two("fallback = \"b\"", "fallback = \"a\"")).unwrap_err();
+        assert!(err.0[0].message.contains("a -> b -> a"), "{err}");
+        let err = load(&two("retry = { max_attempts = 0 }", "")).unwrap_err();
+        assert_eq!(err.0[0].key, "receivers[0].retry.max_attempts");
+        let err = load(&two("rate_limit = { messages = 0 }", "")).unwrap_err();
+        assert_eq!(err.0[0].key, "receivers[0].rate_limit");
     }
 
     #[test]

@@ -15,14 +15,17 @@
 //! - [`route`]: each tenant's Rhai routing script: receivers, grouping and timing per alert.
 //! - [`group`]: aggregation groups, their schedule and the notification log (dedup).
 //! - [`silence`], [`inhibit`], [`timeinterval`]: what mutes a notification.
-//! - [`dispatch`]: the pipeline that ties these together and runs deliveries.
+//! - [`dispatch`]: ties these together per tenant, then delivers: outbox, rate limit, retry,
+//!   circuit breaker, failover.
 //! - [`watch`]: reloads a tenant's routing script when its file changes.
 //! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
+//! - [`audit`]: the hash-chained audit trail of every delivery attempt and outcome.
 //! - [`serve`]: wires the above into the daemon; rebuilds the tenants on reload.
 //! - [`cli`]: the `belfry` command line.
 
 pub mod alert;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

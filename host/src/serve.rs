@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::net::TcpListener;
 
 use crate::api::{self, App, Reload};
+use crate::audit::AuditLog;
+use crate::config::{BreakerConfig, RateLimitConfig, ReceiverConfig};
 use crate::config::{Config, ConfigError, ConfigErrors, TenantView, parse_token_hash};
-use crate::dispatch::{Dispatcher, Notifier, OnOutcome, Routing};
+use crate::dispatch::{Backoff, Breaker, Channel, Channels, Dispatcher, Gate, Notifier, OutboxEntry, RateLimit, Routing};
 use crate::group::Groups;
 use crate::inhibit::Inhibitor;
-use crate::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
+use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, RuntimeOptions};
 use crate::route::{Router, RouterSpec};
 use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
@@ -22,8 +24,9 @@ use crate::store::{RedbStore, Store};
 use crate::tenant::{Tenant, Tenants};
 use crate::timeinterval::TimeInterval;
 
-/// Deliveries waiting for a worker before ingest answers 503.
-const QUEUE_CAPACITY: usize = 100_000;
+/// Notifications in the delivery pipeline (waiting, retrying or in flight) before group
+/// flushes wait for room; every one of them is also in the durable outbox.
+const MAX_PENDING: usize = 100_000;
 
 /// Why the daemon did not start (or a reload was refused).
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,15 @@ pub struct Daemon {
     wake: Arc<tokio::sync::Notify>,
     /// Reloads routing scripts when their files change.
     watcher: Option<crate::watch::ScriptWatcher>,
+    /// Rate limits and breakers by (tenant, receiver); a reload keeps those whose settings stay.
+    gates: Mutex<HashMap<(String, String), GateEntry>>,
+}
+
+/// A receiver's gate and the settings it was made with.
+struct GateEntry {
+    rate: Option<RateLimitConfig>,
+    breaker: BreakerConfig,
+    gate: Arc<Gate>,
 }
 
 /// A tenant's alerts, silences, and router with its groups.
@@ -64,6 +76,8 @@ struct TenantState {
 struct Built {
     notifier: Arc<Notifier>,
     router: Arc<Router>,
+    /// Notifications a previous run left in the outbox (new tenants only).
+    outbox: Vec<(String, OutboxEntry)>,
 }
 
 impl Daemon {
@@ -94,7 +108,7 @@ impl Daemon {
         let mut tenants = Vec::new();
         let mut built = Vec::new();
         for view in config.tenants() {
-            let receivers = bind_receivers(&view, config, &plugins, &mut errors).await;
+            let channels = self.bind_channels(&view, config, &plugins, &mut errors).await;
             let router = match Router::build(RouterSpec::for_tenant(&view)) {
                 Ok(router) => Arc::new(router),
                 Err(e) => {
@@ -119,7 +133,7 @@ impl Daemon {
             let notifier = Arc::new(Notifier {
                 tenant: view.name.to_string(),
                 routing: state.routing,
-                receivers,
+                channels: Arc::new(channels),
                 send_resolved: view.receivers.iter().filter(|r| r.send_resolved).map(|r| r.name.clone()).collect(),
                 inhibitor: Inhibitor::new(view.inhibit_rules).unwrap_or_default(),
                 time_intervals: view
@@ -141,7 +155,7 @@ impl Daemon {
                 limits: view.limits.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
-            built.push(Built { notifier: notifier.clone(), router });
+            built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });
             tenants.push(Tenant::new(view.name.to_string(), hashes, notifier));
         }
         if !errors.is_empty() {
@@ -161,6 +175,16 @@ impl Daemon {
             let mut logs: HashMap<String, Vec<_>> = HashMap::new();
             for (tenant, group, entry) in snapshot.notify_log {
                 logs.entry(tenant).or_default().push((group, entry));
+            }
+            let mut outbox: HashMap<String, Vec<_>> = HashMap::new();
+            for (tenant, id, entry) in snapshot.outbox {
+                outbox.entry(tenant).or_default().push((id, entry));
+            }
+            for b in &mut built {
+                if new_states.iter().any(|(name, _)| *name == b.notifier.tenant) {
+                    b.outbox = outbox.remove(&b.notifier.tenant).unwrap_or_default();
+                    b.outbox.sort_by_key(|(_, e)| e.decided_at);
+                }
             }
             let mut states = self.states.lock().expect("states lock");
             for (name, state) in new_states {
@@ -196,6 +220,10 @@ impl Daemon {
         for b in built {
             scripts.extend(b.router.script_file().map(Path::to_path_buf));
             b.notifier.rebuild(b.router, now);
+            if !b.outbox.is_empty() {
+                let notifier = b.notifier.clone();
+                tokio::spawn(async move { notifier.resume(b.outbox).await });
+            }
         }
         if let Some(watcher) = &self.watcher {
             watcher.watch(scripts);
@@ -237,6 +265,75 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Bind every receiver of a tenant to its plugin (the plugin validates its config) and give
+    /// it its delivery policy: retries, fallback, and the gate (rate limit, breaker) it had
+    /// before if those settings did not change.
+    async fn bind_channels(
+        &self,
+        view: &TenantView<'_>,
+        config: &Config,
+        plugins: &HashMap<String, Arc<Plugin>>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Channels {
+        let mut channels = HashMap::new();
+        for (i, r) in view.receivers.iter().enumerate() {
+            let Some(plugin) = plugins.get(&r.plugin) else { continue };
+            let spec = ReceiverSpec {
+                tenant: view.name.to_string(),
+                name: r.name.clone(),
+                config: r.config.clone(),
+                allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
+                allow_private_addresses: r.allow_private_addresses,
+                limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
+                isolation: config.runtime.isolation,
+            };
+            let mut error = |key: String, message: String| errors.push(ConfigError { file: view.file.to_path_buf(), key, message });
+            match plugin.bind(spec).await {
+                Ok(receiver) => {
+                    let channel = Channel {
+                        receiver: Arc::new(receiver),
+                        fallback: r.fallback.clone(),
+                        backoff: Backoff::from(&r.retry),
+                        gate: self.gate(view.name, r),
+                    };
+                    channels.insert(r.name.clone(), channel);
+                }
+                Err(BindError::Config(problems)) => {
+                    for p in problems {
+                        let key = if p.field.is_empty() {
+                            format!("receivers[{i}].config")
+                        } else {
+                            format!("receivers[{i}].config.{}", p.field)
+                        };
+                        error(key, format!("{} (receiver `{}`, plugin `{}`)", p.message, r.name, r.plugin));
+                    }
+                }
+                Err(BindError::Plugin(failure)) => error(
+                    format!("receivers[{i}]"),
+                    format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name),
+                ),
+            }
+        }
+        channels
+    }
+
+    /// The receiver's gate: the existing one while its settings stay, else a fresh one.
+    fn gate(&self, tenant: &str, r: &ReceiverConfig) -> Arc<Gate> {
+        let mut gates = self.gates.lock().expect("gates lock");
+        let key = (tenant.to_string(), r.name.clone());
+        if let Some(e) = gates.get(&key)
+            && e.rate == r.rate_limit
+            && e.breaker == r.breaker
+        {
+            return e.gate.clone();
+        }
+        let gate = Arc::new(Gate { rate: r.rate_limit.as_ref().map(RateLimit::new), breaker: Breaker::new(&r.breaker) });
+        gates.insert(key, GateEntry { rate: r.rate_limit.clone(), breaker: r.breaker.clone(), gate: gate.clone() });
+        gate
+    }
+}
+
 impl Reload for Daemon {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<usize, String>> + Send + '_>> {
         Box::pin(async move { Daemon::reload(self).await.map_err(|e| e.to_string()) })
@@ -245,44 +342,6 @@ impl Reload for Daemon {
     fn tenants(&self) -> Arc<Tenants> {
         Daemon::tenants(self)
     }
-}
-
-async fn bind_receivers(
-    view: &TenantView<'_>,
-    config: &Config,
-    plugins: &HashMap<String, Arc<Plugin>>,
-    errors: &mut Vec<ConfigError>,
-) -> HashMap<String, Arc<Receiver>> {
-    let mut receivers = HashMap::new();
-    for (i, r) in view.receivers.iter().enumerate() {
-        let Some(plugin) = plugins.get(&r.plugin) else { continue };
-        let spec = ReceiverSpec {
-            tenant: view.name.to_string(),
-            name: r.name.clone(),
-            config: r.config.clone(),
-            allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
-            allow_private_addresses: r.allow_private_addresses,
-            limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
-            isolation: config.runtime.isolation,
-        };
-        let mut error = |key: String, message: String| errors.push(ConfigError { file: view.file.to_path_buf(), key, message });
-        match plugin.bind(spec).await {
-            Ok(receiver) => {
-                receivers.insert(r.name.clone(), Arc::new(receiver));
-            }
-            Err(BindError::Config(problems)) => {
-                for p in problems {
-                    let key =
-                        if p.field.is_empty() { format!("receivers[{i}].config") } else { format!("receivers[{i}].config.{}", p.field) };
-                    error(key, format!("{} (receiver `{}`, plugin `{}`)", p.message, r.name, r.plugin));
-                }
-            }
-            Err(BindError::Plugin(failure)) => {
-                error(format!("receivers[{i}]"), format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name))
-            }
-        }
-    }
-    receivers
 }
 
 /// A running daemon.
@@ -300,7 +359,6 @@ pub struct Running {
 pub async fn start(
     config_path: PathBuf,
     config: &Config,
-    on_outcome: OnOutcome,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
     let runtime = Runtime::new(RuntimeOptions {
@@ -311,6 +369,10 @@ pub async fn start(
     let store_path = config.resolve(&config.store.path);
     let store = RedbStore::open(&store_path).map_err(|e| anyhow::anyhow!("{e} (check [store] path and its permissions)"))?;
     tracing::info!(path = %store_path.display(), "store opened");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let audit_path = config.resolve(&config.audit.path);
+    let audit = Arc::new(AuditLog::open(&audit_path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    tracing::info!(path = %audit_path.display(), "audit trail opened");
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set [server] listen to a free address)", config.server.listen))?;
@@ -326,13 +388,14 @@ pub async fn start(
     let daemon = Arc::new(Daemon {
         config_path,
         runtime,
-        store: Arc::new(store),
-        dispatcher: Dispatcher::start(QUEUE_CAPACITY, config.runtime.max_in_flight, on_outcome),
+        store: store.clone(),
+        dispatcher: Dispatcher::start(MAX_PENDING, config.runtime.max_in_flight, store, audit),
         external_url: config.external_url(addr),
         states: Mutex::new(HashMap::new()),
         tenants: RwLock::new(Arc::new(Tenants::new(Vec::new(), false, Vec::new()))),
         wake: Arc::new(tokio::sync::Notify::new()),
         watcher,
+        gates: Mutex::new(HashMap::new()),
     });
     let (tenants, built) = daemon.build_tenants(config).await?;
     daemon.commit(tenants, built);

@@ -24,12 +24,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::alert::Fingerprint;
+use crate::dispatch::OutboxEntry;
 use crate::group::NotifyEntry;
 use crate::silence::Silence;
 use crate::state::AlertRecord;
 
 /// One write. Within a batch, and across batches in submission order, later writes win.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Op {
     /// Insert or replace a tenant's alert (keyed by its fingerprint).
     PutAlert { tenant: String, alert: AlertRecord },
@@ -43,6 +44,10 @@ pub enum Op {
     PutNotifyLog { tenant: String, group: String, entry: NotifyEntry },
     /// Forget a group's notification log entry (the group is gone).
     DeleteNotifyLog { tenant: String, group: String },
+    /// A notification decided but not yet accepted by its channel (the outbox).
+    PutOutbox { tenant: String, id: String, entry: OutboxEntry },
+    /// The notification was delivered (or given up on): out of the outbox.
+    DeleteOutbox { tenant: String, id: String },
 }
 
 /// Everything stored, per tenant, as loaded at start.
@@ -55,6 +60,8 @@ pub struct Snapshot {
     pub silences: Vec<(String, Silence)>,
     /// `(tenant, group key, entry)`: the notification log.
     pub notify_log: Vec<(String, String, NotifyEntry)>,
+    /// `(tenant, id, entry)`: notifications not yet delivered.
+    pub outbox: Vec<(String, String, OutboxEntry)>,
 }
 
 /// A stored alert, not yet decoded.
@@ -94,6 +101,7 @@ pub trait Store: Send + Sync + 'static {
 const ALERTS: RecordTable = redb::TableDefinition::new("alerts");
 const SILENCES: RecordTable = redb::TableDefinition::new("silences");
 const NOTIFY_LOG: RecordTable = redb::TableDefinition::new("notify_log");
+const OUTBOX: RecordTable = redb::TableDefinition::new("outbox");
 const JOURNAL: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
 
 /// Most batches folded into one journal commit; bounds commit latency under a flood.
@@ -123,12 +131,14 @@ enum Table {
     Alerts,
     Silences,
     NotifyLog,
+    Outbox,
 }
 
 type RecordTable = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 impl Table {
-    const ALL: [(Table, RecordTable); 3] = [(Table::Alerts, ALERTS), (Table::Silences, SILENCES), (Table::NotifyLog, NOTIFY_LOG)];
+    const ALL: [(Table, RecordTable); 4] =
+        [(Table::Alerts, ALERTS), (Table::Silences, SILENCES), (Table::NotifyLog, NOTIFY_LOG), (Table::Outbox, OUTBOX)];
 }
 
 /// One encoded write: the record's key and its new value, or `None` to delete it.
@@ -158,6 +168,10 @@ fn encode(op: &Op) -> Result<Entry, String> {
             Entry { table: Table::NotifyLog, key: key(tenant, group.as_bytes()), value: value(postcard::to_stdvec(entry))? }
         }
         Op::DeleteNotifyLog { tenant, group } => Entry { table: Table::NotifyLog, key: key(tenant, group.as_bytes()), value: None },
+        Op::PutOutbox { tenant, id, entry } => {
+            Entry { table: Table::Outbox, key: key(tenant, id.as_bytes()), value: value(postcard::to_stdvec(entry))? }
+        }
+        Op::DeleteOutbox { tenant, id } => Entry { table: Table::Outbox, key: key(tenant, id.as_bytes()), value: None },
     })
 }
 
@@ -273,6 +287,14 @@ impl Store for RedbStore {
                 Table::NotifyLog => {
                     let group = String::from_utf8_lossy(id).into_owned();
                     snapshot.notify_log.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+                }
+                Table::Outbox => {
+                    let id = String::from_utf8_lossy(id).into_owned();
+                    match postcard::from_bytes(&v) {
+                        Ok(entry) => snapshot.outbox.push((tenant, id, entry)),
+                        // One undecodable notification (say, from an incompatible version) must not stop the start.
+                        Err(e) => tracing::error!(tenant = %tenant, id = %id, error = %e, "skipping an undecodable outbox entry"),
+                    }
                 }
             }
         }
@@ -390,6 +412,7 @@ impl<'a> Writer<'a> {
             let mut alerts = txn.open_table(ALERTS).map_err(|e| e.to_string())?;
             let mut silences = txn.open_table(SILENCES).map_err(|e| e.to_string())?;
             let mut notify_log = txn.open_table(NOTIFY_LOG).map_err(|e| e.to_string())?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
             // Sorted keys: neighbouring records share pages, so each page is copied once.
             let mut keys: Vec<&(Table, Vec<u8>)> = self.pending.keys().collect();
             keys.sort();
@@ -398,6 +421,7 @@ impl<'a> Writer<'a> {
                     Table::Alerts => &mut alerts,
                     Table::Silences => &mut silences,
                     Table::NotifyLog => &mut notify_log,
+                    Table::Outbox => &mut outbox,
                 };
                 match &self.pending[k] {
                     Some(v) => table.insert(k.1.as_slice(), v.as_slice()).map(|_| ()),

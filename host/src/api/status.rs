@@ -10,7 +10,7 @@ use crate::dispatch::Notifier;
 /// Alertmanager's `AlertmanagerStatus`. `config.original` describes the tenant's receivers
 /// without their settings: the real configuration holds secrets and other tenants' data.
 pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Response<Body> {
-    let mut names: Vec<&String> = notifier.receivers.keys().collect();
+    let mut names: Vec<&String> = notifier.channels.keys().collect();
     names.sort();
     let original = format!(
         "# Belfry {} — tenant `{}`\n# receivers: {}\n",
@@ -32,7 +32,7 @@ pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Re
 
 /// The tenant's receivers: `[{"name": ...}]`.
 pub fn receivers(notifier: &Notifier) -> Response<Body> {
-    let mut names: Vec<&String> = notifier.receivers.keys().collect();
+    let mut names: Vec<&String> = notifier.channels.keys().collect();
     names.sort();
     super::json(StatusCode::OK, &json!(names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()))
 }

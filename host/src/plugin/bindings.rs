@@ -8,4 +8,6 @@ wasmtime::component::bindgen!({
         "belfry:receiver/http.send": async,
     },
     exports: { default: async },
+    // Notifications wait in the durable outbox until a channel accepts them.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });

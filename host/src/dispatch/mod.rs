@@ -1,75 +1,29 @@
-//! The notification pipeline of a tenant: ingested alerts into groups, due groups through mute and dedup into notifications, and their deliveries, bounded in queue length and concurrency.
+//! A tenant's notifications: ingested alerts into groups, due groups through mute and dedup into notifications, and those into the delivery pipeline.
+
+mod breaker;
+mod pipeline;
+mod ratelimit;
+mod retry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, mpsc};
-use tracing::Instrument;
+
+pub use breaker::{Admission, Breaker, BreakerState, Verdict};
+pub use pipeline::{Channel, Channels, Dispatcher, Gate, Job, OutboxEntry};
+pub use ratelimit::{RateLimit, TokioClock};
+pub use retry::Backoff;
 
 use crate::alert::{self, Alert, Fingerprint, Status};
 use crate::group::{Flush, FlushAlert, FlushOutcome, Groups};
 use crate::inhibit::Inhibitor;
-use crate::plugin::{self, AlertStatus, DeliveryFailure, DeliveryReport, Notification, Receiver};
+use crate::plugin::{self, AlertStatus, Notification};
 use crate::route::{RouteOptions, Router};
 use crate::silence::Silences;
 use crate::state::{AlertRecord, AlertState, Touched};
 use crate::store::{Op, Store};
 use crate::timeinterval::TimeInterval;
-
-/// One notification on its way to one receiver.
-pub struct Delivery {
-    /// Where it goes.
-    pub receiver: Arc<Receiver>,
-    /// What is sent.
-    pub notification: Notification,
-}
-
-/// Reports every finished delivery (the daemon logs them; tests and benchmarks count them).
-pub type OnOutcome = Arc<dyn Fn(&Delivery, &Result<DeliveryReport, DeliveryFailure>) + Send + Sync>;
-
-/// Accepts deliveries and runs them on background tasks.
-#[derive(Clone)]
-pub struct Dispatcher {
-    queue: mpsc::Sender<Delivery>,
-}
-
-impl Dispatcher {
-    /// Start the dispatcher: at most `queue_capacity` waiting, `max_in_flight` running.
-    pub fn start(queue_capacity: usize, max_in_flight: usize, on_outcome: OnOutcome) -> Dispatcher {
-        let (queue, mut rx) = mpsc::channel::<Delivery>(queue_capacity.max(1));
-        let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
-        tokio::spawn(async move {
-            while let Some(delivery) = rx.recv().await {
-                let permit = slots.clone().acquire_owned().await.expect("the semaphore is never closed");
-                let on_outcome = on_outcome.clone();
-                let span = tracing::info_span!(
-                    "delivery",
-                    tenant = %delivery.notification.tenant,
-                    receiver = %delivery.notification.receiver,
-                    plugin = %delivery.receiver.plugin_name(),
-                    group_key = %delivery.notification.group_key,
-                );
-                tokio::spawn(
-                    async move {
-                        let outcome = delivery.receiver.deliver(&delivery.notification).await;
-                        on_outcome(&delivery, &outcome);
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-        });
-        Dispatcher { queue }
-    }
-
-    /// Queue a delivery, waiting for room (the flusher slows down rather than dropping).
-    pub async fn submit(&self, delivery: Delivery) {
-        if self.queue.send(delivery).await.is_err() {
-            tracing::error!("the dispatcher stopped; a notification was not queued");
-        }
-    }
-}
 
 /// A tenant's router and groups, swapped together so an alert is routed by exactly one script.
 pub struct Routing {
@@ -94,14 +48,14 @@ impl Routing {
 /// The stages, in order (each one a function here or a module of its own):
 /// route (route.rs) → group (group.rs) → mute: silences (silence.rs), inhibitions
 /// (inhibit.rs), time intervals (timeinterval.rs) → dedup against the notification log
-/// (group.rs) → deliver through the plugin (plugin/).
+/// (group.rs) → outbox → rate limit, plugin, retry, breaker, failover, audit (pipeline.rs).
 pub struct Notifier {
     /// The tenant.
     pub tenant: String,
     /// Router and groups; shared with the next configuration on reload.
     pub routing: Arc<Mutex<Routing>>,
-    /// Its receivers by name.
-    pub receivers: HashMap<String, Arc<Receiver>>,
+    /// Its receivers by name, with their delivery policies.
+    pub channels: Arc<Channels>,
     /// Receivers that want resolved notifications.
     pub send_resolved: HashSet<String>,
     /// Its inhibition rules.
@@ -235,7 +189,7 @@ impl Notifier {
         }
         let sources = (!self.inhibitor.is_empty()).then(|| self.inhibitor.sources(&self.state, now));
         let mut ops = Vec::new();
-        let mut deliveries = Vec::new();
+        let mut jobs = Vec::new();
         let mut source_resolved = false;
         for key in due {
             let (members, receiver, options) = {
@@ -267,15 +221,15 @@ impl Notifier {
                     if flush.alerts.is_empty() {
                         continue;
                     }
-                    match self.receivers.get(&flush.receiver) {
-                        Some(r) => deliveries.push(Delivery {
-                            receiver: r.clone(),
-                            notification: group_notification(&self.tenant, &flush, &self.external_url, now),
-                        }),
-                        None => {
-                            tracing::error!(tenant = %self.tenant, receiver = %flush.receiver, "a group names a receiver that no longer exists")
-                        }
-                    }
+                    let entry = OutboxEntry {
+                        receiver: flush.receiver.clone(),
+                        notification: group_notification(&self.tenant, &flush, &self.external_url, now),
+                        decided_at: now,
+                    };
+                    // Same batch as the log entry: after a crash, either both are there or neither is.
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: entry.clone() });
+                    jobs.push(Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone() });
                 }
                 FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
@@ -288,8 +242,16 @@ impl Notifier {
             // Not awaited: losing a log entry in a crash means notifying again (at least once).
             drop(self.store.submit(ops));
         }
-        for delivery in deliveries {
-            self.dispatcher.submit(delivery).await;
+        for job in jobs {
+            self.dispatcher.submit(job).await;
+        }
+    }
+
+    /// Resubmit notifications a previous run left in the outbox (decided, not yet accepted).
+    pub async fn resume(&self, pending: Vec<(String, OutboxEntry)>) {
+        for (id, entry) in pending {
+            tracing::info!(tenant = %self.tenant, receiver = %entry.receiver, id = %id, "redelivering a notification from the outbox");
+            self.dispatcher.submit(Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone() }).await;
         }
     }
 
@@ -298,22 +260,6 @@ impl Notifier {
         let active = |name: &String| self.time_intervals.get(name).is_some_and(|i| i.contains(now));
         options.mute_time_intervals.iter().any(active)
             || (!options.active_time_intervals.is_empty() && !options.active_time_intervals.iter().any(active))
-    }
-}
-
-/// The daemon's outcome handler: one structured log line per delivery, with blame on failure.
-pub fn log_outcome(delivery: &Delivery, outcome: &Result<DeliveryReport, DeliveryFailure>) {
-    let alerts = delivery.notification.alerts.len();
-    match outcome {
-        Ok(report) => tracing::info!(alerts, remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered"),
-        Err(failure) => tracing::warn!(
-            alerts,
-            blame = failure.blame.as_str(),
-            kind = failure.kind.as_str(),
-            retryable = failure.is_retryable(),
-            error = %failure.message,
-            "delivery failed"
-        ),
     }
 }
 

@@ -1,0 +1,274 @@
+//! The delivery pipeline, composed in one place: outbox → rate limit → plugin → retry with backoff → circuit breaker → failover → audit.
+//!
+//! A notification decided by a group flush is written to the outbox (in the same store batch
+//! as its notification-log entry) and submitted here as a [`Job`]. [`Pipeline::run`] takes it
+//! through its receiver and, when that receiver's breaker is open or its retries are exhausted,
+//! through the receiver's fallback chain; every attempt and outcome is audited. Only then does
+//! the job leave the outbox, so a crash at any point means a redelivery (at least once), never a
+//! loss. The group key travels with every attempt as a stable dedup key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::breaker::{Admission, Breaker, Verdict};
+use super::ratelimit::RateLimit;
+use super::retry::Backoff;
+use crate::audit::AuditLog;
+use crate::plugin::{DeliveryFailure, DeliveryReport, FailureKind, Notification, Receiver};
+use crate::store::{Op, Store};
+
+/// A notification waiting in the outbox for its channel to accept it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// The receiver it was decided for (failover may take it elsewhere).
+    pub receiver: String,
+    /// What is sent.
+    pub notification: Notification,
+    /// When the group flush decided it.
+    pub decided_at: DateTime<Utc>,
+}
+
+/// A receiver with what it takes to deliver to it reliably.
+pub struct Channel {
+    /// The receiver bound to its plugin.
+    pub receiver: Arc<Receiver>,
+    /// Where notifications go when this receiver cannot take them.
+    pub fallback: Option<String>,
+    /// How failed attempts are retried.
+    pub backoff: Backoff,
+    /// Rate limit and breaker; shared with the next configuration while its settings stay.
+    pub gate: Arc<Gate>,
+}
+
+/// The per-receiver state that outlives a reload.
+pub struct Gate {
+    /// The token bucket, if the receiver has a rate limit.
+    pub rate: Option<RateLimit>,
+    /// The circuit breaker.
+    pub breaker: Breaker,
+}
+
+/// A tenant's channels by receiver name.
+pub type Channels = HashMap<String, Channel>;
+
+/// One notification to take through the pipeline.
+pub struct Job {
+    /// The tenant.
+    pub tenant: String,
+    /// Its outbox id.
+    pub id: String,
+    /// The notification and its receiver.
+    pub entry: OutboxEntry,
+    /// The tenant's channels when the job was decided (failover looks its fallbacks up here).
+    pub channels: Arc<Channels>,
+}
+
+/// Why a receiver did not take a notification.
+#[derive(Debug)]
+enum Refusal {
+    /// The breaker is open (and stayed open for every try).
+    BreakerOpen,
+    /// The last attempt's failure, after retries when it was retryable.
+    Failed(DeliveryFailure),
+}
+
+impl Refusal {
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BreakerOpen => "breaker_open",
+            Refusal::Failed(f) if f.is_retryable() => "retries_exhausted",
+            Refusal::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Takes jobs and runs each on its own task: at most `max_pending` jobs in the pipeline (the
+/// flusher waits for room) and at most `max_in_flight` plugin calls at once.
+#[derive(Clone)]
+pub struct Dispatcher {
+    pending: Arc<Semaphore>,
+    pipeline: Arc<Pipeline>,
+}
+
+/// What every job shares.
+pub struct Pipeline {
+    in_flight: Semaphore,
+    store: Arc<dyn Store>,
+    audit: Arc<AuditLog>,
+}
+
+impl Dispatcher {
+    /// Start a dispatcher writing outbox removals to `store` and outcomes to `audit`.
+    pub fn start(max_pending: usize, max_in_flight: usize, store: Arc<dyn Store>, audit: Arc<AuditLog>) -> Dispatcher {
+        Dispatcher {
+            pending: Arc::new(Semaphore::new(max_pending.max(1))),
+            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), store, audit }),
+        }
+    }
+
+    /// Start a job, waiting while `max_pending` are already under way.
+    pub async fn submit(&self, job: Job) {
+        let permit = self.pending.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let pipeline = self.pipeline.clone();
+        let span = tracing::info_span!(
+            "delivery",
+            tenant = %job.tenant,
+            receiver = %job.entry.receiver,
+            group_key = %job.entry.notification.group_key,
+            id = %job.id,
+        );
+        tokio::spawn(
+            async move {
+                pipeline.run(job).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+impl Pipeline {
+    /// The whole pipeline for one job: its receiver, then its fallbacks, then out of the outbox.
+    async fn run(&self, job: Job) {
+        let mut target = job.entry.receiver.clone();
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let Some(channel) = job.channels.get(&target) else {
+                self.audit(&job, &target, "notify.dropped", json!({"reason": "unknown_receiver"}));
+                tracing::error!(receiver = %target, "no such receiver any more; the notification is dropped");
+                break;
+            };
+            tried.push(target.clone());
+            match self.deliver(&job, &target, channel).await {
+                Ok(_) => break,
+                Err(refusal) => match &channel.fallback {
+                    Some(next) if !tried.contains(next) => {
+                        tracing::warn!(from = %target, to = %next, reason = refusal.reason(), "failing over");
+                        self.audit(&job, &target, "notify.failover", json!({"to": next, "reason": refusal.reason()}));
+                        target = next.clone();
+                    }
+                    _ => {
+                        tracing::error!(receiver = %target, reason = refusal.reason(), "giving up on the notification");
+                        self.audit(&job, &target, "notify.dropped", json!({"reason": refusal.reason()}));
+                        break;
+                    }
+                },
+            }
+        }
+        // Not awaited: should this write be lost in a crash, the job is redelivered (at least once).
+        drop(self.store.submit(vec![Op::DeleteOutbox { tenant: job.tenant.clone(), id: job.id.clone() }]));
+    }
+
+    /// One receiver's stages: breaker → rate limit → plugin → verdict → retry or return.
+    async fn deliver(&self, job: &Job, name: &str, channel: &Channel) -> Result<DeliveryReport, Refusal> {
+        let gate = &channel.gate;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Admission::Refused { retry_at } = gate.breaker.admit(Instant::now()) {
+                // With a fallback, fail over at once; without one, wait for the probe, within the retry budget.
+                if channel.fallback.is_some() || !channel.backoff.may_retry(attempt) {
+                    return Err(Refusal::BreakerOpen);
+                }
+                tokio::time::sleep_until(retry_at).await;
+                continue;
+            }
+            if let Some(rate) = &gate.rate {
+                rate.acquire().await;
+            }
+            let outcome = {
+                let _slot = self.in_flight.acquire().await.expect("the semaphore is never closed");
+                channel.receiver.deliver(&job.entry.notification).await
+            };
+            if gate.breaker.record(Verdict::of(&outcome), Instant::now()) {
+                tracing::warn!(receiver = %name, "circuit breaker opened");
+            }
+            let failure = match outcome {
+                Ok(report) => {
+                    self.audit_attempt(job, name, channel, attempt, &Ok(&report), None);
+                    return Ok(report);
+                }
+                Err(failure) => failure,
+            };
+            if !failure.is_retryable() || !channel.backoff.may_retry(attempt) {
+                self.audit_attempt(job, name, channel, attempt, &Err(&failure), None);
+                return Err(Refusal::Failed(failure));
+            }
+            let retry_after = match failure.kind {
+                FailureKind::Retryable { retry_after } => retry_after,
+                _ => None,
+            };
+            let wait = channel.backoff.delay(attempt, retry_after, rand::random::<f64>());
+            self.audit_attempt(job, name, channel, attempt, &Err(&failure), Some(wait));
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Audit and log one attempt; `retry_in` is set when another follows.
+    fn audit_attempt(
+        &self,
+        job: &Job,
+        name: &str,
+        channel: &Channel,
+        attempt: u32,
+        outcome: &Result<&DeliveryReport, &DeliveryFailure>,
+        retry_in: Option<std::time::Duration>,
+    ) {
+        let alerts = job.entry.notification.alerts.len();
+        let plugin = channel.receiver.plugin_name();
+        match outcome {
+            Ok(report) => {
+                tracing::info!(receiver = %name, plugin = %plugin, alerts, attempt, remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered");
+                self.audit(
+                    job,
+                    name,
+                    "notify.delivered",
+                    json!({"plugin": plugin, "attempt": attempt, "response_status": report.status, "remote_id": report.remote_id}),
+                );
+            }
+            Err(failure) => {
+                let retry_in_ms = retry_in.map(|d| d.as_millis() as u64);
+                tracing::warn!(
+                    receiver = %name, plugin = %plugin, alerts, attempt,
+                    blame = failure.blame.as_str(),
+                    kind = failure.kind.as_str(),
+                    retry_in_ms,
+                    error = %failure.message,
+                    "delivery failed"
+                );
+                self.audit(
+                    job,
+                    name,
+                    "notify.failed",
+                    json!({
+                        "plugin": plugin,
+                        "attempt": attempt,
+                        "blame": failure.blame.as_str(),
+                        "kind": failure.kind.as_str(),
+                        "error": failure.message,
+                        "retry_in_ms": retry_in_ms,
+                    }),
+                );
+            }
+        }
+    }
+
+    fn audit(&self, job: &Job, receiver: &str, action: &str, mut fields: serde_json::Value) {
+        let n = &job.entry.notification;
+        if let Some(map) = fields.as_object_mut() {
+            map.insert("receiver".into(), receiver.into());
+            map.insert("group_key".into(), n.group_key.clone().into());
+            map.insert("notification".into(), job.id.clone().into());
+            map.insert("alerts".into(), n.alerts.len().into());
+            map.insert("status".into(), if n.status == crate::plugin::AlertStatus::Firing { "firing" } else { "resolved" }.into());
+        }
+        self.audit.record(&job.tenant, action, "belfry", fields);
+    }
+}

@@ -1,0 +1,181 @@
+//! Black-box: the delivery pipeline — retry honouring Retry-After, failover, the circuit breaker, per-receiver rate limits, the durable outbox and the audit trail.
+
+use std::process::Command;
+use std::time::Duration;
+
+use belfry_tests::*;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+
+/// A webhook receiver `name` posting to `sink` at `/<name>`, with `extra` keys (fallback, retry...).
+fn receiver(name: &str, sink: &HttpSink, extra: &str) -> String {
+    format!(
+        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{}\"]\nallow_private_addresses = true\n{extra}\nconfig = {{ url = \"{}\" }}\n\n",
+        sink.host(),
+        sink.url(&format!("/{name}"))
+    )
+}
+
+/// A daemon config whose every alert is its own group, notified at once, to `route_to`.
+fn config(receivers: &str, route_to: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{receivers}[route]\nreceiver = \"{route_to}\"\ngroup_by = [\"...\"]\ngroup_wait = \"0s\"\ngroup_interval = \"50ms\"\n",
+        webhook_wasm().display()
+    )
+}
+
+async fn post(daemon: &Daemon, alertname: &str) {
+    let body = format!(r#"[{{"labels":{{"alertname":"{alertname}"}}}}]"#);
+    assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), &body).await.0, 200);
+}
+
+/// The audit trail's records, once `done` holds for them (or panic after the test patience).
+async fn audit_until(daemon: &Daemon, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let path = daemon.dir.path().join("data/audit.jsonl");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let records: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+            .collect();
+        if done(&records) {
+            return records;
+        }
+        assert!(std::time::Instant::now() < deadline, "audit trail never got there:\n{records:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn actions(records: &[Value]) -> Vec<(String, String)> {
+    records.iter().map(|r| (r["action"].as_str().unwrap().to_string(), r["receiver"].as_str().unwrap_or("").to_string())).collect()
+}
+
+fn verify_audit(daemon: &Daemon) -> String {
+    let out = Command::new(BIN).args(["audit", "verify"]).arg(daemon.dir.path().join("data/audit.jsonl")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after_and_every_attempt_is_audited() {
+    let sink = HttpSink::start().await;
+    sink.reply_with(429, &[("Retry-After", "1")], "slow down");
+    let daemon = Daemon::start(BIN, &config(&receiver("hook", &sink, "retry = { initial_backoff = \"10ms\" }"), "hook")).unwrap();
+    post(&daemon, "Throttled").await;
+    let first = sink.wait_for(1).await;
+    sink.reply_with(200, &[], "ok");
+    let both = sink.wait_for(2).await;
+    let gap = both[1].received - first[0].received;
+    assert!(gap >= Duration::from_millis(950), "Retry-After: 1 was not honoured: retried after {gap:?}");
+    assert_eq!(both[0].json()["groupKey"], both[1].json()["groupKey"], "the retry carries the same dedup key");
+
+    let records = audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    assert_eq!(actions(&records), [("notify.failed".into(), "hook".into()), ("notify.delivered".into(), "hook".into())]);
+    assert_eq!(records[0]["kind"], "retryable");
+    assert!(records[0]["retry_in_ms"].as_u64().unwrap() >= 1000, "{}", records[0]);
+    assert_eq!(records[1]["attempt"], 2);
+    assert!(verify_audit(&daemon).contains("ok: 2 records"));
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_over_to_the_fallback() {
+    let (primary, backup) = (HttpSink::start().await, HttpSink::start().await);
+    primary.reply_with(503, &[], "down");
+    let receivers = receiver(
+        "pager",
+        &primary,
+        "fallback = \"email\"\nretry = { max_attempts = 3, initial_backoff = \"10ms\", max_backoff = \"20ms\" }\nbreaker = { failure_threshold = 100 }",
+    ) + receiver("email", &backup, "").as_str();
+    let daemon = Daemon::start(BIN, &config(&receivers, "pager")).unwrap();
+    post(&daemon, "DiskFull").await;
+    let got = backup.wait_for(1).await;
+    assert_eq!(got[0].path, "/email");
+    assert_eq!(got[0].json()["commonLabels"]["alertname"], "DiskFull");
+    assert_eq!(primary.requests().len(), 3, "max_attempts tries at the primary first");
+    let records = audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let failover = records.iter().find(|r| r["action"] == "notify.failover").expect("failover audited");
+    assert_eq!((failover["receiver"].as_str(), failover["to"].as_str()), (Some("pager"), Some("email")));
+    assert_eq!(failover["reason"], "retries_exhausted");
+    verify_audit(&daemon);
+}
+
+#[tokio::test]
+async fn an_open_breaker_sends_straight_to_the_fallback() {
+    let (primary, backup) = (HttpSink::start().await, HttpSink::start().await);
+    primary.reply_with(500, &[], "broken");
+    let receivers = receiver(
+        "slack",
+        &primary,
+        "fallback = \"email\"\nretry = { max_attempts = 1 }\nbreaker = { failure_threshold = 2, open_for = \"1h\" }",
+    ) + receiver("email", &backup, "").as_str();
+    let daemon = Daemon::start(BIN, &config(&receivers, "slack")).unwrap();
+    for (i, name) in ["A", "B", "C", "D"].into_iter().enumerate() {
+        post(&daemon, name).await;
+        backup.wait_for(i + 1).await;
+    }
+    assert_eq!(primary.requests().len(), 2, "after two failures the breaker is open: no more requests to the primary");
+    let records = audit_until(&daemon, |r| r.iter().filter(|r| r["action"] == "notify.delivered").count() == 4).await;
+    let reasons: Vec<&str> = records.iter().filter(|r| r["action"] == "notify.failover").map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["retries_exhausted", "retries_exhausted", "breaker_open", "breaker_open"]);
+}
+
+#[tokio::test]
+async fn a_rate_limit_spaces_notifications_out() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &config(&receiver("chat", &sink, "rate_limit = { messages = 1, per = \"200ms\" }"), "chat")).unwrap();
+    let body: Vec<String> = (0..4).map(|i| format!(r#"{{"labels":{{"alertname":"R{i}"}}}}"#)).collect();
+    assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), &format!("[{}]", body.join(","))).await.0, 200);
+    let got = sink.wait_for(4).await;
+    for pair in got.windows(2) {
+        let gap = pair[1].received - pair[0].received;
+        assert!(gap >= Duration::from_millis(180), "1 message per 200ms, but two came {gap:?} apart");
+    }
+}
+
+#[tokio::test]
+async fn an_undelivered_notification_survives_kill_9_and_is_delivered_after_restart() {
+    let sink = HttpSink::start().await;
+    sink.reply_with(503, &[], "down");
+    // The first retry would come after an hour: only the outbox can bring it back sooner.
+    let slow = "retry = { max_attempts = 10, initial_backoff = \"1h\", max_backoff = \"1h\" }";
+    let daemon = Daemon::start(BIN, &config(&receiver("hook", &sink, slow), "hook")).unwrap();
+    post(&daemon, "Outboxed").await;
+    let before = sink.wait_for(1).await;
+    sink.reply_with(200, &[], "ok");
+    let daemon = daemon.kill_9_and_restart(BIN).unwrap();
+    let after = sink.wait_for(2).await;
+    assert_eq!(after[1].json()["commonLabels"]["alertname"], "Outboxed");
+    assert_eq!(before[0].json()["groupKey"], after[1].json()["groupKey"], "a stable dedup key across the restart");
+    assert!(daemon.stderr().contains("redelivering a notification from the outbox"), "{}", daemon.stderr());
+    audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    verify_audit(&daemon);
+    // Delivered once more, not again: the group's log says it was notified.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.requests().len(), 2);
+}
+
+#[test]
+fn bad_delivery_settings_are_named() {
+    let sink_host = "127.0.0.1:9";
+    let cases = [
+        ("fallback = \"nobody\"", "receivers[0].fallback"),
+        ("fallback = \"r\"", "receivers[0].fallback"),
+        ("retry = { max_attempts = 0 }", "receivers[0].retry.max_attempts"),
+        ("rate_limit = { messages = 1, per = \"0s\" }", "receivers[0].rate_limit"),
+        ("breaker = { failure_threshold = 0 }", "receivers[0].breaker"),
+    ];
+    for (extra, key) in cases {
+        let text = format!(
+            "[plugins.webhook]\npath = \"{}\"\n\n[[receivers]]\nname = \"r\"\nplugin = \"webhook\"\nallowed_hosts = [\"{sink_host}\"]\n{extra}\nconfig = {{ url = \"http://{sink_host}/\" }}\n\n[route]\nreceiver = \"r\"\n",
+            webhook_wasm().display()
+        );
+        let failed = match Daemon::start(BIN, &text) {
+            Ok(_) => panic!("accepted `{extra}`"),
+            Err(failed) => failed,
+        };
+        assert_eq!(failed.code, Some(2), "{}", failed.stderr);
+        assert!(failed.stderr.contains(key), "`{extra}`: expected {key} in:\n{}", failed.stderr);
+    }
+}
