@@ -1,8 +1,10 @@
 //! The audit trail: append-only JSON lines, each carrying the SHA-256 of the line before, so an edited, removed or reordered record is detected.
 //!
-//! A record is a JSON object with `seq` (1, 2, ...), `time`, `tenant`, `action`, `actor`, the
-//! action's own fields, `prev` (the previous record's `hash`; 64 zeros for the first) and `hash`:
-//! the SHA-256 of the record serialized without `hash`. [`verify`] recomputes the chain.
+//! A record is one line holding a JSON object: `seq` (1, 2, ...), `time`, `tenant`, `action`,
+//! `actor`, the action's own fields and `prev` (the previous record's `hash`; 64 zeros for the
+//! first), then, last, `hash`: the SHA-256 of the line's bytes up to `,"hash"` with a closing `}`
+//! in its place. Hashing the bytes as written (not a re-serialization) makes the chain
+//! independent of JSON formatting details. [`verify`] recomputes the chain.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -96,10 +98,13 @@ impl AuditLog {
         let mut chain = self.chain.lock().expect("audit lock");
         record.insert("seq".into(), (chain.seq + 1).into());
         record.insert("prev".into(), Value::String(chain.prev.clone()));
-        let hash = hash_of(&record);
-        record.insert("hash".into(), Value::String(hash.clone()));
+        record.remove("hash");
         let mut line = serde_json::to_vec(&record).expect("a JSON map serializes");
-        line.push(b'\n');
+        let hash = sha256_hex(&line);
+        line.pop(); // the closing brace
+        line.extend_from_slice(b",\"hash\":\"");
+        line.extend_from_slice(hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
         chain
             .file
             .write_all(&line)
@@ -118,10 +123,29 @@ impl AuditLog {
     }
 }
 
-/// SHA-256 (hex) of `record` serialized without its `hash`.
-fn hash_of(record: &Map<String, Value>) -> String {
-    let body = serde_json::to_vec(record).expect("a JSON map serializes");
-    ring::digest::digest(&ring::digest::SHA256, &body).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// The `hash` a line claims and the bytes it covers (the line up to `,"hash"`, closed by `}`).
+fn split_hash(line: &[u8]) -> Option<(&str, Vec<u8>)> {
+    const TAIL: usize = r#","hash":""}"#.len() + 64;
+    if line.len() < TAIL + 1 || !line.ends_with(b"\"}") {
+        return None;
+    }
+    let (head, tail) = line.split_at(line.len() - TAIL);
+    let hash = std::str::from_utf8(tail.strip_prefix(br#","hash":""#)?.strip_suffix(b"\"}")?).ok()?;
+    let mut covered = head.to_vec();
+    covered.push(b'}');
+    Some((hash, covered))
 }
 
 /// A verified trail.
@@ -159,14 +183,15 @@ pub fn verify(path: &Path) -> Result<Verified, ChainBroken> {
         if line.is_empty() {
             return Err(broken(n, "an empty line: a record was removed or the file edited".into()));
         }
-        let mut record: Map<String, Value> =
+        let record: Map<String, Value> =
             serde_json::from_slice(line).map_err(|e| broken(n, format!("not a JSON record ({e}): the line was edited or torn")))?;
-        let Some(Value::String(hash)) = record.remove("hash") else {
-            return Err(broken(n, "no `hash` field: the record was edited".into()));
+        let Some((hash, covered)) = split_hash(line) else {
+            return Err(broken(n, "the line does not end with its `hash`: the record was edited".into()));
         };
-        if hash_of(&record) != hash {
+        if sha256_hex(&covered) != hash {
             return Err(broken(n, "the hash does not match the record's content: the record was edited".into()));
         }
+        let hash = hash.to_string();
         if record.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
             return Err(broken(
                 n,

@@ -287,6 +287,7 @@ impl Daemon {
                 allow_private_addresses: r.allow_private_addresses,
                 limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
                 isolation: config.runtime.isolation,
+                max_in_flight: config.runtime.max_in_flight_per_receiver,
             };
             let mut error = |key: String, message: String| errors.push(ConfigError { file: view.file.to_path_buf(), key, message });
             match plugin.bind(spec).await {

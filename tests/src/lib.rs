@@ -90,6 +90,7 @@ pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSp
         allow_private_addresses: true,
         limits: Limits { cpu_ms: 50, memory_mib: 32, request_timeout_ms: 5_000, ..Limits::default() },
         isolation: Isolation::PerReceiver,
+        max_in_flight: 64,
     }
 }
 
@@ -221,6 +222,11 @@ impl HttpSink {
             Reply { status, headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body: body.into() };
     }
 
+    /// How many requests arrived so far (cheap: nothing is copied).
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
@@ -231,11 +237,11 @@ impl HttpSink {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let notified = self.arrived.notified();
-            let got = self.requests();
-            if got.len() >= n {
-                return got;
+            if self.count() >= n {
+                return self.requests();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let got = self.requests();
                 panic!("expected {n} requests at the sink, got {}: {:?}", got.len(), got);
             }
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -100,16 +100,32 @@ pub struct Dispatcher {
 /// What every job shares.
 pub struct Pipeline {
     in_flight: Semaphore,
-    store: Arc<dyn Store>,
     audit: Arc<AuditLog>,
+    /// Finished jobs' outbox entries, removed from the store in batches.
+    finished: mpsc::UnboundedSender<(String, String)>,
+}
+
+/// Most outbox removals in one store batch.
+const MAX_REMOVALS_PER_BATCH: usize = 1024;
+
+/// Removes finished jobs from the outbox: whatever finished meanwhile goes in one batch.
+async fn remove_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<(String, String)>) {
+    let mut done = Vec::with_capacity(MAX_REMOVALS_PER_BATCH);
+    while finished.recv_many(&mut done, MAX_REMOVALS_PER_BATCH).await > 0 {
+        let ops = done.drain(..).map(|(tenant, id)| Op::DeleteOutbox { tenant, id }).collect();
+        // Not awaited: should this write be lost in a crash, the jobs are redelivered (at least once).
+        drop(store.submit(ops));
+    }
 }
 
 impl Dispatcher {
     /// Start a dispatcher writing outbox removals to `store` and outcomes to `audit`.
     pub fn start(max_pending: usize, max_in_flight: usize, store: Arc<dyn Store>, audit: Arc<AuditLog>) -> Dispatcher {
+        let (finished, removals) = mpsc::unbounded_channel();
+        tokio::spawn(remove_finished(store, removals));
         Dispatcher {
             pending: Arc::new(Semaphore::new(max_pending.max(1))),
-            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), store, audit }),
+            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), audit, finished }),
         }
     }
 
@@ -162,8 +178,7 @@ impl Pipeline {
                 },
             }
         }
-        // Not awaited: should this write be lost in a crash, the job is redelivered (at least once).
-        drop(self.store.submit(vec![Op::DeleteOutbox { tenant: job.tenant.clone(), id: job.id.clone() }]));
+        let _ = self.finished.send((job.tenant.clone(), job.id.clone()));
     }
 
     /// One receiver's stages: breaker → rate limit → plugin → verdict → retry or return.
@@ -225,7 +240,7 @@ impl Pipeline {
         let plugin = channel.receiver.plugin_name();
         match outcome {
             Ok(report) => {
-                tracing::info!(receiver = %name, plugin = %plugin, alerts, attempt, remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered");
+                tracing::debug!(receiver = %name, plugin = %plugin, alerts, attempt, remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered");
                 self.audit(
                     job,
                     name,

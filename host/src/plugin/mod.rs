@@ -36,9 +36,6 @@ use sandbox::{Grants, Instance, State};
 /// How often the epoch advances: the granularity of CPU deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Idle instances kept per receiver; more concurrent deliveries create more, then drop extras.
-const MAX_IDLE_PER_RECEIVER: usize = 8;
-
 /// An instance is replaced after this many calls, so a slow leak in a plugin stays bounded.
 const MAX_USES_PER_INSTANCE: u32 = 10_000;
 
@@ -194,6 +191,9 @@ pub struct ReceiverSpec {
     pub limits: Limits,
     /// Instance sharing.
     pub isolation: Isolation,
+    /// Deliveries this receiver runs at once, and so the instances it keeps: every instance is
+    /// reused, never created for a burst and dropped after it (creating one costs ~15x a delivery).
+    pub max_in_flight: usize,
 }
 
 /// Why a receiver could not be bound to its plugin.
@@ -221,7 +221,15 @@ impl Plugin {
         });
         let grants =
             Arc::new(Grants { tenant: spec.tenant.clone(), receiver: spec.name.clone(), limits: spec.limits.clone(), http, secrets });
-        let receiver = Receiver { plugin: self.clone(), grants, config, isolation: spec.isolation, idle: Mutex::new(Vec::new()) };
+        let receiver = Receiver {
+            plugin: self.clone(),
+            grants,
+            config,
+            isolation: spec.isolation,
+            idle: Mutex::new(Vec::new()),
+            max_idle: spec.max_in_flight.max(1),
+            slots: tokio::sync::Semaphore::new(spec.max_in_flight.max(1)),
+        };
         let mut instance = receiver.checkout().await.map_err(BindError::Plugin)?;
         match instance.validate_config(&receiver.config).await {
             Ok(Ok(())) => {
@@ -292,6 +300,9 @@ pub struct Receiver {
     config: PluginConfig,
     isolation: Isolation,
     idle: Mutex<Vec<Instance>>,
+    /// Bounds concurrent deliveries, and so instances.
+    slots: tokio::sync::Semaphore,
+    max_idle: usize,
 }
 
 impl Receiver {
@@ -317,6 +328,7 @@ impl Receiver {
 
     /// Deliver `notification` through the plugin, in an instance that serves this receiver only.
     pub async fn deliver(&self, notification: &Notification) -> Result<DeliveryReport, DeliveryFailure> {
+        let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
         let mut instance = self.checkout().await?;
         let outcome = instance.deliver(&self.config, notification).await;
         self.checkin(instance, outcome.reusable);
@@ -337,7 +349,7 @@ impl Receiver {
             return;
         }
         let mut idle = self.idle.lock().expect("idle pool lock");
-        if idle.len() < MAX_IDLE_PER_RECEIVER {
+        if idle.len() < self.max_idle {
             idle.push(instance);
         }
     }
