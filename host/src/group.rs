@@ -45,9 +45,8 @@ pub struct Group {
     pub receiver: String,
     /// Grouping and timing.
     pub options: Arc<RouteOptions>,
-    /// The values of its `group_by` labels.
-    pub labels: LabelSet,
-    /// Its alerts.
+    /// Its alerts (their `group_by` labels are the group's labels, so those are not kept here:
+    /// with one group per alert they would double the memory of each alert's labels).
     pub alerts: BTreeSet<Fingerprint>,
     created: DateTime<Utc>,
     /// The last flush (a notification or a decision not to send one).
@@ -185,7 +184,6 @@ impl Groups {
                 key: key.clone(),
                 receiver: route.receiver.clone(),
                 options: route.options.clone(),
-                labels: group_labels,
                 alerts: BTreeSet::new(),
                 created: now,
                 flushed_at: None,
@@ -285,7 +283,7 @@ impl Groups {
                 key: group.key.clone(),
                 receiver: group.receiver.clone(),
                 options: group.options.clone(),
-                labels: group.labels.clone(),
+                labels: group.options.group_by.group_labels(&alerts[0].record.labels),
                 alerts: to_send,
                 entry,
             })

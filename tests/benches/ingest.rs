@@ -36,12 +36,19 @@ config = {{ mode = "noop" }}
 
 [route]
 receiver = "sink"
-group_by = ["..."]
+group_by = {group_by}
 group_wait = "0s"
 "#,
         misbehave_wasm().display(),
+        group_by = group_by(),
         cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/ingest-bench-cache"),
     )
+}
+
+/// The route's `group_by`: `["alertname", "team"]` (10 groups, as a team-routed setup has), or
+/// `BELFRY_BENCH_GROUP_BY='["..."]'` for the worst case of one group per alert.
+fn group_by() -> String {
+    std::env::var("BELFRY_BENCH_GROUP_BY").unwrap_or_else(|_| r#"["alertname", "team"]"#.to_string())
 }
 
 /// A Prometheus-like batch: distinct alerts `first..first + n` with realistic labels.
@@ -97,7 +104,7 @@ fn main() {
         // Warm-up: connections, plugin instances, store file growth.
         load(addr, 10_000_000, 20, CONNECTIONS).await;
 
-        println!("## Ingest ({POSTS} POSTs x {ALERTS_PER_POST} alerts, {CONNECTIONS} keep-alive connections, durable)\n");
+        println!("## Ingest ({POSTS} POSTs x {ALERTS_PER_POST} alerts, {CONNECTIONS} keep-alive connections, durable, group_by = {})\n", group_by());
         println!("| run | alerts/s | p50 request | p99 request |");
         println!("|---|---|---|---|");
         for run in 1..=3 {

@@ -174,9 +174,10 @@ pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         .groups
         .iter()
         .filter_map(|g| {
-            let alerts: Vec<Value> = g.alerts.iter().filter_map(|fp| by_fingerprint.get(fp)).map(|l| gettable(l)).collect();
-            (!alerts.is_empty())
-                .then(|| (g.key.to_string(), json!({ "labels": g.labels, "receiver": {"name": g.receiver}, "alerts": alerts })))
+            let members: Vec<&&Listed> = g.alerts.iter().filter_map(|fp| by_fingerprint.get(fp)).collect();
+            let labels = g.options.group_by.group_labels(&members.first()?.alert.labels);
+            let alerts: Vec<Value> = members.into_iter().map(|l| gettable(l)).collect();
+            Some((g.key.to_string(), json!({ "labels": labels, "receiver": {"name": g.receiver}, "alerts": alerts })))
         })
         .collect();
     groups.sort_by(|a, b| a.0.cmp(&b.0));
