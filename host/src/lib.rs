@@ -19,6 +19,7 @@
 //!   circuit breaker, failover.
 //! - [`watch`]: reloads a tenant's routing script when its file changes.
 //! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
+//! - [`metrics`]: Prometheus metrics with Alertmanager's names.
 //! - [`audit`]: the hash-chained audit trail of every delivery attempt and outcome.
 //! - [`serve`]: wires the above into the daemon; rebuilds the tenants on reload.
 //! - [`cli`]: the `belfry` command line.
@@ -33,6 +34,7 @@ pub mod group;
 pub mod ingest;
 pub mod inhibit;
 pub mod matcher;
+pub mod metrics;
 pub mod plugin;
 pub mod route;
 pub mod serve;

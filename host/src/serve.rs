@@ -53,6 +53,10 @@ pub struct Daemon {
     wake: Arc<tokio::sync::Notify>,
     /// Reloads routing scripts when their files change.
     watcher: Option<crate::watch::ScriptWatcher>,
+    /// Every metric.
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The store file, for its size.
+    store_path: PathBuf,
     /// Rate limits and breakers by (tenant, receiver); a reload keeps those whose settings stay.
     gates: Mutex<HashMap<(String, String), GateEntry>>,
 }
@@ -153,6 +157,7 @@ impl Daemon {
                         .allow_burst(std::num::NonZeroU32::new(view.limits.ingest_burst.max(1)).expect("at least 1")),
                 ),
                 limits: view.limits.clone(),
+                metrics: self.metrics.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });
@@ -214,8 +219,17 @@ impl Daemon {
         let live: Vec<String> = tenants.all().map(|t| t.name.clone()).collect();
         *self.tenants.write().expect("tenants lock") = Arc::new(tenants);
         // Removed tenants stop being served; their stored alerts stay for a re-add.
-        self.states.lock().expect("states lock").retain(|name, _| live.contains(name));
+        self.states.lock().expect("states lock").retain(|name, _| {
+            let keep = live.contains(name);
+            if !keep {
+                self.metrics.forget_tenant(name);
+            }
+            keep
+        });
         let now = chrono::Utc::now();
+        for name in &live {
+            self.metrics.reloaded(name, true, now.timestamp());
+        }
         let mut scripts = Vec::new();
         for b in built {
             scripts.extend(b.router.script_file().map(Path::to_path_buf));
@@ -244,10 +258,12 @@ impl Daemon {
             match Router::build(current.spec().clone()) {
                 Ok(router) => {
                     notifier.rebuild(Arc::new(router), chrono::Utc::now());
+                    self.metrics.reloaded(&tenant.name, true, chrono::Utc::now().timestamp());
                     let since_write_ms = written.and_then(|w| w.elapsed().ok()).map_or(-1.0, |d| d.as_secs_f64() * 1e3);
                     tracing::info!(tenant = %tenant.name, script = %file.display(), since_write_ms, "routing script reloaded");
                 }
                 Err(e) => {
+                    self.metrics.reloaded(&tenant.name, false, 0);
                     tracing::error!(tenant = %tenant.name, error = %e, "routing script rejected; the previous script keeps routing")
                 }
             }
@@ -257,8 +273,16 @@ impl Daemon {
     /// Re-read the config file and swap in the new tenants; on any problem keep the old ones.
     /// Server, store and runtime settings take effect at the next start.
     pub async fn reload(&self) -> Result<usize, StartError> {
-        let config = Config::load(&self.config_path)?;
-        let (tenants, built) = self.build_tenants(&config).await?;
+        let built = match Config::load(&self.config_path) {
+            Ok(config) => self.build_tenants(&config).await,
+            Err(e) => Err(e.into()),
+        };
+        let (tenants, built) = built.inspect_err(|_| {
+            // Refused as a whole: no tenant took the new configuration.
+            for tenant in self.tenants().all() {
+                self.metrics.reloaded(&tenant.name, false, 0);
+            }
+        })?;
         let count = self.commit(tenants, built);
         tracing::info!(tenants = count, "configuration reloaded");
         Ok(count)
@@ -335,7 +359,26 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Every metric in Prometheus' text format, the gauges of state read now.
+    pub fn metrics_text(&self) -> String {
+        let now = chrono::Utc::now();
+        for m in [&self.metrics.alerts, &self.metrics.groups, &self.metrics.silences, &self.metrics.breaker_state] {
+            m.clear(); // tenants and receivers that are gone leave no series behind
+        }
+        for tenant in self.tenants().all() {
+            tenant.notifier.export_state(now);
+        }
+        self.metrics.store_bytes.set(std::fs::metadata(&self.store_path).map_or(0, |m| m.len() as i64));
+        self.metrics.encode()
+    }
+}
+
 impl Reload for Daemon {
+    fn metrics(&self) -> String {
+        self.metrics_text()
+    }
+
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<usize, String>> + Send + '_>> {
         Box::pin(async move { Daemon::reload(self).await.map_err(|e| e.to_string()) })
     }
@@ -373,6 +416,7 @@ pub async fn start(
     let store: Arc<dyn Store> = Arc::new(store);
     let audit_path = config.resolve(&config.audit.path);
     let audit = Arc::new(AuditLog::open(&audit_path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     tracing::info!(path = %audit_path.display(), "audit trail opened");
     let listener = TcpListener::bind(config.server.listen)
         .await
@@ -390,7 +434,9 @@ pub async fn start(
         config_path,
         runtime,
         store: store.clone(),
-        dispatcher: Dispatcher::start(MAX_PENDING, config.runtime.max_in_flight, store, audit),
+        dispatcher: Dispatcher::start(MAX_PENDING, config.runtime.max_in_flight, store, audit, metrics.clone()),
+        metrics,
+        store_path,
         external_url: config.external_url(addr),
         states: Mutex::new(HashMap::new()),
         tenants: RwLock::new(Arc::new(Tenants::new(Vec::new(), false, Vec::new()))),

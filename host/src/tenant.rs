@@ -107,9 +107,9 @@ impl Tenants {
         self.open_default().cloned().ok_or(AuthError::Missing)
     }
 
-    /// Whether the request may reload the configuration: an admin token, or any request when
+    /// Whether the request may administer Belfry (reload, metrics): an admin token, or any request when
     /// no tenant uses tokens at all (a single-tenant setup, as open as Alertmanager's).
-    pub fn may_reload(&self, headers: &HeaderMap) -> bool {
+    pub fn is_admin(&self, headers: &HeaderMap) -> bool {
         if let Some(token) = Self::bearer(headers) {
             return any_equal(&hash_token(token), &self.admin_hashes);
         }

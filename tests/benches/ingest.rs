@@ -104,7 +104,10 @@ fn main() {
         // Warm-up: connections, plugin instances, store file growth.
         load(addr, 10_000_000, 20, CONNECTIONS).await;
 
-        println!("## Ingest ({POSTS} POSTs x {ALERTS_PER_POST} alerts, {CONNECTIONS} keep-alive connections, durable, group_by = {})\n", group_by());
+        println!(
+            "## Ingest ({POSTS} POSTs x {ALERTS_PER_POST} alerts, {CONNECTIONS} keep-alive connections, durable, group_by = {})\n",
+            group_by()
+        );
         println!("| run | alerts/s | p50 request | p99 request |");
         println!("|---|---|---|---|");
         for run in 1..=3 {

@@ -48,6 +48,19 @@ async fn audit_until(daemon: &Daemon, done: impl Fn(&[Value]) -> bool) -> Vec<Va
     }
 }
 
+/// Poll `/metrics` until it has every line of `lines` (or panic after the test patience).
+async fn metrics_until(daemon: &Daemon, lines: &[&str]) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
+        match lines.iter().find(|l| !metrics.contains(*l)) {
+            None => return,
+            Some(missing) => assert!(std::time::Instant::now() < deadline, "missing {missing} in:\n{metrics}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn actions(records: &[Value]) -> Vec<(String, String)> {
     records.iter().map(|r| (r["action"].as_str().unwrap().to_string(), r["receiver"].as_str().unwrap_or("").to_string())).collect()
 }
@@ -99,6 +112,18 @@ async fn exhausted_retries_fail_over_to_the_fallback() {
     assert_eq!((failover["receiver"].as_str(), failover["to"].as_str()), (Some("pager"), Some("email")));
     assert_eq!(failover["reason"], "retries_exhausted");
     verify_audit(&daemon);
+    metrics_until(
+        &daemon,
+        &[
+        "alertmanager_notification_requests_total{tenant=\"default\",receiver=\"pager\",integration=\"webhook\"} 3",
+        "alertmanager_notification_requests_failed_total{tenant=\"default\",receiver=\"pager\",integration=\"webhook\",reason=\"retryable\"} 3",
+        "alertmanager_notifications_failed_total{tenant=\"default\",receiver=\"pager\",integration=\"webhook\",reason=\"retries_exhausted\"} 1",
+        "belfry_notification_failovers_total{tenant=\"default\",receiver=\"pager\",integration=\"webhook\",reason=\"retries_exhausted\"} 1",
+        "alertmanager_notifications_total{tenant=\"default\",receiver=\"email\",integration=\"webhook\"} 1",
+            "alertmanager_notification_latency_seconds_count{integration=\"webhook\"} 4",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -119,6 +144,15 @@ async fn an_open_breaker_sends_straight_to_the_fallback() {
     let records = audit_until(&daemon, |r| r.iter().filter(|r| r["action"] == "notify.delivered").count() == 4).await;
     let reasons: Vec<&str> = records.iter().filter(|r| r["action"] == "notify.failover").map(|r| r["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["retries_exhausted", "retries_exhausted", "breaker_open", "breaker_open"]);
+    let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
+    assert!(
+        metrics.contains("belfry_receiver_breaker_state{tenant=\"default\",receiver=\"slack\",integration=\"webhook\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("belfry_receiver_breaker_state{tenant=\"default\",receiver=\"email\",integration=\"webhook\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -153,12 +153,21 @@ async fn a_changed_script_goes_live_without_restart_and_a_broken_one_is_rejected
         wait_for_receiver(&sink, "chat", before + 1).await;
     }
     assert!(daemon.stderr().contains("the previous script keeps routing"));
+    let reload_metric = "alertmanager_config_last_reload_successful{tenant=\"default\"}";
+    let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
+    assert!(metrics.contains(&format!("{reload_metric} 0")), "{metrics}");
 
     // Reload through the API rejects it too, naming file and line.
     daemon.write_file("route.rhai", Some("fn route(alert) {\n  \"pager\"\n  let = 1;\n}"));
     let (status, body) = http_request("POST", &daemon.url("/-/reload"), "").await;
     assert_eq!(status, 400);
     assert!(body.contains("route.rhai: line 3"), "{body}");
+
+    // Fixed: the metric says so.
+    daemon.write_file("route.rhai", Some("fn route(alert) { \"pager\" }"));
+    assert_eq!(http_request("POST", &daemon.url("/-/reload"), "").await.0, 200);
+    let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
+    assert!(metrics.contains(&format!("{reload_metric} 1")), "{metrics}");
 }
 
 #[tokio::test]

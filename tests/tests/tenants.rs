@@ -136,9 +136,14 @@ async fn tenants_are_isolated_on_every_endpoint() {
             assert!(!body.to_string().contains("acme") && !body.to_string().contains("bolt"), "{body}");
         }
     }
-    // Health stays open; reload needs the admin token.
+    // Health stays open; reload and metrics (they name every tenant) need the admin token.
     assert_eq!(call(&daemon, "GET", "/-/healthy", "", &[]).await.0, 200);
     assert_eq!(call(&daemon, "POST", "/-/reload", "", &a).await.0, 403);
+    for headers in [vec![], a.to_vec(), vec![("x-scope-orgid", "acme")]] {
+        let (status, body) = call(&daemon, "GET", "/metrics", "", &headers).await;
+        assert_eq!(status, 403, "{headers:?}: {body}");
+        assert!(!body.to_string().contains("bolt"), "{body}");
+    }
     assert_eq!(sink_a.requests().len(), 1, "nothing leaked across");
     assert_eq!(sink_b.requests().len(), 3);
 }
@@ -188,6 +193,17 @@ async fn reload_adds_changes_and_removes_tenants_and_refuses_bad_configs() {
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("tenants/cargo/tenant.toml: receivers[0].plugin"), "{message}");
     assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &c).await.0, 200, "old config still in effect");
+    let (status, metrics) = call(&daemon, "GET", "/metrics", "", &admin).await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    for line in [
+        "alertmanager_config_last_reload_successful{tenant=\"cargo\"} 0",
+        "alertmanager_alerts_received_total{tenant=\"cargo\",status=\"firing\"} 1",
+        "alertmanager_notifications_total{tenant=\"cargo\",receiver=\"cargo-hook\",integration=\"webhook\"} 1",
+        "alertmanager_alerts{tenant=\"acme\",state=\"active\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in:\n{metrics}");
+    }
 
     // Change acme (rename its receiver): its alerts stay.
     daemon.write_file("tenants/cargo/tenant.toml", Some(&tenant_toml("token-c", "cargo-hook", &sink_c)));
@@ -199,10 +215,15 @@ async fn reload_adds_changes_and_removes_tenants_and_refuses_bad_configs() {
     assert_eq!(listed[0]["labels"]["alertname"], "Kept", "{listed}");
     assert_eq!(listed[0]["receivers"], serde_json::json!([{"name": "acme-pager"}]));
 
-    // Remove cargo: its token stops working.
+    let (_, metrics) = call(&daemon, "GET", "/metrics", "", &admin).await;
+    assert!(metrics.as_str().unwrap().contains("alertmanager_config_last_reload_successful{tenant=\"cargo\"} 1"), "{metrics}");
+
+    // Remove cargo: its token stops working, and its series go.
     daemon.write_file("tenants/cargo/tenant.toml", None);
     assert_eq!(call(&daemon, "POST", "/-/reload", "", &admin).await.0, 200);
     assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &c).await.0, 401);
+    let (_, metrics) = call(&daemon, "GET", "/metrics", "", &admin).await;
+    assert!(!metrics.as_str().unwrap().contains("last_reload_successful{tenant=\"cargo\"}"), "{metrics}");
 }
 
 #[test]

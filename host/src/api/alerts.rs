@@ -16,7 +16,7 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     match crate::ingest::decode_postable_alerts(body, now, &notifier.limits) {
         Ok(alerts) => accept(notifier, alerts, now).await.unwrap_or_else(|r| r),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => invalid(notifier, e.to_string()),
     }
 }
 
@@ -26,7 +26,7 @@ pub async fn post_alertmanager_webhook(notifier: &Notifier, body: &[u8]) -> Resp
     let now = Utc::now();
     match crate::ingest::decode_alertmanager_webhook(body, now, &notifier.limits) {
         Ok(alerts) => accept(notifier, alerts, now).await.unwrap_or_else(|r| r),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => invalid(notifier, e.to_string()),
     }
 }
 
@@ -36,7 +36,7 @@ pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     let (event, mut alert) = match crate::ingest::decode_event(body, now, &notifier.limits) {
         Ok(decoded) => decoded,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return invalid(notifier, e.to_string()),
     };
     let dedup_key = alert.labels["dedup_key"].clone();
     if event.resolve {
@@ -54,6 +54,13 @@ pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
         return response;
     }
     super::json(StatusCode::OK, &json!({ "dedup_key": dedup_key, "fingerprint": fingerprint }))
+}
+
+/// A 400 for a request with an invalid alert, counted in `alertmanager_alerts_invalid_total`
+/// (once per request: a bad alert rejects the whole request).
+fn invalid(notifier: &Notifier, message: String) -> Response<Body> {
+    notifier.metrics.alerts_invalid.get_or_create(&crate::metrics::tenant_labels(&notifier.tenant)).inc();
+    error(StatusCode::BAD_REQUEST, message)
 }
 
 /// The path every ingest format shares: the tenant's rate, its state (all or nothing), the
@@ -79,6 +86,8 @@ async fn accept(
             Err(_) => unreachable!("max_alerts_per_request <= ingest_burst is checked at config load"),
         }
     }
+    let firing = alerts.iter().filter(|a| a.status_at(now) == crate::alert::Status::Firing).count() as u64;
+    let resolved = alerts.len() as u64 - firing;
     let (touched, commit) = notifier
         .state
         .ingest(alerts, now, notifier.store.as_ref(), notifier.limits.max_alerts)
@@ -89,6 +98,9 @@ async fn accept(
         Err(_) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into())),
     }
     notifier.on_ingested(&touched, now);
+    let tenant = crate::metrics::tenant_labels(&notifier.tenant);
+    notifier.metrics.alerts_received.get_or_create(&crate::metrics::with(tenant.clone(), "status", "firing")).inc_by(firing);
+    notifier.metrics.alerts_received.get_or_create(&crate::metrics::with(tenant, "status", "resolved")).inc_by(resolved);
     Ok(Response::builder().status(StatusCode::OK).body(Body::default()).expect("static response"))
 }
 

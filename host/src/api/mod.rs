@@ -26,6 +26,8 @@ pub trait Reload: Send + Sync {
     fn reload(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<usize, String>> + Send + '_>>;
     /// The tenants now in effect.
     fn tenants(&self) -> Arc<Tenants>;
+    /// Every metric, in Prometheus' text format.
+    fn metrics(&self) -> String;
 }
 
 /// What the API handlers need.
@@ -71,7 +73,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 }
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 11] = [
+const ENDPOINTS: [(&str, &[Method]); 12] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
     ("/api/v2/alerts/groups", &[Method::GET]),
     ("/api/belfry/v1/alertmanager", &[Method::POST]),
@@ -83,6 +85,7 @@ const ENDPOINTS: [(&str, &[Method]); 11] = [
     ("/-/healthy", &[Method::GET, Method::HEAD]),
     ("/-/ready", &[Method::GET, Method::HEAD]),
     ("/-/reload", &[Method::POST]),
+    ("/metrics", &[Method::GET]),
 ];
 
 async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
@@ -103,8 +106,19 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         return health::ok();
     }
     let tenants = app.daemon.tenants();
+    // Metrics name every tenant and receiver: only for admins once tokens are in use.
+    if path == "/metrics" {
+        if !tenants.is_admin(req.headers()) {
+            return error(StatusCode::FORBIDDEN, "metrics need an admin token ([server] admin_tokens)".into());
+        }
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(hyper::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(Full::new(Bytes::from(app.daemon.metrics())))
+            .expect("static response parts are valid");
+    }
     if path == "/-/reload" {
-        if !tenants.may_reload(req.headers()) {
+        if !tenants.is_admin(req.headers()) {
             return error(StatusCode::FORBIDDEN, "reloading needs an admin token ([server] admin_tokens)".into());
         }
         return match app.daemon.reload().await {

@@ -78,6 +78,8 @@ pub struct Notifier {
     pub limits: crate::config::TenantLimits,
     /// The tenant's ingest rate (alerts per second, with a burst).
     pub ingest_rate: governor::DefaultDirectRateLimiter,
+    /// Where ingest and delivery are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Notifier {
@@ -160,6 +162,47 @@ impl Notifier {
             drop(self.store.submit(ops));
         }
         self.wake.notify_one();
+    }
+
+    /// Set the gauges of this tenant's state: alerts by state, groups, silences, breakers.
+    pub fn export_state(&self, now: DateTime<Utc>) {
+        use crate::metrics::{receiver_labels, tenant_labels, with};
+        let m = &self.metrics;
+        let tenant = tenant_labels(&self.tenant);
+        let (mut firing, mut suppressed) = (0i64, 0i64);
+        if self.inhibitor.is_empty() && self.silences.list().is_empty() {
+            self.state.for_each_firing(now, &mut |_, _| firing += 1);
+        } else {
+            // Only tenants with silences or inhibition rules pay for a copy of their firing alerts.
+            let sources = (!self.inhibitor.is_empty()).then(|| self.inhibitor.sources(&self.state, now));
+            for record in self.state.select(&|a| a.ends_at() > now) {
+                firing += 1;
+                let muted = !self.silences.silencing(&record.labels, now).is_empty()
+                    || sources.as_ref().is_some_and(|s| self.inhibitor.inhibited_by(s, record.fingerprint(), &record.labels).is_some());
+                suppressed += i64::from(muted);
+            }
+        }
+        let held = self.state.len() as i64;
+        m.alerts.get_or_create(&with(tenant.clone(), "state", "active")).set(firing - suppressed);
+        m.alerts.get_or_create(&with(tenant.clone(), "state", "suppressed")).set(suppressed);
+        m.alerts.get_or_create(&with(tenant.clone(), "state", "resolved")).set(held - firing);
+        m.groups.get_or_create(&tenant).set(self.routing().groups.len() as i64);
+        let mut by_state = std::collections::BTreeMap::from([("active", 0i64), ("pending", 0), ("expired", 0)]);
+        for silence in self.silences.list() {
+            *by_state.entry(silence.state_at(now).as_str()).or_default() += 1;
+        }
+        for (state, count) in by_state {
+            m.silences.get_or_create(&with(tenant.clone(), "state", state)).set(count);
+        }
+        for (name, channel) in self.channels.iter() {
+            let (state, _) = channel.gate.breaker.state();
+            let value = match state {
+                BreakerState::Closed => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen => 2,
+            };
+            m.breaker_state.get_or_create(&receiver_labels(&self.tenant, name, channel.receiver.plugin_name())).set(value);
+        }
     }
 
     /// The earliest time a group is due.

@@ -21,6 +21,7 @@ use super::breaker::{Admission, Breaker, Verdict};
 use super::ratelimit::RateLimit;
 use super::retry::Backoff;
 use crate::audit::AuditLog;
+use crate::metrics::{Metrics, receiver_labels, with};
 use crate::plugin::{DeliveryFailure, DeliveryReport, FailureKind, Notification, Receiver};
 use crate::store::{Op, Store};
 
@@ -101,6 +102,7 @@ pub struct Dispatcher {
 pub struct Pipeline {
     in_flight: Semaphore,
     audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
     /// Finished jobs' outbox entries, removed from the store in batches.
     finished: mpsc::UnboundedSender<(String, String)>,
 }
@@ -120,12 +122,18 @@ async fn remove_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedRec
 
 impl Dispatcher {
     /// Start a dispatcher writing outbox removals to `store` and outcomes to `audit`.
-    pub fn start(max_pending: usize, max_in_flight: usize, store: Arc<dyn Store>, audit: Arc<AuditLog>) -> Dispatcher {
+    pub fn start(
+        max_pending: usize,
+        max_in_flight: usize,
+        store: Arc<dyn Store>,
+        audit: Arc<AuditLog>,
+        metrics: Arc<Metrics>,
+    ) -> Dispatcher {
         let (finished, removals) = mpsc::unbounded_channel();
         tokio::spawn(remove_finished(store, removals));
         Dispatcher {
             pending: Arc::new(Semaphore::new(max_pending.max(1))),
-            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), audit, finished }),
+            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), audit, metrics, finished }),
         }
     }
 
@@ -162,11 +170,18 @@ impl Pipeline {
                 break;
             };
             tried.push(target.clone());
-            match self.deliver(&job, &target, channel).await {
+            let outcome = self.deliver(&job, &target, channel).await;
+            let labels = receiver_labels(&job.tenant, &target, channel.receiver.plugin_name());
+            self.metrics.notifications.get_or_create(&labels).inc();
+            if let Err(refusal) = &outcome {
+                self.metrics.notifications_failed.get_or_create(&with(labels.clone(), "reason", refusal.reason())).inc();
+            }
+            match outcome {
                 Ok(_) => break,
                 Err(refusal) => match &channel.fallback {
                     Some(next) if !tried.contains(next) => {
                         tracing::warn!(from = %target, to = %next, reason = refusal.reason(), "failing over");
+                        self.metrics.failovers.get_or_create(&with(labels, "reason", refusal.reason())).inc();
                         self.audit(&job, &target, "notify.failover", json!({"to": next, "reason": refusal.reason()}));
                         target = next.clone();
                     }
@@ -198,10 +213,20 @@ impl Pipeline {
             if let Some(rate) = &gate.rate {
                 rate.acquire().await;
             }
+            let plugin = channel.receiver.plugin_name();
             let outcome = {
                 let _slot = self.in_flight.acquire().await.expect("the semaphore is never closed");
-                channel.receiver.deliver(&job.entry.notification).await
+                let started = Instant::now();
+                let outcome = channel.receiver.deliver(&job.entry.notification).await;
+                let integration = vec![("integration", plugin.to_string())];
+                self.metrics.notification_latency.get_or_create(&integration).observe(started.elapsed().as_secs_f64());
+                outcome
             };
+            let labels = receiver_labels(&job.tenant, name, plugin);
+            self.metrics.notification_requests.get_or_create(&labels).inc();
+            if let Err(failure) = &outcome {
+                self.metrics.notification_requests_failed.get_or_create(&with(labels, "reason", failure.kind.as_str())).inc();
+            }
             if gate.breaker.record(Verdict::of(&outcome), Instant::now()) {
                 tracing::warn!(receiver = %name, "circuit breaker opened");
             }

@@ -1,0 +1,179 @@
+//! Prometheus metrics, with Alertmanager's names where the meaning is the same (plus a `tenant` label), so its dashboards and alerts carry over.
+//!
+//! Counters and histograms are updated where things happen (ingest, the delivery pipeline,
+//! reloads). Gauges of state (alerts, groups, silences, breakers, store size) are read from
+//! the daemon when Prometheus scrapes, so they never drift.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A metric's labels: `(name, value)` pairs in a fixed order.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Seconds, from 5 ms to 20 s (Alertmanager uses 1, 5, 10, 15, 20 s; Belfry's deliveries
+/// usually take milliseconds).
+const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 20.0];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Every metric Belfry exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Alerts received, by tenant and status (`firing`, `resolved`).
+    pub alerts_received: Family<Labels, Counter>,
+    /// Alerts refused as invalid, by tenant.
+    pub alerts_invalid: Family<Labels, Counter>,
+    /// Notifications a receiver accepted or finally refused, by tenant, receiver, integration.
+    pub notifications: Family<Labels, Counter>,
+    /// Notifications a receiver finally refused, by tenant, receiver, integration and reason.
+    pub notifications_failed: Family<Labels, Counter>,
+    /// Delivery attempts (retries included), by tenant, receiver, integration.
+    pub notification_requests: Family<Labels, Counter>,
+    /// Failed delivery attempts, by tenant, receiver, integration and reason (the failure kind).
+    pub notification_requests_failed: Family<Labels, Counter>,
+    /// How long a delivery attempt took, by integration.
+    pub notification_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Notifications moved to a fallback receiver, by tenant, receiver (the one failed over from) and reason.
+    pub failovers: Family<Labels, Counter>,
+    /// 1 if the tenant's last configuration or script reload succeeded, by tenant.
+    pub reload_successful: Family<Labels, Gauge>,
+    /// When the tenant's configuration last loaded successfully, by tenant.
+    pub reload_success_time: Family<Labels, Gauge>,
+    /// Alerts held, by tenant and state (`active`, `suppressed`, `resolved`).
+    pub alerts: Family<Labels, Gauge>,
+    /// Aggregation groups, by tenant.
+    pub groups: Family<Labels, Gauge>,
+    /// Silences, by tenant and state (`active`, `pending`, `expired`).
+    pub silences: Family<Labels, Gauge>,
+    /// Circuit breaker state per receiver: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<Labels, Gauge>,
+    /// Bytes of the store file.
+    pub store_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered and at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            alerts_received: Family::default(),
+            alerts_invalid: Family::default(),
+            notifications: Family::default(),
+            notifications_failed: Family::default(),
+            notification_requests: Family::default(),
+            notification_requests_failed: Family::default(),
+            notification_latency: Family::new_with_constructor(latency_histogram),
+            failovers: Family::default(),
+            reload_successful: Family::default(),
+            reload_success_time: Family::default(),
+            alerts: Family::default(),
+            groups: Family::default(),
+            silences: Family::default(),
+            breaker_state: Family::default(),
+            store_bytes: Gauge::default(),
+        };
+        // Counters get `_total` appended by the encoder.
+        registry.register("alertmanager_alerts_received", "Alerts received, by tenant and status", m.alerts_received.clone());
+        registry.register("alertmanager_alerts_invalid", "Alerts refused as invalid, by tenant", m.alerts_invalid.clone());
+        registry.register("alertmanager_notifications", "Notifications sent or finally failed", m.notifications.clone());
+        registry.register(
+            "alertmanager_notifications_failed",
+            "Notifications every retry failed for (before failover)",
+            m.notifications_failed.clone(),
+        );
+        registry.register("alertmanager_notification_requests", "Delivery attempts, retries included", m.notification_requests.clone());
+        registry.register(
+            "alertmanager_notification_requests_failed",
+            "Failed delivery attempts, by failure kind",
+            m.notification_requests_failed.clone(),
+        );
+        registry.register("alertmanager_notification_latency_seconds", "Duration of delivery attempts", m.notification_latency.clone());
+        registry.register("belfry_notification_failovers", "Notifications moved to a fallback receiver", m.failovers.clone());
+        registry.register(
+            "alertmanager_config_last_reload_successful",
+            "Whether the tenant's last configuration or routing-script reload succeeded",
+            m.reload_successful.clone(),
+        );
+        registry.register(
+            "alertmanager_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the tenant's last successful reload",
+            m.reload_success_time.clone(),
+        );
+        registry.register("alertmanager_alerts", "Alerts held, by state", m.alerts.clone());
+        registry.register("alertmanager_dispatcher_aggregation_groups", "Aggregation groups", m.groups.clone());
+        registry.register("alertmanager_silences", "Silences, by state", m.silences.clone());
+        registry.register("belfry_receiver_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", m.breaker_state.clone());
+        registry.register("belfry_store_size_bytes", "Size of the store file", m.store_bytes.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Record a tenant's reload outcome at `now` (seconds since the epoch).
+    pub fn reloaded(&self, tenant: &str, ok: bool, now: i64) {
+        let labels = tenant_labels(tenant);
+        self.reload_successful.get_or_create(&labels).set(i64::from(ok));
+        if ok {
+            self.reload_success_time.get_or_create(&labels).set(now);
+        }
+    }
+
+    /// Forget a removed tenant's series.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let labels = tenant_labels(tenant);
+        self.reload_successful.remove(&labels);
+        self.reload_success_time.remove(&labels);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `{tenant="..."}`.
+pub fn tenant_labels(tenant: &str) -> Labels {
+    vec![("tenant", tenant.to_string())]
+}
+
+/// `{tenant, receiver, integration}`: the labels of a receiver's series.
+pub fn receiver_labels(tenant: &str, receiver: &str, integration: &str) -> Labels {
+    vec![("tenant", tenant.to_string()), ("receiver", receiver.to_string()), ("integration", integration.to_string())]
+}
+
+/// `labels` with one more `(name, value)` pair.
+pub fn with(mut labels: Labels, name: &'static str, value: &str) -> Labels {
+    labels.push((name, value.to_string()));
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_alertmanager_and_carry_the_tenant() {
+        let m = Metrics::new();
+        m.alerts_received.get_or_create(&with(tenant_labels("acme"), "status", "firing")).inc_by(3);
+        m.reloaded("acme", false, 0);
+        m.notification_latency.get_or_create(&vec![("integration", "webhook".to_string())]).observe(0.02);
+        let text = m.encode();
+        assert!(text.contains("alertmanager_alerts_received_total{tenant=\"acme\",status=\"firing\"} 3"), "{text}");
+        assert!(text.contains("alertmanager_config_last_reload_successful{tenant=\"acme\"} 0"), "{text}");
+        assert!(text.contains("alertmanager_notification_latency_seconds_bucket{le=\"0.025\",integration=\"webhook\"} 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
