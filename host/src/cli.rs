@@ -296,7 +296,7 @@ async fn run_serve(config_path: PathBuf) -> Result<(), StartError> {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(anyhow::Error::from)?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                if let Err(e) = daemon.reload().await {
+                if let Err(e) = daemon.reload("sighup").await {
                     tracing::error!(error = %e, "reload refused; the previous configuration stays in effect");
                 }
             }

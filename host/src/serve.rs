@@ -55,6 +55,8 @@ pub struct Daemon {
     watcher: Option<crate::watch::ScriptWatcher>,
     /// Every metric.
     metrics: Arc<crate::metrics::Metrics>,
+    /// The audit trail (reloads here; deliveries in the pipeline, silences in the API).
+    audit: Arc<AuditLog>,
     /// The store file, for its size.
     store_path: PathBuf,
     /// Rate limits and breakers by (tenant, receiver); a reload keeps those whose settings stay.
@@ -158,6 +160,7 @@ impl Daemon {
                 ),
                 limits: view.limits.clone(),
                 metrics: self.metrics.clone(),
+                audit: self.audit.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });
@@ -214,7 +217,7 @@ impl Daemon {
 
     /// Put built tenants live: swap them in, then route every alert with the new scripts
     /// (the notification log carries over, so nothing is notified twice).
-    fn commit(&self, tenants: Tenants, built: Vec<Built>) -> usize {
+    fn commit(&self, tenants: Tenants, built: Vec<Built>, by: &str) -> usize {
         let count = tenants.all().count();
         let live: Vec<String> = tenants.all().map(|t| t.name.clone()).collect();
         *self.tenants.write().expect("tenants lock") = Arc::new(tenants);
@@ -229,6 +232,7 @@ impl Daemon {
         let now = chrono::Utc::now();
         for name in &live {
             self.metrics.reloaded(name, true, now.timestamp());
+            self.audit.record(name, "config.load", by, serde_json::json!({"config": self.config_path.display().to_string()}));
         }
         let mut scripts = Vec::new();
         for b in built {
@@ -259,11 +263,19 @@ impl Daemon {
                 Ok(router) => {
                     notifier.rebuild(Arc::new(router), chrono::Utc::now());
                     self.metrics.reloaded(&tenant.name, true, chrono::Utc::now().timestamp());
+                    self.audit.record(
+                        &tenant.name,
+                        "script.load",
+                        "file-watcher",
+                        serde_json::json!({"script": file.display().to_string()}),
+                    );
                     let since_write_ms = written.and_then(|w| w.elapsed().ok()).map_or(-1.0, |d| d.as_secs_f64() * 1e3);
                     tracing::info!(tenant = %tenant.name, script = %file.display(), since_write_ms, "routing script reloaded");
                 }
                 Err(e) => {
                     self.metrics.reloaded(&tenant.name, false, 0);
+                    let fields = serde_json::json!({"script": file.display().to_string(), "error": e.to_string()});
+                    self.audit.record(&tenant.name, "script.rejected", "file-watcher", fields);
                     tracing::error!(tenant = %tenant.name, error = %e, "routing script rejected; the previous script keeps routing")
                 }
             }
@@ -272,18 +284,21 @@ impl Daemon {
 
     /// Re-read the config file and swap in the new tenants; on any problem keep the old ones.
     /// Server, store and runtime settings take effect at the next start.
-    pub async fn reload(&self) -> Result<usize, StartError> {
+    /// `by` says who asked (`api`, `sighup`), for the audit trail.
+    pub async fn reload(&self, by: &str) -> Result<usize, StartError> {
         let built = match Config::load(&self.config_path) {
             Ok(config) => self.build_tenants(&config).await,
             Err(e) => Err(e.into()),
         };
-        let (tenants, built) = built.inspect_err(|_| {
+        let (tenants, built) = built.inspect_err(|e| {
             // Refused as a whole: no tenant took the new configuration.
             for tenant in self.tenants().all() {
                 self.metrics.reloaded(&tenant.name, false, 0);
+                let fields = serde_json::json!({"config": self.config_path.display().to_string(), "error": e.to_string()});
+                self.audit.record(&tenant.name, "config.rejected", by, fields);
             }
         })?;
-        let count = self.commit(tenants, built);
+        let count = self.commit(tenants, built, by);
         tracing::info!(tenants = count, "configuration reloaded");
         Ok(count)
     }
@@ -353,7 +368,7 @@ impl Daemon {
         {
             return e.gate.clone();
         }
-        let gate = Arc::new(Gate { rate: r.rate_limit.as_ref().map(RateLimit::new), breaker: Breaker::new(&r.breaker) });
+        let gate = Arc::new(Gate::new(r.rate_limit.as_ref().map(RateLimit::new), Breaker::new(&r.breaker)));
         gates.insert(key, GateEntry { rate: r.rate_limit.clone(), breaker: r.breaker.clone(), gate: gate.clone() });
         gate
     }
@@ -380,7 +395,7 @@ impl Reload for Daemon {
     }
 
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<usize, String>> + Send + '_>> {
-        Box::pin(async move { Daemon::reload(self).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { Daemon::reload(self, "api").await.map_err(|e| e.to_string()) })
     }
 
     fn tenants(&self) -> Arc<Tenants> {
@@ -434,7 +449,8 @@ pub async fn start(
         config_path,
         runtime,
         store: store.clone(),
-        dispatcher: Dispatcher::start(MAX_PENDING, config.runtime.max_in_flight, store, audit, metrics.clone()),
+        dispatcher: Dispatcher::start(MAX_PENDING, config.runtime.max_in_flight, store, audit.clone(), metrics.clone()),
+        audit,
         metrics,
         store_path,
         external_url: config.external_url(addr),
@@ -445,7 +461,7 @@ pub async fn start(
         gates: Mutex::new(HashMap::new()),
     });
     let (tenants, built) = daemon.build_tenants(config).await?;
-    daemon.commit(tenants, built);
+    daemon.commit(tenants, built, "start");
     tokio::spawn(crate::watch::reload_changed_scripts(daemon.clone(), script_events));
     tokio::spawn(flusher(daemon.clone()));
     tokio::spawn(sweep(daemon.clone(), config.alerts.sweep_interval));

@@ -85,11 +85,12 @@ async fn a_429_is_retried_after_its_retry_after_and_every_attempt_is_audited() {
     assert_eq!(both[0].json()["groupKey"], both[1].json()["groupKey"], "the retry carries the same dedup key");
 
     let records = audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let records: Vec<Value> = records.into_iter().filter(|r| r["action"].as_str().unwrap().starts_with("notify.")).collect();
     assert_eq!(actions(&records), [("notify.failed".into(), "hook".into()), ("notify.delivered".into(), "hook".into())]);
     assert_eq!(records[0]["kind"], "retryable");
     assert!(records[0]["retry_in_ms"].as_u64().unwrap() >= 1000, "{}", records[0]);
     assert_eq!(records[1]["attempt"], 2);
-    assert!(verify_audit(&daemon).contains("ok: 2 records"));
+    assert!(verify_audit(&daemon).contains("ok: 3 records"), "the start, the failed try, the delivery");
 }
 
 #[tokio::test]
@@ -153,6 +154,17 @@ async fn an_open_breaker_sends_straight_to_the_fallback() {
         metrics.contains("belfry_receiver_breaker_state{tenant=\"default\",receiver=\"email\",integration=\"webhook\"} 0"),
         "{metrics}"
     );
+    let (status, health) = http_request("GET", &daemon.url("/api/belfry/v1/receivers"), "").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health[0]["name"], "email");
+    assert_eq!((health[0]["breaker"].as_str(), health[0]["lastError"].is_null()), (Some("closed"), true));
+    assert!(health[0]["lastSuccess"].is_string());
+    assert_eq!(health[1]["name"], "slack");
+    assert_eq!(health[1]["breaker"], "open");
+    assert_eq!(health[1]["consecutiveFailures"], 2);
+    assert_eq!(health[1]["lastError"], serde_json::json!({"kind": "retryable", "blame": "remote"}));
+    assert!(health[1]["lastSuccess"].is_null() && health[1]["lastFailure"].is_string());
 }
 
 #[tokio::test]
@@ -216,4 +228,27 @@ fn bad_delivery_settings_are_named() {
         assert_eq!(failed.code, Some(2), "{}", failed.stderr);
         assert!(failed.stderr.contains(key), "`{extra}`: expected {key} in:\n{}", failed.stderr);
     }
+}
+
+#[tokio::test]
+async fn silence_changes_and_reloads_are_audited() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &config(&receiver("hook", &sink, ""), "hook")).unwrap();
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "Noisy", "isRegex": false, "isEqual": true}],
+        "startsAt": chrono::Utc::now().to_rfc3339(),
+        "endsAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        "createdBy": "alice", "comment": "maintenance",
+    });
+    let (status, created) = http_request("POST", &daemon.url("/api/v2/silences"), &silence.to_string()).await;
+    assert_eq!(status, 200, "{created}");
+    let id = serde_json::from_str::<Value>(&created).unwrap()["silenceID"].as_str().unwrap().to_string();
+    assert_eq!(http_request("DELETE", &daemon.url(&format!("/api/v2/silence/{id}")), "").await.0, 200);
+    assert_eq!(http_request("POST", &daemon.url("/-/reload"), "").await.0, 200);
+    let records = audit_until(&daemon, |r| r.len() >= 4).await;
+    let seen: Vec<(&str, &str)> = records.iter().map(|r| (r["action"].as_str().unwrap(), r["actor"].as_str().unwrap())).collect();
+    assert_eq!(seen, [("config.load", "start"), ("silence.set", "alice"), ("silence.expire", "api"), ("config.load", "api")]);
+    assert_eq!(records[1]["silence"], id.as_str());
+    assert_eq!(records[1]["comment"], "maintenance");
+    assert!(verify_audit(&daemon).contains("ok: 4 records"));
 }

@@ -122,6 +122,7 @@ async fn tenants_are_isolated_on_every_endpoint() {
         ("POST", "/api/v2/alerts"),
         ("GET", "/api/v2/status"),
         ("GET", "/api/v2/receivers"),
+        ("GET", "/api/belfry/v1/receivers"),
         ("GET", "/api/v2/silences"),
         ("POST", "/api/v2/silences"),
         ("GET", silence_path.as_str()),

@@ -73,7 +73,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 }
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 12] = [
+const ENDPOINTS: [(&str, &[Method]); 13] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
     ("/api/v2/alerts/groups", &[Method::GET]),
     ("/api/belfry/v1/alertmanager", &[Method::POST]),
@@ -82,6 +82,7 @@ const ENDPOINTS: [(&str, &[Method]); 12] = [
     ("/api/v2/silence/{id}", &[Method::GET, Method::DELETE]),
     ("/api/v2/status", &[Method::GET]),
     ("/api/v2/receivers", &[Method::GET]),
+    ("/api/belfry/v1/receivers", &[Method::GET]),
     ("/-/healthy", &[Method::GET, Method::HEAD]),
     ("/-/ready", &[Method::GET, Method::HEAD]),
     ("/-/reload", &[Method::POST]),
@@ -161,6 +162,7 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         (_, &Method::DELETE) if silence_id.is_some() => silences::delete(notifier, silence_id.as_deref().unwrap_or_default()).await,
         ("/api/v2/status", _) => status::status(notifier, app.started),
         ("/api/v2/receivers", _) => status::receivers(notifier),
+        ("/api/belfry/v1/receivers", _) => status::receiver_health(notifier),
         _ => unreachable!("every endpoint in ENDPOINTS is handled"),
     }
 }

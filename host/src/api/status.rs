@@ -1,4 +1,4 @@
-//! `GET /api/v2/status` (amtool calls it before every command) and `GET /api/v2/receivers`.
+//! `GET /api/v2/status` (amtool calls it before every command), `GET /api/v2/receivers`, and Belfry's per-receiver health.
 
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -28,6 +28,32 @@ pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Re
         },
     });
     super::json(StatusCode::OK, &body)
+}
+
+/// `GET /api/belfry/v1/receivers`: the tenant's receivers with their health: breaker state,
+/// consecutive failures, last success, last failure and its class.
+pub fn receiver_health(notifier: &Notifier) -> Response<Body> {
+    let mut channels: Vec<_> = notifier.channels.iter().collect();
+    channels.sort_by_key(|(name, _)| *name);
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(format_time);
+    let list: Vec<_> = channels
+        .into_iter()
+        .map(|(name, channel)| {
+            let (state, failures) = channel.gate.breaker.state();
+            let health = channel.gate.health.lock().expect("health lock").clone();
+            json!({
+                "name": name,
+                "integration": channel.receiver.plugin_name(),
+                "fallback": channel.fallback,
+                "breaker": state.as_str(),
+                "consecutiveFailures": failures,
+                "lastSuccess": time(health.last_success),
+                "lastFailure": time(health.last_failure),
+                "lastError": health.last_error.map(|(kind, blame)| json!({"kind": kind, "blame": blame})),
+            })
+        })
+        .collect();
+    super::json(StatusCode::OK, &json!(list))
 }
 
 /// The tenant's receivers: `[{"name": ...}]`.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 pub use breaker::{Admission, Breaker, BreakerState, Verdict};
-pub use pipeline::{Channel, Channels, Dispatcher, Gate, Job, OutboxEntry};
+pub use pipeline::{Channel, Channels, Dispatcher, Gate, Health, Job, OutboxEntry};
 pub use ratelimit::{RateLimit, TokioClock};
 pub use retry::Backoff;
 
@@ -80,6 +80,8 @@ pub struct Notifier {
     pub ingest_rate: governor::DefaultDirectRateLimiter,
     /// Where ingest and delivery are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where silence changes are recorded.
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 impl Notifier {

@@ -54,6 +54,38 @@ pub struct Gate {
     pub rate: Option<RateLimit>,
     /// The circuit breaker.
     pub breaker: Breaker,
+    /// The last outcomes, for the health API.
+    pub health: std::sync::Mutex<Health>,
+}
+
+impl Gate {
+    /// A fresh gate: no rate limit unless given, a closed breaker, no history.
+    pub fn new(rate: Option<RateLimit>, breaker: Breaker) -> Gate {
+        Gate { rate, breaker, health: std::sync::Mutex::new(Health::default()) }
+    }
+
+    fn note<T>(&self, outcome: &Result<T, DeliveryFailure>) {
+        let mut health = self.health.lock().expect("health lock");
+        let now = Utc::now();
+        match outcome {
+            Ok(_) => health.last_success = Some(now),
+            Err(f) => {
+                health.last_failure = Some(now);
+                health.last_error = Some((f.kind.as_str(), f.blame.as_str()));
+            }
+        }
+    }
+}
+
+/// What a receiver's recent deliveries say about it.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// When an attempt last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+    /// When an attempt last failed.
+    pub last_failure: Option<DateTime<Utc>>,
+    /// The last failure's kind and who was to blame (`retryable`, `remote`...).
+    pub last_error: Option<(&'static str, &'static str)>,
 }
 
 /// A tenant's channels by receiver name.
@@ -227,6 +259,7 @@ impl Pipeline {
             if let Err(failure) = &outcome {
                 self.metrics.notification_requests_failed.get_or_create(&with(labels, "reason", failure.kind.as_str())).inc();
             }
+            gate.note(&outcome);
             if gate.breaker.record(Verdict::of(&outcome), Instant::now()) {
                 tracing::warn!(receiver = %name, "circuit breaker opened");
             }
