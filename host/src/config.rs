@@ -695,14 +695,63 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// The key at fault, e.g. `receivers[0].config.url`; a `line N` location for syntax errors.
     pub key: String,
+    /// The line the key is on, once [`ConfigErrors::located`] looked it up.
+    pub line: Option<usize>,
     /// What is wrong and what to do.
     pub message: String,
 }
 
 impl fmt::Display for ConfigError {
+    /// `file:line: key: message`, or `file:line: message` when the key is only a line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        let file = self.file.display();
+        match (self.line, self.key.strip_prefix("line ")) {
+            (_, Some(line)) => write!(f, "{file}:{line}: {}", self.message),
+            (Some(line), None) => write!(f, "{file}:{line}: {}: {}", self.key, self.message),
+            (None, None) if self.key == "-" => write!(f, "{file}: {}", self.message),
+            (None, None) => write!(f, "{file}: {}: {}", self.key, self.message),
+        }
     }
+}
+
+impl ConfigErrors {
+    /// Every problem, with the line of its key looked up in its file (each file read once).
+    pub fn located(mut self) -> ConfigErrors {
+        let mut texts: std::collections::HashMap<PathBuf, Option<String>> = std::collections::HashMap::new();
+        for e in &mut self.0 {
+            if e.line.is_some() || e.key.starts_with("line ") {
+                continue;
+            }
+            let text = texts.entry(e.file.clone()).or_insert_with(|| std::fs::read_to_string(&e.file).ok());
+            e.line = text.as_deref().and_then(|t| line_of_key(t, &e.key));
+        }
+        self
+    }
+}
+
+/// The line (1-based) where `key` (`receivers[0].config.url`, `route.receiver`) is set in the
+/// TOML `text`, or where the deepest part of it that exists is.
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut found = None;
+    'segments: for segment in key.split('.') {
+        let (name, indexes) = segment.split_at(segment.find('[').unwrap_or(segment.len()));
+        let Some((_, mut value)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name) else { break };
+        found = Some(value.span().start);
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let (Ok(i), DeValue::Array(items)) = (index.parse::<usize>(), value.get_ref()) else { break 'segments };
+            let Some(item) = items.get(i) else { break 'segments };
+            found = Some(item.span().start);
+            value = item;
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found.map(|at| text[..at.min(text.len())].matches('\n').count() + 1)
 }
 
 /// Every problem found in one configuration.
@@ -726,14 +775,15 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Read and check `file`. Plugin-specific checks happen when the plugins load.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
-        let error = |key: &str, message: String| ConfigErrors(vec![ConfigError { file: file.to_path_buf(), key: key.into(), message }]);
+        let error =
+            |key: &str, message: String| ConfigErrors(vec![ConfigError { line: None, file: file.to_path_buf(), key: key.into(), message }]);
         let text =
             std::fs::read_to_string(file).map_err(|e| error("-", format!("cannot read the config file: {e} (check the --config path)")))?;
         let mut config = Config::parse(&text).map_err(|(key, message)| error(&key, message))?;
         config.file = file.to_path_buf();
         config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         config.tenant_files = config.read_tenant_dirs()?;
-        config.check()?;
+        config.check().map_err(ConfigErrors::located)?;
         Ok(config)
     }
 
@@ -744,6 +794,7 @@ impl Config {
         let mut errors = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|e| {
             ConfigErrors(vec![ConfigError {
+                line: None,
                 file: self.file.clone(),
                 key: "tenants.dir".into(),
                 message: format!("cannot read {}: {e}", dir.display()),
@@ -759,7 +810,7 @@ impl Config {
         let mut tenants = Vec::new();
         for name in names {
             let file = dir.join(&name).join("tenant.toml");
-            let mut fail = |key: String, message: String| errors.push(ConfigError { file: file.clone(), key, message });
+            let mut fail = |key: String, message: String| errors.push(ConfigError { line: None, file: file.clone(), key, message });
             if let Err(why) = check_tenant_name(&name) {
                 fail("-".into(), format!("{why} (rename the directory)"));
                 continue;
@@ -822,7 +873,8 @@ impl Config {
     /// every tenant, each problem named in the file that defines it.
     fn check(&self) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
-        let mut push = |file: &Path, key: String, message: String| errors.push(ConfigError { file: file.to_path_buf(), key, message });
+        let mut push =
+            |file: &Path, key: String, message: String| errors.push(ConfigError { line: None, file: file.to_path_buf(), key, message });
         if self.route.is_none() && !self.receivers.is_empty() {
             push(&self.file, "route".into(), "the top-level [[receivers]] need a [route] table naming where alerts go".into());
         }
@@ -1030,7 +1082,7 @@ mod tests {
     #[test]
     fn unknown_key_names_line_and_key() {
         let err = load(&MINIMAL.replace("[route]", "[route]\nrecevier = \"x\"")).unwrap_err().to_string();
-        assert!(err.contains("belfry.toml: line 11:"), "{err}"); // the line of the bad key
+        assert!(err.contains("belfry.toml:11: unknown field"), "{err}"); // the line of the bad key
         assert!(err.contains("recevier"), "{err}");
     }
 
@@ -1068,6 +1120,18 @@ mod tests {
         assert_eq!(err.0[0].key, "receivers[0].retry.max_attempts");
         let err = load(&two("rate_limit = { messages = 0 }", "")).unwrap_err();
         assert_eq!(err.0[0].key, "receivers[0].rate_limit");
+    }
+
+    #[test]
+    fn keys_are_located_on_their_lines() {
+        let text = "[server]\nlisten = \"x\"\n\n[[receivers]]\nname = \"a\"\n\n[[receivers]]\nname = \"b\"\nconfig = { url = \"u\" }\n";
+        assert_eq!(line_of_key(text, "server.listen"), Some(2));
+        assert_eq!(line_of_key(text, "receivers[1].config.url"), Some(9));
+        assert_eq!(line_of_key(text, "receivers[1].name"), Some(8));
+        assert_eq!(line_of_key(text, "receivers[1].nothing"), Some(7), "the deepest part that exists");
+        assert_eq!(line_of_key(text, "route.receiver"), None);
+        let err = load(&MINIMAL.replace("receiver = \"ops\"", "receiver = \"nobody\"")).unwrap_err().to_string();
+        assert!(err.contains("belfry.toml:11: route.receiver: no receiver is named `nobody`"), "{err}");
     }
 
     #[test]

@@ -96,18 +96,7 @@ impl Daemon {
     /// self-tests); collect every problem before giving up. Nothing goes live until [`Daemon::commit`].
     async fn build_tenants(&self, config: &Config) -> Result<(Tenants, Vec<Built>), StartError> {
         let mut errors = Vec::new();
-        let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
-        for (name, source) in &config.plugins {
-            match self.runtime.load(&config.resolve(&source.path), source.sha256.as_deref()).await {
-                Ok(plugin) => {
-                    tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
-                    plugins.insert(name.clone(), plugin);
-                }
-                Err(e) => {
-                    errors.push(ConfigError { file: config.file.clone(), key: format!("plugins.{name}.path"), message: e.to_string() })
-                }
-            }
-        }
+        let plugins = load_plugins(&self.runtime, config, &mut errors).await;
         let settings =
             AlertSettings { resolve_timeout: config.alerts.resolve_timeout, resolved_retention: config.alerts.resolved_retention };
         let mut new_states = Vec::new();
@@ -115,14 +104,8 @@ impl Daemon {
         let mut built = Vec::new();
         for view in config.tenants() {
             let channels = self.bind_channels(&view, config, &plugins, &mut errors).await;
-            let router = match Router::build(RouterSpec::for_tenant(&view)) {
-                Ok(router) => Arc::new(router),
-                Err(e) => {
-                    let key = e.line.map_or("-".to_string(), |l| format!("line {l}"));
-                    errors.push(ConfigError { file: e.file, key, message: format!("{} (tenant `{}`)", e.message, view.name) });
-                    continue;
-                }
-            };
+            let Some(router) = build_router(&view, &mut errors) else { continue };
+            let router = Arc::new(router);
             let state = self.states.lock().expect("states lock").get(view.name).cloned();
             let state = match state {
                 Some(state) => state,
@@ -167,7 +150,7 @@ impl Daemon {
             tenants.push(Tenant::new(view.name.to_string(), hashes, notifier));
         }
         if !errors.is_empty() {
-            return Err(ConfigErrors(errors).into());
+            return Err(ConfigErrors(errors).located().into());
         }
         // New tenants (at start: all of them) get back what the store holds for them.
         if !new_states.is_empty() {
@@ -317,43 +300,14 @@ impl Daemon {
     ) -> Channels {
         let mut channels = HashMap::new();
         for (i, r) in view.receivers.iter().enumerate() {
-            let Some(plugin) = plugins.get(&r.plugin) else { continue };
-            let spec = ReceiverSpec {
-                tenant: view.name.to_string(),
-                name: r.name.clone(),
-                config: r.config.clone(),
-                allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
-                allow_private_addresses: r.allow_private_addresses,
-                limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
-                isolation: config.runtime.isolation,
-                max_in_flight: config.runtime.max_in_flight_per_receiver,
+            let Some(receiver) = bind_receiver(view, config, plugins, i, errors).await else { continue };
+            let channel = Channel {
+                receiver: Arc::new(receiver),
+                fallback: r.fallback.clone(),
+                backoff: Backoff::from(&r.retry),
+                gate: self.gate(view.name, r),
             };
-            let mut error = |key: String, message: String| errors.push(ConfigError { file: view.file.to_path_buf(), key, message });
-            match plugin.bind(spec).await {
-                Ok(receiver) => {
-                    let channel = Channel {
-                        receiver: Arc::new(receiver),
-                        fallback: r.fallback.clone(),
-                        backoff: Backoff::from(&r.retry),
-                        gate: self.gate(view.name, r),
-                    };
-                    channels.insert(r.name.clone(), channel);
-                }
-                Err(BindError::Config(problems)) => {
-                    for p in problems {
-                        let key = if p.field.is_empty() {
-                            format!("receivers[{i}].config")
-                        } else {
-                            format!("receivers[{i}].config.{}", p.field)
-                        };
-                        error(key, format!("{} (receiver `{}`, plugin `{}`)", p.message, r.name, r.plugin));
-                    }
-                }
-                Err(BindError::Plugin(failure)) => error(
-                    format!("receivers[{i}]"),
-                    format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name),
-                ),
-            }
+            channels.insert(r.name.clone(), channel);
         }
         channels
     }
@@ -401,6 +355,115 @@ impl Reload for Daemon {
     fn tenants(&self) -> Arc<Tenants> {
         Daemon::tenants(self)
     }
+}
+
+/// Load every plugin the configuration names (checking pins); a failure is a problem of its
+/// `plugins.<name>.path`.
+async fn load_plugins(runtime: &Runtime, config: &Config, errors: &mut Vec<ConfigError>) -> HashMap<String, Arc<Plugin>> {
+    let mut plugins = HashMap::new();
+    for (name, source) in &config.plugins {
+        match runtime.load(&config.resolve(&source.path), source.sha256.as_deref()).await {
+            Ok(plugin) => {
+                tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
+                plugins.insert(name.clone(), plugin);
+            }
+            Err(e) => errors.push(ConfigError {
+                line: None,
+                file: config.file.clone(),
+                key: format!("plugins.{name}.path"),
+                message: e.to_string(),
+            }),
+        }
+    }
+    plugins
+}
+
+/// Bind the tenant's receiver `i` to its plugin, which validates its config; each field the
+/// plugin rejects is a problem of `receivers[i].config.<field>`.
+async fn bind_receiver(
+    view: &TenantView<'_>,
+    config: &Config,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    i: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::plugin::Receiver> {
+    let r = &view.receivers[i];
+    let plugin = plugins.get(&r.plugin)?;
+    let spec = ReceiverSpec {
+        tenant: view.name.to_string(),
+        name: r.name.clone(),
+        config: r.config.clone(),
+        allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
+        allow_private_addresses: r.allow_private_addresses,
+        limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
+        isolation: config.runtime.isolation,
+        max_in_flight: config.runtime.max_in_flight_per_receiver,
+    };
+    let mut error = |key: String, message: String| errors.push(ConfigError { line: None, file: view.file.to_path_buf(), key, message });
+    match plugin.bind(spec).await {
+        Ok(receiver) => return Some(receiver),
+        Err(BindError::Config(problems)) => {
+            for p in problems {
+                let key = if p.field.is_empty() { format!("receivers[{i}].config") } else { format!("receivers[{i}].config.{}", p.field) };
+                error(key, format!("{} (receiver `{}`, plugin `{}`)", p.message, r.name, r.plugin));
+            }
+        }
+        Err(BindError::Plugin(failure)) => {
+            error(format!("receivers[{i}]"), format!("plugin `{}` failed while validating receiver `{}`: {failure}", r.plugin, r.name))
+        }
+    }
+    None
+}
+
+/// Compile the tenant's routing script and run its self-tests; a failure is a problem at the
+/// script's line.
+fn build_router(view: &TenantView<'_>, errors: &mut Vec<ConfigError>) -> Option<Router> {
+    match Router::build(RouterSpec::for_tenant(view)) {
+        Ok(router) => Some(router),
+        Err(e) => {
+            let key = e.line.map_or("-".to_string(), |l| format!("line {l}"));
+            errors.push(ConfigError { line: None, file: e.file, key, message: format!("{} (tenant `{}`)", e.message, view.name) });
+            None
+        }
+    }
+}
+
+/// What `belfry check` went through.
+#[derive(Debug)]
+pub struct Checked {
+    /// Tenants checked.
+    pub tenants: usize,
+    /// Plugins loaded.
+    pub plugins: usize,
+    /// Receivers validated by their plugins.
+    pub receivers: usize,
+    /// Routing scripts compiled with their self-tests.
+    pub scripts: usize,
+}
+
+/// Everything a start checks, without opening the store or listening: the TOML and its
+/// cross-references (already done by [`Config::load`]), every plugin (pins included), every
+/// receiver's config through its plugin's `validate-config`, every routing script with its
+/// self-tests. All problems at once, each with file and line.
+pub async fn check(config: &Config) -> Result<Checked, StartError> {
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: config.resolve(&config.runtime.cache_dir),
+        allocator: crate::config::Allocator::OnDemand,
+        pool_slots: 1,
+    })?;
+    let mut errors = Vec::new();
+    let plugins = load_plugins(&runtime, config, &mut errors).await;
+    let mut checked = Checked { tenants: 0, plugins: plugins.len(), receivers: 0, scripts: 0 };
+    for view in config.tenants() {
+        checked.tenants += 1;
+        for i in 0..view.receivers.len() {
+            checked.receivers += usize::from(bind_receiver(&view, config, &plugins, i, &mut errors).await.is_some());
+        }
+        if build_router(&view, &mut errors).is_some() && view.route.script.is_some() {
+            checked.scripts += 1;
+        }
+    }
+    if errors.is_empty() { Ok(checked) } else { Err(ConfigErrors(errors).located().into()) }
 }
 
 /// A running daemon.

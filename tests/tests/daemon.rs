@@ -239,22 +239,22 @@ fn config_errors_name_the_file_and_key_and_exit_2() {
         webhook_wasm().display()
     );
     let cases = [
-        // (change, expected key in the message)
-        (base.replace("[route]", "[route]\nreciever = \"r\""), "line 11"),
-        (base.replace("plugin = \"webhook\"", "plugin = \"slack\""), "receivers[0].plugin"),
-        (base.replace("receiver = \"r\"", "receiver = \"nobody\""), "route.receiver"),
-        (base.replace("url = \"http://", "url = \"ftp://"), "receivers[0].config.url"),
-        (base.replace("config = {", "config = { bogus = true, "), "receivers[0].config.bogus"),
-        (base.replace(&webhook_wasm().display().to_string(), "/nonexistent/webhook.wasm"), "plugins.webhook.path"),
-        (base.replace("path = ", &format!("sha256 = \"{}\"\npath = ", "ab".repeat(32))), "plugins.webhook.path"),
+        // (change, the line and what the message starts with)
+        (base.replace("[route]", "[route]\nreciever = \"r\""), 11, "unknown field `reciever`"),
+        (base.replace("plugin = \"webhook\"", "plugin = \"slack\""), 6, "receivers[0].plugin"),
+        (base.replace("receiver = \"r\"", "receiver = \"nobody\""), 11, "route.receiver"),
+        (base.replace("url = \"http://", "url = \"ftp://"), 8, "receivers[0].config.url"),
+        (base.replace("config = {", "config = { bogus = true, "), 8, "receivers[0].config.bogus"),
+        (base.replace(&webhook_wasm().display().to_string(), "/nonexistent/webhook.wasm"), 2, "plugins.webhook.path"),
+        (base.replace("path = ", &format!("sha256 = \"{}\"\npath = ", "ab".repeat(32))), 3, "plugins.webhook.path"),
     ];
-    for (text, key) in cases {
+    for (text, line, key) in cases {
         let failed = match Daemon::start(BIN, &text) {
             Ok(_) => panic!("accepted a bad config expecting {key}:\n{text}"),
             Err(failed) => failed,
         };
         assert_eq!(failed.code, Some(2), "{}", failed.stderr);
-        let expected = format!("{}: {key}", failed.config.display());
+        let expected = format!("{}:{line}: {key}", failed.config.display());
         assert!(failed.stderr.contains(&expected), "expected `{expected}` in:\n{}", failed.stderr);
     }
 }

@@ -161,7 +161,7 @@ async fn a_changed_script_goes_live_without_restart_and_a_broken_one_is_rejected
     daemon.write_file("route.rhai", Some("fn route(alert) {\n  \"pager\"\n  let = 1;\n}"));
     let (status, body) = http_request("POST", &daemon.url("/-/reload"), "").await;
     assert_eq!(status, 400);
-    assert!(body.contains("route.rhai: line 3"), "{body}");
+    assert!(body.contains("route.rhai:3: "), "{body}");
 
     // Fixed: the metric says so.
     daemon.write_file("route.rhai", Some("fn route(alert) { \"pager\" }"));
