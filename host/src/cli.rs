@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Make master keys, encrypt secrets for the config, rotate them to a new key.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Work with the audit trail.
     Audit {
         #[command(subcommand)]
@@ -99,6 +104,32 @@ enum RouteCommand {
         verify_receivers: Option<Vec<String>>,
         /// Labels as `name=value`.
         labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new random master key (32 bytes, base64): put it in the environment variable or
+    /// file a `[secrets.keys]` entry names.
+    Keygen,
+    /// Read a secret from standard input and print it as `enc:v1:<key-id>:...` for the config.
+    Encrypt {
+        /// The configuration (its `[secrets.keys]` say where the keys are).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The master key to encrypt under.
+        #[arg(long)]
+        key: String,
+    },
+    /// Re-encrypt every `enc:v1:` value in the configuration's files (the main file and every
+    /// tenant.toml) under another key, in place. Both keys must be in `[secrets.keys]`.
+    Rotate {
+        /// The configuration file, or the directory holding `belfry.toml`.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new key id.
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -150,6 +181,7 @@ pub fn main() -> ExitCode {
             }
             Command::Token { command } => token(command),
             Command::Audit { command: AuditCommand::Verify { path } } => audit_verify(&path),
+            Command::Secrets { command } => secrets(command),
         }
     });
     match result {
@@ -179,6 +211,59 @@ async fn check(config: PathBuf) -> Result<(), StartError> {
         checked.scripts
     );
     Ok(())
+}
+
+/// `belfry secrets ...`.
+fn secrets(command: SecretsCommand) -> Result<(), StartError> {
+    let config_file = |config: PathBuf| if config.is_dir() { config.join("belfry.toml") } else { config };
+    match command {
+        SecretsCommand::Keygen => println!("{}", crate::secrets::new_key()),
+        SecretsCommand::Encrypt { config, key } => {
+            // Only the keys are needed: a config whose other secrets do not resolve here still works.
+            let file = config_file(config);
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let keyring = keyring_of(&file, &text)?;
+            let mut plain = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut plain).map_err(|e| anyhow::anyhow!("cannot read stdin: {e}"))?;
+            let plain = plain.strip_suffix('\n').unwrap_or(&plain);
+            println!("{}", keyring.encrypt(&key, plain).map_err(|e| anyhow::anyhow!("{e}"))?);
+        }
+        SecretsCommand::Rotate { config, to } => {
+            let file = config_file(config);
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let keyring = keyring_of(&file, &text)?;
+            let mut files = vec![file.clone()];
+            let parsed = Config::parse(&text).map_err(|(key, message)| anyhow::anyhow!("{}: {key}: {message}", file.display()))?;
+            if let Some(dir) = &parsed.tenants.dir {
+                let dir = file.parent().unwrap_or(std::path::Path::new(".")).join(dir);
+                let entries = std::fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?;
+                files.extend(entries.filter_map(Result::ok).map(|e| e.path().join("tenant.toml")).filter(|p| p.is_file()));
+            }
+            // Every file is re-encrypted in memory first: a key that fails leaves every file untouched.
+            let mut rotated = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?;
+                let (new, count) =
+                    crate::secrets::rotate_text(&text, &keyring, &to).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                rotated.push((f, new, count));
+            }
+            for (f, new, count) in rotated {
+                if count > 0 {
+                    std::fs::write(f, new).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.display()))?;
+                }
+                println!("{}: {count} value(s) re-encrypted under `{to}`", f.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The keyring of the config text `text` read from `file`.
+fn keyring_of(file: &std::path::Path, text: &str) -> Result<crate::secrets::Keyring, StartError> {
+    let parsed = Config::parse(text).map_err(|(key, message)| anyhow::anyhow!("{}: {key}: {message}", file.display()))?;
+    let base = file.parent().unwrap_or(std::path::Path::new("."));
+    crate::secrets::Keyring::load(&parsed.secrets.keys, base)
+        .map_err(|(key, message)| anyhow::anyhow!("{}: {key}: {message}", file.display()).into())
 }
 
 /// `belfry audit verify`: exit 0 and print the count and last hash, or exit 1 naming the first bad line.

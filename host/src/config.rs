@@ -26,6 +26,9 @@ pub struct Config {
     /// Where the audit trail is written.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Master keys for `enc:v1:` values.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     /// How long alerts live.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -281,6 +284,16 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { path: default_store_path() }
     }
+}
+
+/// `[secrets]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Master keys by id: `id = "env:NAME"` or `id = "file:/path"`, each holding 32 bytes of
+    /// base64 (`belfry secrets keygen`). Several ids may be live, so keys rotate.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
 }
 
 /// `[audit]`.
@@ -556,9 +569,13 @@ pub struct ReceiverConfig {
     /// When the receiver is considered down and skipped for a while.
     #[serde(default)]
     pub breaker: BreakerConfig,
-    /// The plugin's configuration, checked by its `validate-config`.
+    /// The plugin's configuration, checked by its `validate-config`. Strings may hold
+    /// `${ENV_VAR}`, `${file:/path}` or `enc:v1:` secrets, resolved when the config loads.
     #[serde(default)]
     pub config: toml::Table,
+    /// The secret values resolved into `config`, masked wherever they could show.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
 }
 
 /// `rate_limit = { messages = 1, per = "1s" }`: a token bucket per receiver.
@@ -783,6 +800,7 @@ impl Config {
         config.file = file.to_path_buf();
         config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         config.tenant_files = config.read_tenant_dirs()?;
+        config.resolve_secrets().map_err(ConfigErrors::located)?;
         config.check().map_err(ConfigErrors::located)?;
         Ok(config)
     }
@@ -867,6 +885,59 @@ impl Config {
     /// Parse TOML text; an error comes back as (location, message).
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
         parse_toml(text)
+    }
+
+    /// The keyring of `[secrets.keys]`.
+    pub fn keyring(&self) -> Result<crate::secrets::Keyring, ConfigErrors> {
+        crate::secrets::Keyring::load(&self.secrets.keys, &self.base_dir)
+            .map_err(|(key, message)| ConfigErrors(vec![ConfigError { line: None, file: self.file.clone(), key, message }]))
+    }
+
+    /// Resolve the secret references in every receiver's `config`, in every file; each
+    /// problem names the field, never a secret.
+    fn resolve_secrets(&mut self) -> Result<(), ConfigErrors> {
+        let keyring = self.keyring()?;
+        let mut errors = Vec::new();
+        let base_dir = self.base_dir.clone();
+        let mut files: Vec<(PathBuf, &mut Vec<ReceiverConfig>)> = vec![(self.file.clone(), &mut self.receivers)];
+        files.extend(self.tenant_files.iter_mut().map(|t| (t.file.clone(), &mut t.config.receivers)));
+        for (file, receivers) in files {
+            for (i, r) in receivers.iter_mut().enumerate() {
+                let mut secrets = Vec::new();
+                for (field, value) in r.config.iter_mut() {
+                    let mut fail = |path: String, message: String| {
+                        errors.push(ConfigError { line: None, file: file.clone(), key: format!("receivers[{i}].config.{path}"), message })
+                    };
+                    let mut resolve = |text: &mut String, path: String| match crate::secrets::resolve(text, &keyring, &base_dir) {
+                        Ok(resolved) => {
+                            *text = resolved.value;
+                            secrets.extend(resolved.secrets);
+                        }
+                        Err(message) => fail(path, message),
+                    };
+                    match value {
+                        toml::Value::String(s) => resolve(s, field.clone()),
+                        toml::Value::Array(items) => {
+                            for (j, item) in items.iter_mut().enumerate() {
+                                if let toml::Value::String(s) = item {
+                                    resolve(s, format!("{field}[{j}]"));
+                                }
+                            }
+                        }
+                        toml::Value::Table(table) => {
+                            for (k, item) in table.iter_mut() {
+                                if let toml::Value::String(s) = item {
+                                    resolve(s, format!("{field}.{k}"));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                r.secrets = secrets;
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
     /// Cross-references: unique receivers, known plugins, a routed receiver, valid tokens; for

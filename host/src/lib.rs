@@ -37,6 +37,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod plugin;
 pub mod route;
+pub mod secrets;
 pub mod serve;
 pub mod silence;
 pub mod state;

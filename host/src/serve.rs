@@ -398,6 +398,7 @@ async fn bind_receiver(
         limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
         isolation: config.runtime.isolation,
         max_in_flight: config.runtime.max_in_flight_per_receiver,
+        secrets: r.secrets.clone(),
     };
     let mut error = |key: String, message: String| errors.push(ConfigError { line: None, file: view.file.to_path_buf(), key, message });
     match plugin.bind(spec).await {

@@ -91,6 +91,7 @@ pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSp
         limits: Limits { cpu_ms: 50, memory_mib: 32, request_timeout_ms: 5_000, ..Limits::default() },
         isolation: Isolation::PerReceiver,
         max_in_flight: 64,
+        secrets: Vec::new(),
     }
 }
 

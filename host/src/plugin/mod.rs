@@ -191,6 +191,9 @@ pub struct ReceiverSpec {
     pub limits: Limits,
     /// Instance sharing.
     pub isolation: Isolation,
+    /// Values resolved from secret references (`${...}`, `enc:v1:`): masked like the fields
+    /// the plugin's schema marks secret.
+    pub secrets: Vec<String>,
     /// Deliveries this receiver runs at once, and so the instances it keeps: every instance is
     /// reused, never created for a burst and dropped after it (creating one costs ~15x a delivery).
     pub max_in_flight: usize,
@@ -209,7 +212,9 @@ impl Plugin {
     /// Convert and validate `spec.config` with the plugin; on success, a receiver ready to deliver.
     pub async fn bind(self: &Arc<Self>, spec: ReceiverSpec) -> Result<Receiver, BindError> {
         let config = to_plugin_config(&spec.config).map_err(BindError::Config)?;
-        let secrets = Redactor::new(secret_values(&self.info, &config));
+        let mut secrets = secret_values(&self.info, &config);
+        secrets.extend(spec.secrets.iter().cloned());
+        let secrets = Redactor::new(secrets);
         let http = (!spec.allowed_hosts.is_empty()).then(|| {
             Outbound::new(HttpGrant {
                 receiver: spec.name.clone(),
