@@ -5,6 +5,10 @@
 //! first), then, last, `hash`: the SHA-256 of the line's bytes up to `,"hash"` with a closing `}`
 //! in its place. Hashing the bytes as written (not a re-serialization) makes the chain
 //! independent of JSON formatting details. [`verify`] recomputes the chain.
+//!
+//! When the live file reaches its size limit it is renamed `<name>.1`, `<name>.2`, ... (the
+//! highest number the newest) and a new live file continues the chain: its first record's
+//! `prev` is the last hash of the file before, and `seq` goes on.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -21,13 +25,55 @@ const TAIL_BYTES: u64 = 1 << 20;
 /// An open audit trail. Appends are serialized; each is one `write` of one line.
 pub struct AuditLog {
     path: PathBuf,
+    max_bytes: u64,
     chain: Mutex<Chain>,
 }
 
 struct Chain {
     file: std::fs::File,
+    /// Bytes in the live file.
+    bytes: u64,
     seq: u64,
     prev: String,
+}
+
+/// The rotated files of the trail at `path` (`<name>.<n>`), oldest first.
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let file = e.file_name().to_str()?.to_string();
+            let n = file.strip_prefix(name)?.strip_prefix('.')?.parse::<u64>().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The `seq` and `hash` of the last complete record in `tail`.
+fn last_record(tail: &[u8]) -> Result<Option<(u64, String)>, String> {
+    let Some(line) = tail.split(|b| *b == b'\n').rev().find(|l| !l.is_empty()) else { return Ok(None) };
+    let record: Map<String, Value> =
+        serde_json::from_slice(line).map_err(|e| format!("its last record is not JSON ({e}); run `belfry audit verify`"))?;
+    match (record.get("seq").and_then(Value::as_u64), record.get("hash").and_then(Value::as_str)) {
+        (Some(seq), Some(hash)) => Ok(Some((seq, hash.to_string()))),
+        _ => Err("its last record has no seq or hash; run `belfry audit verify`".into()),
+    }
+}
+
+/// The last `TAIL_BYTES` of a file.
+fn tail_of(file: &mut std::fs::File) -> std::io::Result<(u64, Vec<u8>)> {
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(TAIL_BYTES);
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(start))?;
+    file.read_to_end(&mut tail)?;
+    Ok((start, tail))
 }
 
 /// Why the trail could not be opened or written: the host's fault (permissions, disk).
@@ -41,9 +87,10 @@ pub struct AuditError {
 }
 
 impl AuditLog {
-    /// Open (or create, with its directory) the trail at `path` and continue its chain. A torn
+    /// Open (or create, with its directory) the trail at `path` and continue its chain (from
+    /// the newest rotated file when the live one is empty); rotate past `max_bytes`. A torn
     /// last line (a crash mid-write) is cut off first.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+    pub fn open(path: &Path, max_bytes: u64) -> Result<AuditLog, AuditError> {
         let fail = |message: String| AuditError { path: path.display().to_string(), message };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create its directory: {e}")))?;
@@ -54,29 +101,41 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(|e| fail(format!("cannot open: {e} (check [audit] path and its permissions)")))?;
-        let len = file.metadata().map_err(|e| fail(e.to_string()))?.len();
-        let start = len.saturating_sub(TAIL_BYTES);
-        let mut tail = Vec::new();
-        file.seek(SeekFrom::Start(start)).and_then(|_| file.read_to_end(&mut tail)).map_err(|e| fail(e.to_string()))?;
+        let (start, tail) = tail_of(&mut file).map_err(|e| fail(e.to_string()))?;
         let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         if complete < tail.len() {
             tracing::warn!(path = %path.display(), bytes = tail.len() - complete, "cutting off a torn last audit record");
             file.set_len(start + complete as u64).map_err(|e| fail(format!("cannot cut off a torn last record: {e}")))?;
         }
-        let (seq, prev) = match tail[..complete].split(|b| *b == b'\n').rev().find(|l| !l.is_empty()) {
-            None => (0, GENESIS.to_string()),
-            Some(line) => {
-                let record: Map<String, Value> = serde_json::from_slice(line)
-                    .map_err(|e| fail(format!("its last record is not JSON ({e}); run `belfry audit verify`")))?;
-                let seq = record.get("seq").and_then(Value::as_u64);
-                let hash = record.get("hash").and_then(Value::as_str);
-                match (seq, hash) {
-                    (Some(seq), Some(hash)) => (seq, hash.to_string()),
-                    _ => return Err(fail("its last record has no seq or hash; run `belfry audit verify`".into())),
+        let bytes = start + complete as u64;
+        let last = match last_record(&tail[..complete]).map_err(fail)? {
+            Some(last) => Some(last),
+            // An empty live file after a rotation: the chain goes on from the newest rotated file.
+            None => match rotated_files(path).last() {
+                Some(newest) => {
+                    let mut f = std::fs::File::open(newest).map_err(|e| fail(format!("cannot read {}: {e}", newest.display())))?;
+                    last_record(&tail_of(&mut f).map_err(|e| fail(e.to_string()))?.1).map_err(fail)?
                 }
-            }
+                None => None,
+            },
         };
-        Ok(AuditLog { path: path.to_path_buf(), chain: Mutex::new(Chain { file, seq, prev }) })
+        let (seq, prev) = last.unwrap_or((0, GENESIS.to_string()));
+        Ok(AuditLog { path: path.to_path_buf(), max_bytes: max_bytes.max(1), chain: Mutex::new(Chain { file, bytes, seq, prev }) })
+    }
+
+    /// Rename the live file to the next `<name>.<n>` and start a new one.
+    fn rotate(&self, chain: &mut Chain) -> Result<(), String> {
+        let n = rotated_files(&self.path).last().and_then(|p| p.extension()?.to_str()?.parse::<u64>().ok()).map_or(1, |n| n + 1);
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(format!(".{n}"));
+        std::fs::rename(&self.path, &rotated).map_err(|e| format!("cannot rotate: {e}"))?;
+        chain.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| format!("cannot start a new file after rotating: {e}"))?;
+        chain.bytes = 0;
+        Ok(())
     }
 
     /// The file.
@@ -111,6 +170,10 @@ impl AuditLog {
             .map_err(|e| AuditError { path: self.path.display().to_string(), message: format!("cannot append: {e}") })?;
         chain.seq += 1;
         chain.prev = hash;
+        chain.bytes += line.len() as u64;
+        if chain.bytes >= self.max_bytes {
+            self.rotate(&mut chain).map_err(|message| AuditError { path: self.path.display().to_string(), message })?;
+        }
         Ok(())
     }
 
@@ -169,14 +232,24 @@ pub struct ChainBroken {
     pub message: String,
 }
 
-/// Check every record of the trail at `path`: each line parses, its hash matches its content,
-/// its `prev` is the previous line's hash and its `seq` follows the previous one.
+/// Check every record of the trail at `path`, its rotated files first (oldest first): each
+/// line parses, its hash matches its content, its `prev` is the previous record's hash and its
+/// `seq` follows the previous one, across files.
 pub fn verify(path: &Path) -> Result<Verified, ChainBroken> {
+    let mut prev = GENESIS.to_string();
+    let mut seq = 0u64;
+    let mut files = rotated_files(path);
+    files.push(path.to_path_buf());
+    for file in files {
+        verify_file(&file, &mut prev, &mut seq)?;
+    }
+    Ok(Verified { records: seq, last_hash: if seq == 0 { String::new() } else { prev } })
+}
+
+fn verify_file(path: &Path, prev: &mut String, seq: &mut u64) -> Result<(), ChainBroken> {
     let file = path.display().to_string();
     let broken = |line: usize, message: String| ChainBroken { file: file.clone(), line, message };
     let text = std::fs::read(path).map_err(|e| broken(0, format!("cannot read: {e}")))?;
-    let mut prev = GENESIS.to_string();
-    let mut seq = 0u64;
     let body = text.strip_suffix(b"\n").unwrap_or(&text);
     for (i, line) in body.split(|b| *b == b'\n').enumerate().filter(|_| !body.is_empty()) {
         let n = i + 1;
@@ -198,13 +271,13 @@ pub fn verify(path: &Path) -> Result<Verified, ChainBroken> {
                 "`prev` is not the previous record's hash: a record before it was removed, inserted or reordered".into(),
             ));
         }
-        if record.get("seq").and_then(Value::as_u64) != Some(seq + 1) {
-            return Err(broken(n, format!("`seq` is not {}: records were removed or reordered", seq + 1)));
+        if record.get("seq").and_then(Value::as_u64) != Some(*seq + 1) {
+            return Err(broken(n, format!("`seq` is not {}: records were removed or reordered", *seq + 1)));
         }
-        seq += 1;
-        prev = hash;
+        *seq += 1;
+        *prev = hash;
     }
-    Ok(Verified { records: seq, last_hash: if seq == 0 { String::new() } else { prev } })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -216,7 +289,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("belfry-audit-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, u64::MAX).unwrap();
         for i in 0..records {
             log.append("acme", "notify", "belfry", json!({"receiver": "pager", "attempt": i})).unwrap();
         }
@@ -232,7 +305,7 @@ mod tests {
         let path = trail("intact", 3);
         let first = verify(&path).unwrap();
         assert_eq!(first.records, 3);
-        AuditLog::open(&path).unwrap().append("acme", "reload", "admin", Value::Null).unwrap();
+        AuditLog::open(&path, u64::MAX).unwrap().append("acme", "reload", "admin", Value::Null).unwrap();
         assert_eq!(verify(&path).unwrap().records, 4, "a reopened trail continues the chain");
     }
 
@@ -265,12 +338,38 @@ mod tests {
     }
 
     #[test]
+    fn rotation_by_size_keeps_one_chain_across_files() {
+        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-rotated", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(&path, 600).unwrap();
+        for i in 0..10 {
+            log.append("acme", "notify", "belfry", json!({"attempt": i})).unwrap();
+        }
+        drop(log);
+        let rotated = rotated_files(&path);
+        assert!(rotated.len() >= 2, "{rotated:?}");
+        assert_eq!(verify(&path).unwrap().records, 10, "one chain across {} files", rotated.len() + 1);
+        // A crash right after a rotation's rename leaves no live file: the chain continues
+        // from the newest rotated file.
+        let next = format!("{}.{}", path.display(), rotated.len() + 1);
+        std::fs::rename(&path, &next).unwrap();
+        AuditLog::open(&path, 600).unwrap().append("acme", "reload", "api", Value::Null).unwrap();
+        assert_eq!(verify(&path).unwrap().records, 11);
+        let rotated = rotated_files(&path);
+        // A removed middle file is caught at the first record after the gap.
+        std::fs::remove_file(&rotated[1]).unwrap();
+        let err = verify(&path).unwrap_err();
+        assert!(err.message.contains("`prev`"), "{err}");
+    }
+
+    #[test]
     fn a_torn_last_line_is_cut_off_at_open() {
         let path = trail("torn", 2);
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":3,\"ti").unwrap();
         drop(f);
-        AuditLog::open(&path).unwrap().append("acme", "notify", "belfry", Value::Null).unwrap();
+        AuditLog::open(&path, u64::MAX).unwrap().append("acme", "notify", "belfry", Value::Null).unwrap();
         assert_eq!(verify(&path).unwrap().records, 3);
     }
 }

@@ -304,6 +304,13 @@ pub struct AuditConfig {
     /// start, appended to afterwards. `belfry audit verify` checks it.
     #[serde(default = "default_audit_path")]
     pub path: PathBuf,
+    /// The live file is renamed `<path>.<n>` once it reaches this size; the chain goes on.
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_audit_max_bytes() -> u64 {
+    100 << 20
 }
 
 fn default_audit_path() -> PathBuf {
@@ -312,7 +319,7 @@ fn default_audit_path() -> PathBuf {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { path: default_audit_path() }
+        AuditConfig { path: default_audit_path(), max_bytes: default_audit_max_bytes() }
     }
 }
 

@@ -494,7 +494,7 @@ pub async fn start(
     tracing::info!(path = %store_path.display(), "store opened");
     let store: Arc<dyn Store> = Arc::new(store);
     let audit_path = config.resolve(&config.audit.path);
-    let audit = Arc::new(AuditLog::open(&audit_path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let audit = Arc::new(AuditLog::open(&audit_path, config.audit.max_bytes).map_err(|e| anyhow::anyhow!("{e}"))?);
     let metrics = Arc::new(crate::metrics::Metrics::new());
     tracing::info!(path = %audit_path.display(), "audit trail opened");
     let listener = TcpListener::bind(config.server.listen)
