@@ -55,6 +55,13 @@ pub struct Metrics {
     pub breaker_state: Family<Labels, Gauge>,
     /// Bytes of the store file.
     pub store_bytes: Gauge,
+    /// Seconds plugins spent computing (in the guest), by plugin.
+    pub plugin_cpu: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// The largest linear memory a plugin's instance has grown to, by plugin.
+    pub plugin_memory: Family<Labels, Gauge>,
+    /// Deliveries a plugin's misbehaviour stopped, by plugin and kind (`trap`, `cpu_deadline`,
+    /// `memory_limit`, `timeout`).
+    pub plugin_traps: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +91,9 @@ impl Metrics {
             silences: Family::default(),
             breaker_state: Family::default(),
             store_bytes: Gauge::default(),
+            plugin_cpu: Family::default(),
+            plugin_memory: Family::default(),
+            plugin_traps: Family::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register("alertmanager_alerts_received", "Alerts received, by tenant and status", m.alerts_received.clone());
@@ -117,6 +127,9 @@ impl Metrics {
         registry.register("alertmanager_silences", "Silences, by state", m.silences.clone());
         registry.register("belfry_receiver_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", m.breaker_state.clone());
         registry.register("belfry_store_size_bytes", "Size of the store file", m.store_bytes.clone());
+        registry.register("belfry_plugin_cpu_seconds", "Time plugins spent computing, by plugin", m.plugin_cpu.clone());
+        registry.register("belfry_plugin_memory_bytes", "Largest linear memory of a plugin's instance", m.plugin_memory.clone());
+        registry.register("belfry_plugin_traps", "Deliveries stopped for a plugin's misbehaviour, by kind", m.plugin_traps.clone());
         Metrics { registry, ..m }
     }
 
@@ -175,5 +188,41 @@ mod tests {
         assert!(text.contains("alertmanager_config_last_reload_successful{tenant=\"acme\"} 0"), "{text}");
         assert!(text.contains("alertmanager_notification_latency_seconds_bucket{le=\"0.025\",integration=\"webhook\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_dashboard_only_queries_metrics_that_exist() {
+        let m = Metrics::new();
+        // A family shows in the text once it has a series: give each one.
+        let l = tenant_labels("t");
+        for counter in [&m.alerts_received, &m.alerts_invalid, &m.notifications, &m.notifications_failed, &m.failovers, &m.plugin_traps] {
+            counter.get_or_create(&l).inc();
+        }
+        for counter in [&m.notification_requests, &m.notification_requests_failed] {
+            counter.get_or_create(&l).inc();
+        }
+        for gauge in [&m.reload_successful, &m.reload_success_time, &m.alerts, &m.groups, &m.silences, &m.breaker_state, &m.plugin_memory] {
+            gauge.get_or_create(&l).set(1);
+        }
+        m.notification_latency.get_or_create(&l).observe(0.1);
+        m.plugin_cpu.get_or_create(&l).inc_by(0.1);
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).expect("the dashboard is JSON");
+        let text = m.encode();
+        let known: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(panels.len() >= 10);
+        for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+            let expr = target["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("alertmanager_") || w.starts_with("belfry_"))
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                let family = ["_total", "_bucket"].iter().fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+                assert!(known.contains(&family), "the dashboard queries `{name}`, which Belfry does not export");
+            }
+        }
     }
 }

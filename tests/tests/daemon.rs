@@ -228,6 +228,16 @@ async fn a_plugin_that_traps_is_logged_with_blame_and_the_daemon_carries_on() {
     for needle in ["tenant=default", "receiver=broken", "plugin=misbehave", "blame=\"plugin\"", "kind=\"trap\"", "unreachable"] {
         assert!(line.contains(needle), "missing {needle} in: {line}");
     }
+    // Counted per plugin, with what its calls used.
+    let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
+    assert!(metrics.contains("belfry_plugin_traps_total{plugin=\"misbehave\",kind=\"trap\"} 1"), "{metrics}");
+    let memory: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("belfry_plugin_memory_bytes{plugin=\"misbehave\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory gauge in:\n{metrics}"));
+    assert!(memory > 0.0, "{metrics}");
+    assert!(metrics.contains("belfry_plugin_cpu_seconds_total{plugin=\"misbehave\"} "), "{metrics}");
     assert_eq!(http_request("GET", &daemon.url("/-/healthy"), "").await.0, 200);
 }
 

@@ -173,10 +173,13 @@ impl Dispatcher {
     pub async fn submit(&self, job: Job) {
         let permit = self.pending.clone().acquire_owned().await.expect("the semaphore is never closed");
         let pipeline = self.pipeline.clone();
+        let plugin = job.channels.get(&job.entry.receiver).map_or("", |c| c.receiver.plugin_name());
+        // `id` is the correlation id: the outbox id, also in every audit record of this job.
         let span = tracing::info_span!(
             "delivery",
             tenant = %job.tenant,
             receiver = %job.entry.receiver,
+            plugin = %plugin,
             group_key = %job.entry.notification.group_key,
             id = %job.id,
         );
@@ -249,9 +252,19 @@ impl Pipeline {
             let outcome = {
                 let _slot = self.in_flight.acquire().await.expect("the semaphore is never closed");
                 let started = Instant::now();
-                let outcome = channel.receiver.deliver(&job.entry.notification).await;
+                let (outcome, usage) = channel.receiver.deliver_measured(&job.entry.notification).await;
                 let integration = vec![("integration", plugin.to_string())];
                 self.metrics.notification_latency.get_or_create(&integration).observe(started.elapsed().as_secs_f64());
+                let by_plugin = vec![("plugin", plugin.to_string())];
+                self.metrics.plugin_cpu.get_or_create(&by_plugin).inc_by(usage.guest_time.as_secs_f64());
+                let memory = self.metrics.plugin_memory.get_or_create(&by_plugin);
+                memory.set(memory.get().max(usage.memory_bytes as i64));
+                drop(memory);
+                if let Err(f) = &outcome
+                    && f.blame == crate::plugin::Blame::Plugin
+                {
+                    self.metrics.plugin_traps.get_or_create(&with(by_plugin, "kind", f.kind.as_str())).inc();
+                }
                 outcome
             };
             let labels = receiver_labels(&job.tenant, name, plugin);

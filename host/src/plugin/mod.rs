@@ -27,7 +27,7 @@ pub use bindings::belfry::receiver::types::{
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
 pub use outbound::{HostPattern, HttpGrant, Outbound, is_internal};
-pub use sandbox::Redactor;
+pub use sandbox::{Redactor, Usage};
 
 use crate::config::{Allocator, Isolation, Limits};
 use bindings::ReceiverPre;
@@ -333,11 +333,19 @@ impl Receiver {
 
     /// Deliver `notification` through the plugin, in an instance that serves this receiver only.
     pub async fn deliver(&self, notification: &Notification) -> Result<DeliveryReport, DeliveryFailure> {
+        self.deliver_measured(notification).await.0
+    }
+
+    /// [`Receiver::deliver`], with what the call used (none if no instance could be made).
+    pub async fn deliver_measured(&self, notification: &Notification) -> (Result<DeliveryReport, DeliveryFailure>, Usage) {
         let _slot = self.slots.acquire().await.expect("the semaphore is never closed");
-        let mut instance = self.checkout().await?;
+        let mut instance = match self.checkout().await {
+            Ok(instance) => instance,
+            Err(failure) => return (Err(failure), Usage::default()),
+        };
         let outcome = instance.deliver(&self.config, notification).await;
         self.checkin(instance, outcome.reusable);
-        outcome.result
+        (outcome.result, outcome.usage)
     }
 
     async fn checkout(&self) -> Result<Instance, DeliveryFailure> {

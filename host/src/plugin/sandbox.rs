@@ -69,6 +69,8 @@ pub struct State {
     grants: Arc<Grants>,
     call: CallState,
     memory_cap: usize,
+    /// The linear memory's size, as last grown.
+    memory_bytes: usize,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -85,6 +87,7 @@ impl ResourceLimiter for State {
             self.call.violation = Some(FailureKind::MemoryLimit);
             return Err(wasmtime::format_err!("memory limit of {} bytes reached", self.memory_cap));
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -174,6 +177,7 @@ pub async fn instantiate(pre: &ReceiverPre<State>, grants: Arc<Grants>) -> Resul
         grants,
         call: CallState::default(),
         memory_cap,
+        memory_bytes: 0,
         // No preopened directories, no environment, no arguments, closed stdio; sockets deny every
         // address. Linked only because std guests import WASI interfaces they never use.
         wasi: WasiCtx::builder().build(),
@@ -208,6 +212,18 @@ pub struct CallOutcome<T> {
     pub result: Result<T, DeliveryFailure>,
     /// False after a trap or limit violation: the instance must be dropped.
     pub reusable: bool,
+    /// What the call used.
+    pub usage: Usage,
+}
+
+/// What one plugin call used.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// Time in the guest (the call's wall time minus host calls waiting on the network): the
+    /// measure the CPU deadline applies to.
+    pub guest_time: Duration,
+    /// The instance's linear memory after the call.
+    pub memory_bytes: usize,
 }
 
 impl Instance {
@@ -216,7 +232,11 @@ impl Instance {
         let outcome =
             self.call(async |store, bindings| bindings.belfry_receiver_plugin().call_deliver(store, config, notification).await).await;
         let secrets = &self.store.data().grants.secrets;
-        CallOutcome { result: outcome.result.and_then(|r| r.map_err(|e| plugin_error(e, secrets))), reusable: outcome.reusable }
+        CallOutcome {
+            result: outcome.result.and_then(|r| r.map_err(|e| plugin_error(e, secrets))),
+            reusable: outcome.reusable,
+            usage: outcome.usage,
+        }
     }
 
     /// Run `validate-config` under the call limits.
@@ -236,8 +256,12 @@ impl Instance {
         let timeout = self.store.data().grants.limits.call_timeout();
         let result = tokio::time::timeout(timeout, f(&mut self.store, &self.bindings)).await;
         let call = std::mem::take(&mut self.store.data_mut().call);
+        let usage = Usage {
+            guest_time: call.started.map_or(Duration::ZERO, |s| s.elapsed().saturating_sub(call.host_time)),
+            memory_bytes: self.store.data().memory_bytes,
+        };
         match result {
-            Ok(Ok(value)) => CallOutcome { result: Ok(value), reusable: true },
+            Ok(Ok(value)) => CallOutcome { result: Ok(value), reusable: true, usage },
             Ok(Err(error)) => {
                 let kind = call.violation.unwrap_or(FailureKind::Trap);
                 let message = match kind {
@@ -252,7 +276,7 @@ impl Instance {
                     }
                     _ => format!("the plugin trapped: {}", trap_summary(&error)),
                 };
-                CallOutcome { result: Err(DeliveryFailure { blame: Blame::Plugin, kind, message }), reusable: false }
+                CallOutcome { result: Err(DeliveryFailure { blame: Blame::Plugin, kind, message }), reusable: false, usage }
             }
             Err(_) => CallOutcome {
                 result: Err(DeliveryFailure {
@@ -261,6 +285,7 @@ impl Instance {
                     message: format!("the plugin call did not finish within {} ms", timeout.as_millis()),
                 }),
                 reusable: false,
+                usage,
             },
         }
     }
