@@ -137,8 +137,21 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             return response;
         }
     };
+    let span = tracing::info_span!("api", tenant = %tenant.name, method = %method, path = %path);
+    tracing::Instrument::instrument(handle(app, req, &tenant, &path, &method, silence_id.as_deref()), span).await
+}
+
+/// A tenant's request, once authenticated.
+async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    tenant: &Tenant,
+    path: &str,
+    method: &Method,
+    silence_id: Option<&str>,
+) -> Response<Body> {
     let notifier = &tenant.notifier;
-    match (path.as_str(), &method) {
+    match (path, method) {
         ("/api/v2/alerts", &Method::POST) => match read_body(req, app.max_body_bytes).await {
             Ok(body) => alerts::post(notifier, &body).await,
             Err(response) => response,
@@ -158,8 +171,8 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
             Err(response) => response,
         },
         ("/api/v2/silences", _) => silences::list(notifier, req.uri().query()),
-        (_, &Method::GET) if silence_id.is_some() => silences::get(notifier, silence_id.as_deref().unwrap_or_default()),
-        (_, &Method::DELETE) if silence_id.is_some() => silences::delete(notifier, silence_id.as_deref().unwrap_or_default()).await,
+        (_, &Method::GET) if silence_id.is_some() => silences::get(notifier, silence_id.unwrap_or_default()),
+        (_, &Method::DELETE) if silence_id.is_some() => silences::delete(notifier, silence_id.unwrap_or_default()).await,
         ("/api/v2/status", _) => status::status(notifier, app.started),
         ("/api/v2/receivers", _) => status::receivers(notifier),
         ("/api/belfry/v1/receivers", _) => status::receiver_health(notifier),
