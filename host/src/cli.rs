@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Preview notifications before deploying templates.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
     /// Work with the audit trail.
     Audit {
         #[command(subcommand)]
@@ -134,6 +139,25 @@ enum SecretsCommand {
 }
 
 #[derive(Subcommand)]
+enum TemplateCommand {
+    /// Render an alert file for a receiver and show the exact request its plugin would send
+    /// (recorded, not sent; secrets masked).
+    Render {
+        /// The configuration file, or the directory holding `belfry.toml`.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The tenant.
+        #[arg(long, short, default_value = crate::config::DEFAULT_TENANT)]
+        tenant: String,
+        /// The receiver.
+        #[arg(long, short)]
+        receiver: String,
+        /// A JSON file with an alert, or an array of alerts (one group), as posted to /api/v2/alerts.
+        alert: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain of an audit trail; name the first edited, removed or reordered record.
     Verify {
@@ -182,6 +206,9 @@ pub fn main() -> ExitCode {
             Command::Token { command } => token(command),
             Command::Audit { command: AuditCommand::Verify { path } } => audit_verify(&path),
             Command::Secrets { command } => secrets(command),
+            Command::Template { command: TemplateCommand::Render { config, tenant, receiver, alert } } => {
+                template_render(config, &tenant, &receiver, alert).await
+            }
         }
     });
     match result {
@@ -210,6 +237,26 @@ async fn check(config: PathBuf) -> Result<(), StartError> {
         checked.receivers,
         checked.scripts
     );
+    Ok(())
+}
+
+/// `belfry template render`.
+async fn template_render(config: PathBuf, tenant: &str, receiver: &str, alert: PathBuf) -> Result<(), StartError> {
+    let file = if config.is_dir() { config.join("belfry.toml") } else { config };
+    let config = Config::load(&file)?;
+    let text = std::fs::read_to_string(&alert).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", alert.display()))?;
+    let text = if text.trim_start().starts_with('{') { format!("[{text}]") } else { text };
+    let alerts = crate::ingest::decode_postable_alerts(text.as_bytes(), chrono::Utc::now(), &config.limits)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
+    let preview = serve::preview(&config, tenant, receiver, alerts).await?;
+    println!("── title\n{}\n── body\n{}", preview.title, preview.body);
+    for failure in &preview.template_failures {
+        println!("── template failed (the default was used): {failure}");
+    }
+    for (i, request) in preview.requests.iter().enumerate() {
+        println!("── request {} (not sent)\n{request}", i + 1);
+    }
+    println!("── plugin result\n{}", preview.outcome);
     Ok(())
 }
 

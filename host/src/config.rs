@@ -50,6 +50,9 @@ pub struct Config {
     /// The default tenant's named time intervals.
     #[serde(default)]
     pub time_intervals: Vec<TimeIntervalConfig>,
+    /// The default tenant's template language and time zone.
+    #[serde(default)]
+    pub templates: TemplateDefaults,
     /// API tokens of the default tenant, as `sha256:<hex>` (`belfry token new` makes one). With
     /// none, requests without a token act for the default tenant (single-tenant setups).
     #[serde(default)]
@@ -146,6 +149,9 @@ pub struct TenantConfig {
     /// Its named time intervals.
     #[serde(default)]
     pub time_intervals: Vec<TimeIntervalConfig>,
+    /// Its template language and time zone.
+    #[serde(default)]
+    pub templates: TemplateDefaults,
     /// Overrides of the top-level `[limits]`, key by key.
     #[serde(default)]
     pub limits: TenantLimitsOverride,
@@ -233,6 +239,8 @@ pub struct TenantView<'a> {
     pub inhibit_rules: &'a [InhibitRuleConfig],
     /// Named time intervals.
     pub time_intervals: &'a [TimeIntervalConfig],
+    /// Template language and time zone.
+    pub templates: &'a TemplateDefaults,
     /// Its limits: the top-level `[limits]` with the tenant's overrides.
     pub limits: TenantLimits,
 }
@@ -283,6 +291,53 @@ fn default_store_path() -> PathBuf {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { path: default_store_path() }
+    }
+}
+
+/// `[templates]`: the default templates' language and the time zone times are shown in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDefaults {
+    /// `en`, `fr` or `de`.
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// An IANA time zone, e.g. `Europe/Paris`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_locale() -> String {
+    "en".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+impl Default for TemplateDefaults {
+    fn default() -> Self {
+        TemplateDefaults { locale: default_locale(), timezone: default_timezone() }
+    }
+}
+
+impl TenantView<'_> {
+    /// The tenant's templates, compiled; a problem names the receiver's `templates.<part>`.
+    pub fn templates(&self) -> Result<crate::template::Templates, Vec<ConfigError>> {
+        let receivers = self.receivers.iter().map(|r| (r.name.as_str(), &r.templates));
+        crate::template::Templates::new(&self.templates.locale, &self.templates.timezone, receivers).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let i = self.receivers.iter().position(|r| r.name == e.receiver).unwrap_or(0);
+                    let at = e.line.map_or(String::new(), |l| format!(" at line {l} of the template"));
+                    ConfigError {
+                        line: None,
+                        file: self.file.to_path_buf(),
+                        key: format!("receivers[{i}].templates.{}", e.part),
+                        message: format!("{}{at}", e.message),
+                    }
+                })
+                .collect()
+        })
     }
 }
 
@@ -580,6 +635,9 @@ pub struct ReceiverConfig {
     /// `${ENV_VAR}`, `${file:/path}` or `enc:v1:` secrets, resolved when the config loads.
     #[serde(default)]
     pub config: toml::Table,
+    /// Title and body templates overriding the tenant's defaults for this receiver.
+    #[serde(default)]
+    pub templates: crate::template::TemplatesConfig,
     /// The secret values resolved into `config`, masked wherever they could show.
     #[serde(skip)]
     pub secrets: Vec<String>,
@@ -872,6 +930,7 @@ impl Config {
             route,
             inhibit_rules: &self.inhibit_rules,
             time_intervals: &self.time_intervals,
+            templates: &self.templates,
             limits: self.limits.clone(),
         });
         default
@@ -884,6 +943,7 @@ impl Config {
                 route: &t.config.route,
                 inhibit_rules: &t.config.inhibit_rules,
                 time_intervals: &t.config.time_intervals,
+                templates: &t.config.templates,
                 limits: self.limits.with(&t.config.limits),
             }))
             .collect()
@@ -1015,6 +1075,25 @@ impl Config {
             for (i, rule) in tenant.inhibit_rules.iter().enumerate() {
                 if let Err((key, why)) = crate::inhibit::InhibitRule::parse(rule) {
                     push(tenant.file, format!("inhibit_rules[{i}].{key}"), why);
+                }
+            }
+            if !crate::template::LOCALES.contains(&tenant.templates.locale.as_str()) {
+                push(
+                    tenant.file,
+                    "templates.locale".into(),
+                    format!("`{}` has no default templates; use one of {}", tenant.templates.locale, crate::template::LOCALES.join(", ")),
+                );
+            }
+            if tenant.templates.timezone.parse::<chrono_tz::Tz>().is_err() {
+                push(
+                    tenant.file,
+                    "templates.timezone".into(),
+                    format!("unknown time zone `{}` (use e.g. Europe/Paris)", tenant.templates.timezone),
+                );
+            }
+            if let Err(problems) = tenant.templates() {
+                for p in problems {
+                    push(tenant.file, p.key, p.message);
                 }
             }
             for (i, interval) in tenant.time_intervals.iter().enumerate() {

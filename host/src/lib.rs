@@ -42,6 +42,7 @@ pub mod serve;
 pub mod silence;
 pub mod state;
 pub mod store;
+pub mod template;
 pub mod tenant;
 pub mod timeinterval;
 pub mod watch;

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub breaker_state: Family<Labels, Gauge>,
     /// Bytes of the store file.
     pub store_bytes: Gauge,
+    /// Templates that failed on a notification (the default was used), by tenant and receiver.
+    pub template_failures: Family<Labels, Counter>,
     /// Seconds plugins spent computing (in the guest), by plugin.
     pub plugin_cpu: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// The largest linear memory a plugin's instance has grown to, by plugin.
@@ -91,6 +93,7 @@ impl Metrics {
             silences: Family::default(),
             breaker_state: Family::default(),
             store_bytes: Gauge::default(),
+            template_failures: Family::default(),
             plugin_cpu: Family::default(),
             plugin_memory: Family::default(),
             plugin_traps: Family::default(),
@@ -127,6 +130,7 @@ impl Metrics {
         registry.register("alertmanager_silences", "Silences, by state", m.silences.clone());
         registry.register("belfry_receiver_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", m.breaker_state.clone());
         registry.register("belfry_store_size_bytes", "Size of the store file", m.store_bytes.clone());
+        registry.register("belfry_template_failures", "Templates that failed; the default was used", m.template_failures.clone());
         registry.register("belfry_plugin_cpu_seconds", "Time plugins spent computing, by plugin", m.plugin_cpu.clone());
         registry.register("belfry_plugin_memory_bytes", "Largest linear memory of a plugin's instance", m.plugin_memory.clone());
         registry.register("belfry_plugin_traps", "Deliveries stopped for a plugin's misbehaviour, by kind", m.plugin_traps.clone());

@@ -105,6 +105,13 @@ impl Daemon {
         for view in config.tenants() {
             let channels = self.bind_channels(&view, config, &plugins, &mut errors).await;
             let Some(router) = build_router(&view, &mut errors) else { continue };
+            let templates = match view.templates() {
+                Ok(templates) => templates,
+                Err(problems) => {
+                    errors.extend(problems);
+                    continue;
+                }
+            };
             let router = Arc::new(router);
             let state = self.states.lock().expect("states lock").get(view.name).cloned();
             let state = match state {
@@ -144,6 +151,7 @@ impl Daemon {
                 limits: view.limits.clone(),
                 metrics: self.metrics.clone(),
                 audit: self.audit.clone(),
+                templates,
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });
@@ -300,7 +308,7 @@ impl Daemon {
     ) -> Channels {
         let mut channels = HashMap::new();
         for (i, r) in view.receivers.iter().enumerate() {
-            let Some(receiver) = bind_receiver(view, config, plugins, i, errors).await else { continue };
+            let Some(receiver) = bind_receiver(view, config, plugins, i, None, errors).await else { continue };
             let channel = Channel {
                 receiver: Arc::new(receiver),
                 fallback: r.fallback.clone(),
@@ -385,6 +393,7 @@ async fn bind_receiver(
     config: &Config,
     plugins: &HashMap<String, Arc<Plugin>>,
     i: usize,
+    capture: Option<crate::plugin::Capture>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<crate::plugin::Receiver> {
     let r = &view.receivers[i];
@@ -399,6 +408,7 @@ async fn bind_receiver(
         isolation: config.runtime.isolation,
         max_in_flight: config.runtime.max_in_flight_per_receiver,
         secrets: r.secrets.clone(),
+        capture,
     };
     let mut error = |key: String, message: String| errors.push(ConfigError { line: None, file: view.file.to_path_buf(), key, message });
     match plugin.bind(spec).await {
@@ -458,13 +468,95 @@ pub async fn check(config: &Config) -> Result<Checked, StartError> {
     for view in config.tenants() {
         checked.tenants += 1;
         for i in 0..view.receivers.len() {
-            checked.receivers += usize::from(bind_receiver(&view, config, &plugins, i, &mut errors).await.is_some());
+            checked.receivers += usize::from(bind_receiver(&view, config, &plugins, i, None, &mut errors).await.is_some());
         }
         if build_router(&view, &mut errors).is_some() && view.route.script.is_some() {
             checked.scripts += 1;
         }
     }
     if errors.is_empty() { Ok(checked) } else { Err(ConfigErrors(errors).located().into()) }
+}
+
+/// What `belfry template render` shows: the rendered title and body, and each request the
+/// plugin made (recorded, not sent), secrets masked.
+#[derive(Debug)]
+pub struct Preview {
+    /// The notification's title and body after the render stage.
+    pub title: String,
+    /// The body.
+    pub body: String,
+    /// Templates that failed (the default was used).
+    pub template_failures: Vec<String>,
+    /// `METHOD URL`, headers and body of each request, masked.
+    pub requests: Vec<String>,
+    /// What the plugin answered, masked.
+    pub outcome: String,
+}
+
+/// Render `alerts` (as one group) for the tenant's `receiver` and run its plugin with HTTP
+/// recorded instead of sent.
+pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<crate::alert::Alert>) -> Result<Preview, StartError> {
+    let views = config.tenants();
+    let view = views.iter().find(|v| v.name == tenant).ok_or_else(|| {
+        anyhow::anyhow!("no tenant `{tenant}` (tenants: {})", views.iter().map(|v| v.name).collect::<Vec<_>>().join(", "))
+    })?;
+    let i = view.receivers.iter().position(|r| r.name == receiver).ok_or_else(|| {
+        let known: Vec<&str> = view.receivers.iter().map(|r| r.name.as_str()).collect();
+        anyhow::anyhow!("tenant `{tenant}` has no receiver `{receiver}` (receivers: {})", known.join(", "))
+    })?;
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: config.resolve(&config.runtime.cache_dir),
+        allocator: crate::config::Allocator::OnDemand,
+        pool_slots: 1,
+    })?;
+    let mut errors = Vec::new();
+    let plugins = load_plugins(&runtime, config, &mut errors).await;
+    let capture = crate::plugin::Capture::default();
+    let bound = bind_receiver(view, config, &plugins, i, Some(capture.clone()), &mut errors).await;
+    let templates = view.templates().map_err(|e| ConfigErrors(e).located())?;
+    let Some(bound) = bound else { return Err(ConfigErrors(errors).located().into()) };
+    if alerts.is_empty() {
+        return Err(anyhow::anyhow!("the alert file holds no alert").into());
+    }
+    let now = chrono::Utc::now();
+    let settings = config.alerts.resolve_timeout;
+    let records: Vec<_> = alerts.into_iter().map(|a| crate::state::AlertRecord::from_posted(a, now, settings)).collect();
+    let group_by = crate::route::GroupBy::from_names(view.route.group_by.clone()).map_err(|e| anyhow::anyhow!("route.group_by: {e}"))?;
+    let labels = group_by.group_labels(&records[0].labels);
+    let key = crate::group::group_key(receiver, &group_by.names(), &labels);
+    let url = config.external_url(config.server.listen);
+    let mut n = crate::dispatch::notification(tenant, receiver, &key, &labels, &records, &url, now);
+    let rendered = templates.render(&n, now);
+    n.title = Some(rendered.title.clone());
+    n.body = Some(rendered.body.clone());
+    let outcome = match bound.deliver(&n).await {
+        Ok(report) => format!("ok (status {:?}, remote id {:?})", report.status, report.remote_id),
+        Err(failure) => failure.to_string(),
+    };
+    let mask = |text: &str| bound.redactor().redact(text);
+    let requests = capture
+        .lock()
+        .expect("capture lock")
+        .iter()
+        .map(|r| {
+            let headers: String = r.headers.iter().map(|(k, v)| format!("{k}: {}\n", mask(v))).collect();
+            let body = String::from_utf8_lossy(&r.body);
+            let body = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or_else(|| body.into_owned());
+            use crate::plugin::HttpMethod;
+            let method = match r.method {
+                HttpMethod::Get => "GET",
+                HttpMethod::Post => "POST",
+                HttpMethod::Put => "PUT",
+                HttpMethod::Patch => "PATCH",
+                HttpMethod::Delete => "DELETE",
+            };
+            format!("{method} {}\n{headers}\n{}", mask(&r.url), mask(&body))
+        })
+        .collect();
+    Ok(Preview { title: rendered.title, body: rendered.body, template_failures: rendered.failures, requests, outcome: mask(&outcome) })
 }
 
 /// A running daemon.

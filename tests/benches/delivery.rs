@@ -131,6 +131,7 @@ fn main() {
 
         // Baseline: the host's HTTP client alone, same JSON body size, no plugin involved.
         let outbound = belfry::plugin::Outbound::new(belfry::plugin::HttpGrant {
+            capture: None,
             receiver: "bench".into(),
             allowed_hosts: vec![belfry::plugin::HostPattern::parse(&sink.to_string()).unwrap()],
             allow_private: true,

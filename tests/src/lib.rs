@@ -92,6 +92,7 @@ pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSp
         isolation: Isolation::PerReceiver,
         max_in_flight: 64,
         secrets: Vec::new(),
+        capture: None,
     }
 }
 

@@ -43,3 +43,38 @@ fn a_clean_configuration_passes_and_a_broken_one_lists_every_problem_with_its_li
     assert!(stderr.contains("route.rhai:") && stderr.contains("expected receivers [\"pager\"]"), "{stderr}");
     assert!(stderr.contains("the configuration has 2 problem(s)"), "{stderr}");
 }
+
+#[test]
+fn template_render_previews_the_request_with_secrets_masked_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[plugins.webhook]\npath = \"{}\"\n\n[templates]\nlocale = \"fr\"\ntimezone = \"Europe/Paris\"\n\n[[receivers]]\nname = \"ops\"\nplugin = \"webhook\"\nallowed_hosts = [\"127.0.0.1:9\"]\nallow_private_addresses = true\ntemplates = {{ title = \"{{{{ commonLabels.alertname }}}} chez {{{{ tenant }}}}\" }}\nconfig = {{ url = \"http://127.0.0.1:9/hook\", bearer_token = \"tok-5ecr3t-value\" }}\n\n[route]\nreceiver = \"ops\"\n",
+        webhook_wasm().display()
+    );
+    write(
+        dir.path(),
+        &[("belfry.toml", &config), ("alert.json", r#"{"labels":{"alertname":"DiskFull"},"annotations":{"summary":"Disque plein"}}"#)],
+    );
+    let out = Command::new(BIN)
+        .args(["template", "render", "--config"])
+        .arg(dir.path())
+        .args(["--receiver", "ops"])
+        .arg(dir.path().join("alert.json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("── title\nDiskFull chez default"), "{stdout}");
+    assert!(stdout.contains("[ALERTE] Disque plein") && stdout.contains("depuis "), "the French default body: {stdout}");
+    assert!(stdout.contains("── request 1 (not sent)\nPOST http://127.0.0.1:9/hook"), "{stdout}");
+    assert!(stdout.contains("Authorization: Bearer ***") || stdout.contains("authorization: Bearer ***"), "{stdout}");
+    assert!(!stdout.contains("tok-5ecr3t-value"), "{stdout}");
+    assert!(stdout.contains("\"commonAnnotations\""), "the plugin's real payload: {stdout}");
+
+    // A template that does not parse is a configuration problem naming the receiver's key.
+    write(dir.path(), &[("belfry.toml", &config.replace("chez {{ tenant }}", "chez {{ tenant }"))]);
+    let out = Command::new(BIN).args(["check", "--config"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("receivers[0].templates.title: syntax error"), "{stderr}");
+}

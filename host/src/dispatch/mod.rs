@@ -82,6 +82,8 @@ pub struct Notifier {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where silence changes are recorded.
     pub audit: Arc<crate::audit::AuditLog>,
+    /// Its title and body templates (the render stage).
+    pub templates: crate::template::Templates,
 }
 
 impl Notifier {
@@ -268,7 +270,7 @@ impl Notifier {
                     }
                     let entry = OutboxEntry {
                         receiver: flush.receiver.clone(),
-                        notification: group_notification(&self.tenant, &flush, &self.external_url, now),
+                        notification: self.render(group_notification(&self.tenant, &flush, &self.external_url, now), now),
                         decided_at: now,
                     };
                     // Same batch as the log entry: after a crash, either both are there or neither is.
@@ -290,6 +292,20 @@ impl Notifier {
         for job in jobs {
             self.dispatcher.submit(job).await;
         }
+    }
+
+    /// The render stage: title and body from the receiver's templates; a template that fails
+    /// falls back to the default and is reported (log line, metric).
+    pub fn render(&self, mut n: Notification, now: DateTime<Utc>) -> Notification {
+        let rendered = self.templates.render(&n, now);
+        for failure in &rendered.failures {
+            tracing::warn!(tenant = %self.tenant, receiver = %n.receiver, error = %failure, "template failed; the default template was used");
+            let labels = crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "receiver", &n.receiver);
+            self.metrics.template_failures.get_or_create(&labels).inc();
+        }
+        n.title = Some(rendered.title);
+        n.body = Some(rendered.body);
+        n
     }
 
     /// Resubmit notifications a previous run left in the outbox (decided, not yet accepted).

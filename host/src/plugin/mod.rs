@@ -26,7 +26,7 @@ pub use bindings::belfry::receiver::types::{
 };
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
-pub use outbound::{HostPattern, HttpGrant, Outbound, is_internal};
+pub use outbound::{Capture, HostPattern, HttpGrant, Outbound, is_internal};
 pub use sandbox::{Redactor, Usage};
 
 use crate::config::{Allocator, Isolation, Limits};
@@ -191,6 +191,8 @@ pub struct ReceiverSpec {
     pub limits: Limits,
     /// Instance sharing.
     pub isolation: Isolation,
+    /// Record HTTP requests here instead of sending them (`belfry template render`).
+    pub capture: Option<Capture>,
     /// Values resolved from secret references (`${...}`, `enc:v1:`): masked like the fields
     /// the plugin's schema marks secret.
     pub secrets: Vec<String>,
@@ -222,6 +224,7 @@ impl Plugin {
                 allow_private: spec.allow_private_addresses,
                 timeout: spec.limits.request_timeout(),
                 max_response_bytes: spec.limits.response_max_bytes,
+                capture: spec.capture.clone(),
             })
         });
         let grants =

@@ -103,7 +103,13 @@ pub struct HttpGrant {
     pub timeout: Duration,
     /// Response bodies are cut here.
     pub max_response_bytes: u64,
+    /// Preview mode (`belfry template render`): requests that pass the checks are recorded
+    /// here and answered `200 {"ok":true}` instead of being sent.
+    pub capture: Option<Capture>,
 }
+
+/// Requests recorded instead of sent.
+pub type Capture = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
@@ -159,6 +165,10 @@ impl Outbound {
                 "address {ip} is internal; set allow_private_addresses = true on receiver `{}` to allow it",
                 grant.receiver
             )));
+        }
+        if let Some(capture) = &grant.capture {
+            capture.lock().expect("capture lock").push(request);
+            return Ok(Response { status: 200, headers: Vec::new(), body: br#"{"ok":true}"#.to_vec(), body_truncated: false });
         }
         let mut builder = http::Request::builder().method(method(request.method)).uri(uri);
         for (name, value) in &request.headers {
