@@ -439,6 +439,25 @@ fn build_router(view: &TenantView<'_>, errors: &mut Vec<ConfigError>) -> Option<
     }
 }
 
+/// A firing notification of one sample alert, for checking templates.
+fn sample_notification(tenant: &str, receiver: &str) -> crate::plugin::Notification {
+    let now = chrono::Utc::now();
+    let alert = crate::alert::Alert {
+        labels: [("alertname", "SampleAlert"), ("instance", "host-1:9100"), ("severity", "critical")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        annotations: [("summary", "A sample alert for belfry check"), ("runbook_url", "https://runbooks.example/sample")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        starts_at: now,
+        ends_at: None,
+        generator_url: "http://prometheus.example/graph".into(),
+    };
+    crate::dispatch::single_alert_notification(tenant, receiver, &alert, "http://belfry.example", now)
+}
+
 /// What `belfry check` went through.
 #[derive(Debug)]
 pub struct Checked {
@@ -472,6 +491,21 @@ pub async fn check(config: &Config) -> Result<Checked, StartError> {
         }
         if build_router(&view, &mut errors).is_some() && view.route.script.is_some() {
             checked.scripts += 1;
+        }
+        // Every template renders a sample notification (e.g. a time zone that does not exist
+        // only shows when rendering).
+        if let Ok(templates) = view.templates() {
+            for (i, r) in view.receivers.iter().enumerate() {
+                let sample = sample_notification(view.name, &r.name);
+                for failure in templates.render(&sample, chrono::Utc::now()).failures {
+                    errors.push(ConfigError {
+                        line: None,
+                        file: view.file.to_path_buf(),
+                        key: format!("receivers[{i}].templates"),
+                        message: format!("rendering a sample alert failed: {failure}"),
+                    });
+                }
+            }
         }
     }
     if errors.is_empty() { Ok(checked) } else { Err(ConfigErrors(errors).located().into()) }

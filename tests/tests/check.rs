@@ -77,4 +77,12 @@ fn template_render_previews_the_request_with_secrets_masked_and_sends_nothing() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("receivers[0].templates.title: syntax error"), "{stderr}");
+
+    // One that parses but cannot render: caught by rendering a sample alert.
+    let unrenderable = config.replace("chez {{ tenant }}", "à {{ now|datetime('Mars/Olympus') }}");
+    write(dir.path(), &[("belfry.toml", &unrenderable)]);
+    let out = Command::new(BIN).args(["check", "--config"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("receivers[0].templates: rendering a sample alert failed") && stderr.contains("Mars/Olympus"), "{stderr}");
 }
