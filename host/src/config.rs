@@ -530,6 +530,15 @@ pub struct Limits {
     /// Log lines per call; further lines are dropped and counted.
     #[serde(default = "default_max_log_lines")]
     pub max_log_lines: u32,
+    /// Alerts passed to the plugin per notification (firing first); the rest are counted in
+    /// `truncated_alerts`, as Alertmanager's webhook `max_alerts` does. Bounds the time and
+    /// memory of one call whatever the size of a group.
+    #[serde(default = "default_max_alerts")]
+    pub max_alerts: usize,
+}
+
+fn default_max_alerts() -> usize {
+    1000
 }
 
 fn default_cpu_ms() -> u64 {
@@ -561,6 +570,7 @@ impl Default for Limits {
             response_max_bytes: default_response_max_bytes(),
             max_requests: default_max_requests(),
             max_log_lines: default_max_log_lines(),
+            max_alerts: default_max_alerts(),
         }
     }
 }

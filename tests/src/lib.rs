@@ -22,6 +22,11 @@ pub fn webhook_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_WEBHOOK"))
 }
 
+/// The Slack plugin component, built from `plugins/slack`.
+pub fn slack_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_SLACK"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))

@@ -51,6 +51,20 @@ async fn payload_is_alertmanagers_webhook_message_v4() {
 }
 
 #[tokio::test]
+async fn the_host_passes_at_most_limits_max_alerts_and_counts_the_rest() {
+    let rt = TestRuntime::new();
+    let sink = HttpSink::start().await;
+    let hook = webhook(&rt, &sink, "").await;
+    let mut n = notification("hook", "Flood");
+    let one = n.alerts[0].clone();
+    n.alerts = (0..10_000).map(|i| belfry::plugin::Alert { fingerprint: format!("{i:016x}"), ..one.clone() }).collect();
+    hook.deliver(&n).await.unwrap();
+    let body = sink.wait_for(1).await[0].json();
+    assert_eq!(body["alerts"].as_array().unwrap().len(), 1000);
+    assert_eq!(body["truncatedAlerts"], 9000);
+}
+
+#[tokio::test]
 async fn max_alerts_truncates_and_counts() {
     let rt = TestRuntime::new();
     let sink = HttpSink::start().await;

@@ -346,6 +346,18 @@ impl Receiver {
             Ok(instance) => instance,
             Err(failure) => return (Err(failure), Usage::default()),
         };
+        let max = self.grants.limits.max_alerts.max(1);
+        let capped;
+        let notification = if notification.alerts.len() > max {
+            let mut n = notification.clone();
+            let dropped = n.alerts.len() - max;
+            n.alerts.truncate(max);
+            n.truncated_alerts = n.truncated_alerts.saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
+            capped = n;
+            &capped
+        } else {
+            notification
+        };
         let outcome = instance.deliver(&self.config, notification).await;
         self.checkin(instance, outcome.reusable);
         (outcome.result, outcome.usage)
