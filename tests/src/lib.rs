@@ -27,6 +27,11 @@ pub fn slack_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_SLACK"))
 }
 
+/// The PagerDuty plugin component, built from `plugins/pagerduty`.
+pub fn pagerduty_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_PAGERDUTY"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))
