@@ -160,6 +160,17 @@ macro_rules! export_plugin {
     };
 }
 
+/// At most `max` characters of `text` (never splitting a character), the last one `…` when
+/// cut: how channels keep within a service's field limits.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// Look up `name` in a sorted `(name, value)` list (labels, annotations, headers).
 pub fn pair<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -1,6 +1,6 @@
 //! The PagerDuty channel: Events API v2 trigger and resolve, one incident per group through a stable `dedup_key`, within PagerDuty's size limits.
 
-use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair};
+use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
 use serde_json::{Map, Value, json};
 
 struct PagerDuty;
@@ -92,8 +92,8 @@ fn event(target: &Target, n: &Notification) -> Value {
         "client_url": n.external_url,
         "links": links,
         "payload": {
-            "summary": cut(&summary, MAX_SUMMARY),
-            "source": cut(&source, MAX_SUMMARY),
+            "summary": truncate(&summary, MAX_SUMMARY),
+            "source": truncate(&source, MAX_SUMMARY),
             "severity": severity(pair(&n.common_labels, "severity")),
             "timestamp": firing.first().map(|a| a.starts_at.clone()),
             "component": pair(&n.common_labels, "job"),
@@ -134,13 +134,4 @@ fn dedup_key(group_key: &str) -> String {
 
 fn object(pairs: &[(String, String)]) -> Map<String, Value> {
     pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()
-}
-
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }

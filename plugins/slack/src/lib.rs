@@ -1,6 +1,6 @@
 //! The Slack channel: an incoming webhook or `chat.postMessage` with a bot token; Block Kit with the severity's colour, the alerts as sections, their labels as fields and link buttons; within Slack's limits.
 
-use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair};
+use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
 use serde_json::{Value, json};
 
 struct Slack;
@@ -105,7 +105,7 @@ export_plugin!(Slack);
 /// holding the blocks.
 fn message(n: &Notification) -> Value {
     let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| default_title(n));
-    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": cut(&title, MAX_HEADER), "emoji": true}})];
+    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, MAX_HEADER), "emoji": true}})];
     if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
         for chunk in chunks(&escape(body), MAX_SECTION) {
             blocks.push(section(&chunk));
@@ -115,7 +115,7 @@ fn message(n: &Notification) -> Value {
         .common_labels
         .iter()
         .take(MAX_FIELDS)
-        .map(|(k, v)| json!({"type": "mrkdwn", "text": cut(&format!("*{}*\n{}", escape(k), escape(v)), MAX_FIELD)}))
+        .map(|(k, v)| json!({"type": "mrkdwn", "text": truncate(&format!("*{}*\n{}", escape(k), escape(v)), MAX_FIELD)}))
         .collect();
     if !fields.is_empty() {
         blocks.push(json!({"type": "section", "fields": fields}));
@@ -144,7 +144,7 @@ fn message(n: &Notification) -> Value {
         blocks.push(json!({"type": "actions", "elements": buttons}));
     }
     json!({
-        "text": cut(&title, MAX_TEXT),
+        "text": truncate(&title, MAX_TEXT),
         "attachments": [{"color": colour(n), "blocks": blocks}],
     })
 }
@@ -175,22 +175,12 @@ fn section(text: &str) -> Value {
 }
 
 fn button(label: &str, url: &str) -> Value {
-    json!({"type": "button", "text": {"type": "plain_text", "text": cut(label, MAX_BUTTON)}, "url": url})
+    json!({"type": "button", "text": {"type": "plain_text", "text": truncate(label, MAX_BUTTON)}, "url": url})
 }
 
 /// Slack's mrkdwn escaping: `&`, `<` and `>` as entities.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-/// At most `max` characters, the last one `…` when cut.
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max - 1).collect();
-    out.push('…');
-    out
 }
 
 /// `text` in pieces of at most `max` characters, split at line ends where possible.
