@@ -41,6 +41,9 @@ fn pagerduty_problems(req: &Recorded) -> Vec<String> {
             if p["source"].as_str().is_none_or(str::is_empty) {
                 problems.push("payload.source missing".into());
             }
+            if p.as_object().is_some_and(|p| p.values().any(serde_json::Value::is_null)) {
+                problems.push("a null field in payload (leave optional fields out)".into());
+            }
             if !matches!(p["severity"].as_str(), Some("critical" | "error" | "warning" | "info")) {
                 problems.push(format!("payload.severity {}", p["severity"]));
             }

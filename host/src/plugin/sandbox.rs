@@ -35,8 +35,21 @@ pub struct Redactor {
 
 impl Redactor {
     /// Mask these values (empty and very short values are ignored: masking "a" would garble text).
+    /// A secret URL (a Slack or Discord webhook) is its credential in pieces: its path
+    /// segments and query values of 12 characters or more are masked on their own too, should
+    /// a service echo just the token.
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 4).collect();
+        let pieces: Vec<String> = secrets
+            .iter()
+            .filter_map(|s| s.split_once("://").map(|(_, rest)| rest))
+            .flat_map(|rest| rest.split(['/', '?', '&', '=', '#']).skip(1))
+            .filter(|piece| piece.len() >= 12)
+            .map(str::to_string)
+            .collect();
+        secrets.extend(pieces);
+        secrets.sort();
+        secrets.dedup();
         // Longest first, so a secret that contains another is masked whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Redactor { secrets }
@@ -321,5 +334,13 @@ mod tests {
     fn redactor_masks_every_secret_longest_first() {
         let r = Redactor::new(["s3cr3t-token".to_string(), "s3cr3t".to_string(), "ab".to_string()]);
         assert_eq!(r.redact("Bearer s3cr3t-token and s3cr3t, ab"), "Bearer *** and ***, ab");
+    }
+
+    #[test]
+    fn a_secret_url_is_masked_whole_and_in_its_pieces() {
+        let r = Redactor::new(["https://hooks.slack.com/services/T0001/B0002/XXXXsecretXXXX?token=abcdefgh1234".to_string()]);
+        assert_eq!(r.redact("posted to https://hooks.slack.com/services/T0001/B0002/XXXXsecretXXXX?token=abcdefgh1234"), "posted to ***");
+        assert_eq!(r.redact("invalid token XXXXsecretXXXX and abcdefgh1234"), "invalid token *** and ***");
+        assert_eq!(r.redact("services hooks.slack.com"), "services hooks.slack.com", "the host and short segments stay readable");
     }
 }

@@ -102,6 +102,10 @@ fn event(target: &Target, n: &Notification) -> Value {
             "custom_details": details,
         },
     });
+    // Optional fields are left out rather than sent as null.
+    if let Some(payload) = event["payload"].as_object_mut() {
+        payload.retain(|_, v| !v.is_null());
+    }
     // Over PagerDuty's limit, the details go first (they are the only unbounded part).
     if serde_json::to_vec(&event).map_or(0, |b| b.len()) > MAX_EVENT_BYTES {
         event["payload"]["custom_details"] =
