@@ -32,6 +32,11 @@ pub fn pagerduty_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_PAGERDUTY"))
 }
 
+/// The Discord plugin component, built from `plugins/discord`.
+pub fn discord_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_DISCORD"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))

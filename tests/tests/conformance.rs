@@ -24,6 +24,12 @@ const SECRET: &str = "Zx9SECRETv4lue0123456789abcdefAB";
 fn channels() -> Vec<Channel> {
     vec![
         Channel {
+            name: "discord",
+            wasm: discord_wasm(),
+            config: |s| format!("webhook_url = '{}'", s.url(&format!("/api/webhooks/1234/{SECRET}"))),
+            ok: (200, r#"{"id":"1180000000000000001"}"#),
+        },
+        Channel {
             name: "webhook",
             wasm: webhook_wasm(),
             config: |s| format!("url = '{}'\nbearer_token = '{SECRET}'", s.url("/hook")),
