@@ -37,6 +37,11 @@ pub fn discord_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_DISCORD"))
 }
 
+/// The Telegram plugin component, built from `plugins/telegram`.
+pub fn telegram_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_TELEGRAM"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))

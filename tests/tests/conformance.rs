@@ -30,6 +30,12 @@ fn channels() -> Vec<Channel> {
             ok: (200, r#"{"id":"1180000000000000001"}"#),
         },
         Channel {
+            name: "telegram",
+            wasm: telegram_wasm(),
+            config: |s| format!("token = '123456789:{SECRET}'\nchat_id = '-1001234567890'\napi_url = '{}'", s.url("")),
+            ok: (200, r#"{"ok":true,"result":{"message_id":42}}"#),
+        },
+        Channel {
             name: "webhook",
             wasm: webhook_wasm(),
             config: |s| format!("url = '{}'\nbearer_token = '{SECRET}'", s.url("/hook")),

@@ -35,15 +35,19 @@ pub struct Redactor {
 
 impl Redactor {
     /// Mask these values (empty and very short values are ignored: masking "a" would garble text).
-    /// A secret URL (a Slack or Discord webhook) is its credential in pieces: its path
-    /// segments and query values of 12 characters or more are masked on their own too, should
-    /// a service echo just the token.
+    /// A secret URL (a Slack or Discord webhook) or `id:secret` token (Telegram's) is a
+    /// credential in pieces: its path segments, query values and `:`-separated parts of 12
+    /// characters or more are masked on their own too, should a service echo just one.
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 4).collect();
         let pieces: Vec<String> = secrets
             .iter()
-            .filter_map(|s| s.split_once("://").map(|(_, rest)| rest))
-            .flat_map(|rest| rest.split(['/', '?', '&', '=', '#']).skip(1))
+            .flat_map(|s| match s.split_once("://") {
+                // After the host: path segments, query names and values.
+                Some((_, rest)) => rest.split(['/', '?', '&', '=', '#']).skip(1).collect::<Vec<_>>(),
+                // `id:secret` tokens (Telegram's, Basic auth's user:password).
+                None => s.split(':').collect(),
+            })
             .filter(|piece| piece.len() >= 12)
             .map(str::to_string)
             .collect();
@@ -342,5 +346,7 @@ mod tests {
         assert_eq!(r.redact("posted to https://hooks.slack.com/services/T0001/B0002/XXXXsecretXXXX?token=abcdefgh1234"), "posted to ***");
         assert_eq!(r.redact("invalid token XXXXsecretXXXX and abcdefgh1234"), "invalid token *** and ***");
         assert_eq!(r.redact("services hooks.slack.com"), "services hooks.slack.com", "the host and short segments stay readable");
+        let r = Redactor::new(["123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw".to_string()]);
+        assert_eq!(r.redact("Unauthorized: AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw for bot 123456789"), "Unauthorized: *** for bot 123456789");
     }
 }
