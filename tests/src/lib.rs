@@ -42,6 +42,11 @@ pub fn telegram_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_TELEGRAM"))
 }
 
+/// The Opsgenie plugin component, built from `plugins/opsgenie`.
+pub fn opsgenie_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_OPSGENIE"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))

@@ -36,6 +36,12 @@ fn channels() -> Vec<Channel> {
             ok: (200, r#"{"ok":true,"result":{"message_id":42}}"#),
         },
         Channel {
+            name: "opsgenie",
+            wasm: opsgenie_wasm(),
+            config: |s| format!("api_key = '{SECRET}'\napi_url = '{}'\nresponders = ['team:ops']", s.url("")),
+            ok: (202, r#"{"result":"Request will be processed","took":0.1,"requestId":"43a29c5c"}"#),
+        },
+        Channel {
             name: "webhook",
             wasm: webhook_wasm(),
             config: |s| format!("url = '{}'\nbearer_token = '{SECRET}'", s.url("/hook")),
