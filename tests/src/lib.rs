@@ -47,6 +47,11 @@ pub fn opsgenie_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_OPSGENIE"))
 }
 
+/// The SMS (Twilio) plugin component, built from `plugins/sms`.
+pub fn sms_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_SMS"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))
