@@ -52,6 +52,11 @@ pub fn sms_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_SMS"))
 }
 
+/// The Microsoft Teams plugin component, built from `plugins/msteams`.
+pub fn msteams_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_MSTEAMS"))
+}
+
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
 pub fn misbehave_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MISBEHAVE"))

@@ -36,6 +36,12 @@ fn channels() -> Vec<Channel> {
             ok: (200, r#"{"ok":true,"result":{"message_id":42}}"#),
         },
         Channel {
+            name: "msteams",
+            wasm: msteams_wasm(),
+            config: |s| format!("webhook_url = '{}'", s.url(&format!("/workflows/triggers/manual/run?sig={SECRET}"))),
+            ok: (202, ""),
+        },
+        Channel {
             name: "opsgenie",
             wasm: opsgenie_wasm(),
             config: |s| format!("api_key = '{SECRET}'\napi_url = '{}'\nresponders = ['team:ops']", s.url("")),

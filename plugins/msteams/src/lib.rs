@@ -1,0 +1,89 @@
+//! The Microsoft Teams channel: an Adaptive Card posted to a Workflows (Power Automate) webhook, within Teams' 28 KB message limit.
+
+use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
+use serde_json::{Value, json};
+
+struct Teams;
+
+/// Teams refuses messages over 28 KB (learn.microsoft.com, "Send messages using Workflows").
+const MAX_BYTES: usize = 28 * 1024;
+/// Facts shown (the common labels).
+const MAX_FACTS: usize = 20;
+
+impl Plugin for Teams {
+    type Config = String;
+    const NAME: &'static str = "msteams";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Microsoft Teams Adaptive Cards through a Workflows webhook";
+
+    fn config(c: &mut Config) -> String {
+        let url = c
+            .secret("webhook_url", "The Workflows webhook URL (\"Post to a channel when a webhook request is received\")")
+            .unwrap_or_default();
+        if url.is_empty() {
+            c.error("webhook_url", "required: create a Workflows webhook for the channel and paste its URL");
+        } else if !(url.starts_with("https://") || url.starts_with("http://")) {
+            c.error("webhook_url", "must be an http(s) URL");
+        }
+        url
+    }
+
+    fn deliver(url: String, n: Notification) -> Result<DeliveryReport, DeliveryError> {
+        // Workflows answers 202 Accepted; errors as usual HTTP statuses.
+        let response = http::post(&url).json(&message(&n))?.send()?.check()?;
+        Ok(response.report(None))
+    }
+}
+
+export_plugin!(Teams);
+
+fn message(n: &Notification) -> Value {
+    let firing = n.status == AlertStatus::Firing;
+    let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| {
+        let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
+        format!("[{}] {name}", if firing { "FIRING" } else { "RESOLVED" })
+    });
+    let facts: Vec<Value> =
+        n.common_labels.iter().take(MAX_FACTS).map(|(k, v)| json!({"title": truncate(k, 100), "value": truncate(v, 500)})).collect();
+    let mut actions = Vec::new();
+    for (label, name) in [("Runbook", "runbook_url"), ("Dashboard", "dashboard_url")] {
+        if let Some(url) = pair(&n.common_annotations, name).filter(|u| u.starts_with("http")) {
+            actions.push(json!({"type": "Action.OpenUrl", "title": label, "url": url}));
+        }
+    }
+    if n.external_url.starts_with("http") {
+        actions.push(json!({"type": "Action.OpenUrl", "title": "Open in Belfry", "url": n.external_url}));
+    }
+    let card = |body_text: &str| {
+        json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "msteams": {"width": "Full"},
+                    "body": [
+                        {"type": "TextBlock", "text": truncate(&title, 500), "weight": "Bolder", "size": "Medium", "wrap": true,
+                         "color": if firing { "Attention" } else { "Good" }},
+                        {"type": "TextBlock", "text": body_text, "wrap": true},
+                        {"type": "FactSet", "facts": facts},
+                    ],
+                    "actions": actions,
+                },
+            }],
+        })
+    };
+    // Fit the 28 KB: cut the body (the only unbounded part) until the message fits.
+    let body = n.body.clone().unwrap_or_default();
+    let mut budget = body.chars().count();
+    loop {
+        let message = card(&truncate(&body, budget.max(1)));
+        let size = serde_json::to_vec(&message).map_or(0, |b| b.len());
+        if size <= MAX_BYTES || budget <= 1 {
+            return message;
+        }
+        budget = budget.saturating_sub((size - MAX_BYTES).max(budget / 8));
+    }
+}
