@@ -27,7 +27,7 @@ async fn infinite_loop_is_stopped_by_the_cpu_deadline() {
         let failure = spin.deliver(&notification("spin", "Loop")).await.unwrap_err();
         assert_eq!(failure.kind, FailureKind::CpuDeadline, "{failure}");
         assert_eq!(failure.blame, Blame::Plugin);
-        assert!(failure.message.contains("50 ms"), "{failure}");
+        assert!(failure.message.contains("100 ms"), "{failure}");
         assert!(failure.is_retryable());
     }
     host_still_delivers(&rt, &sink, 1).await;

@@ -75,15 +75,30 @@ fn message(n: &Notification) -> Value {
             }],
         })
     };
-    // Fit the 28 KB: cut the body (the only unbounded part) until the message fits.
+    // Fit the 28 KB: the card without its body, then as much of the body as the rest allows,
+    // counted as it will be encoded (one pass; a last check cuts further if need be).
     let body = n.body.clone().unwrap_or_default();
-    let mut budget = body.chars().count();
+    let base = serde_json::to_vec(&card("")).map_or(0, |b| b.len());
+    let mut room = MAX_BYTES.saturating_sub(base + 8);
+    let mut keep = 0;
+    for c in body.chars() {
+        let encoded = match c {
+            '"' | '\\' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if encoded > room {
+            break;
+        }
+        room -= encoded;
+        keep += 1;
+    }
+    let mut budget = if keep < body.chars().count() { keep.saturating_sub(1).max(1) } else { keep };
     loop {
         let message = card(&truncate(&body, budget.max(1)));
-        let size = serde_json::to_vec(&message).map_or(0, |b| b.len());
-        if size <= MAX_BYTES || budget <= 1 {
+        if budget <= 1 || serde_json::to_vec(&message).map_or(0, |b| b.len()) <= MAX_BYTES {
             return message;
         }
-        budget = budget.saturating_sub((size - MAX_BYTES).max(budget / 8));
+        budget -= budget / 8 + 1;
     }
 }
