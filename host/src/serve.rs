@@ -151,7 +151,7 @@ impl Daemon {
                 limits: view.limits.clone(),
                 metrics: self.metrics.clone(),
                 audit: self.audit.clone(),
-                templates,
+                templates: Arc::new(templates),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });

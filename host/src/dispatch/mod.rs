@@ -82,8 +82,8 @@ pub struct Notifier {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where silence changes are recorded.
     pub audit: Arc<crate::audit::AuditLog>,
-    /// Its title and body templates (the render stage).
-    pub templates: crate::template::Templates,
+    /// Its title and body templates (the render stage, run by the pipeline).
+    pub templates: Arc<crate::template::Templates>,
 }
 
 impl Notifier {
@@ -270,13 +270,19 @@ impl Notifier {
                     }
                     let entry = OutboxEntry {
                         receiver: flush.receiver.clone(),
-                        notification: self.render(group_notification(&self.tenant, &flush, &self.external_url, now), now),
+                        notification: group_notification(&self.tenant, &flush, &self.external_url, now),
                         decided_at: now,
                     };
                     // Same batch as the log entry: after a crash, either both are there or neither is.
                     let id = uuid::Uuid::new_v4().simple().to_string();
                     ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: entry.clone() });
-                    jobs.push(Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone() });
+                    jobs.push(Job {
+                        tenant: self.tenant.clone(),
+                        id,
+                        entry,
+                        channels: self.channels.clone(),
+                        templates: self.templates.clone(),
+                    });
                 }
                 FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
@@ -294,25 +300,12 @@ impl Notifier {
         }
     }
 
-    /// The render stage: title and body from the receiver's templates; a template that fails
-    /// falls back to the default and is reported (log line, metric).
-    pub fn render(&self, mut n: Notification, now: DateTime<Utc>) -> Notification {
-        let rendered = self.templates.render(&n, now);
-        for failure in &rendered.failures {
-            tracing::warn!(tenant = %self.tenant, receiver = %n.receiver, error = %failure, "template failed; the default template was used");
-            let labels = crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "receiver", &n.receiver);
-            self.metrics.template_failures.get_or_create(&labels).inc();
-        }
-        n.title = Some(rendered.title);
-        n.body = Some(rendered.body);
-        n
-    }
-
     /// Resubmit notifications a previous run left in the outbox (decided, not yet accepted).
     pub async fn resume(&self, pending: Vec<(String, OutboxEntry)>) {
         for (id, entry) in pending {
             tracing::info!(tenant = %self.tenant, receiver = %entry.receiver, id = %id, "redelivering a notification from the outbox");
-            self.dispatcher.submit(Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone() }).await;
+            let job = Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone(), templates: self.templates.clone() };
+            self.dispatcher.submit(job).await;
         }
     }
 

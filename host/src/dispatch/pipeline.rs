@@ -1,4 +1,4 @@
-//! The delivery pipeline, composed in one place: outbox → rate limit → plugin → retry with backoff → circuit breaker → failover → audit.
+//! The delivery pipeline, composed in one place: outbox → render → breaker → rate limit → plugin → retry with backoff → failover → audit.
 //!
 //! A notification decided by a group flush is written to the outbox (in the same store batch
 //! as its notification-log entry) and submitted here as a [`Job`]. [`Pipeline::run`] takes it
@@ -101,6 +101,8 @@ pub struct Job {
     pub entry: OutboxEntry,
     /// The tenant's channels when the job was decided (failover looks its fallbacks up here).
     pub channels: Arc<Channels>,
+    /// The tenant's templates, for the render stage.
+    pub templates: Arc<crate::template::Templates>,
 }
 
 /// Why a receiver did not take a notification.
@@ -195,7 +197,8 @@ impl Dispatcher {
 
 impl Pipeline {
     /// The whole pipeline for one job: its receiver, then its fallbacks, then out of the outbox.
-    async fn run(&self, job: Job) {
+    async fn run(&self, mut job: Job) {
+        self.render(&mut job);
         let mut target = job.entry.receiver.clone();
         let mut tried: Vec<String> = Vec::new();
         loop {
@@ -229,6 +232,21 @@ impl Pipeline {
             }
         }
         let _ = self.finished.send((job.tenant.clone(), job.id.clone()));
+    }
+
+    /// The render stage, on this job's own task (so the flusher that decides notifications
+    /// never waits on templates): title and body from the receiver's templates; a template
+    /// that fails falls back to the default and is reported (log line, metric).
+    fn render(&self, job: &mut Job) {
+        let n = &mut job.entry.notification;
+        let rendered = job.templates.render(n, Utc::now());
+        for failure in &rendered.failures {
+            tracing::warn!(receiver = %n.receiver, error = %failure, "template failed; the default template was used");
+            let labels = with(crate::metrics::tenant_labels(&job.tenant), "receiver", &n.receiver);
+            self.metrics.template_failures.get_or_create(&labels).inc();
+        }
+        n.title = Some(rendered.title);
+        n.body = Some(rendered.body);
     }
 
     /// One receiver's stages: breaker → rate limit → plugin → verdict → retry or return.
