@@ -485,6 +485,7 @@ async fn inspect(path: PathBuf) -> Result<(), StartError> {
     let plugin = runtime.load(&path, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let info = &plugin.info;
     println!("{} {} — {}", info.name, info.version, info.description);
+    println!("shows title and body: {}", if info.uses_text { "yes (templates are rendered for it)" } else { "no" });
     println!("sha256 {}", plugin.sha256);
     println!("config:");
     for f in &info.config_schema {

@@ -89,6 +89,10 @@ pub trait Plugin {
     const VERSION: &'static str;
     /// One line for operators.
     const DESCRIPTION: &'static str;
+    /// Whether the plugin shows the notification's `title` and `body` (rendered from the
+    /// tenant's templates). Plugins that send only structured alerts set it to false, and the
+    /// host skips rendering for them.
+    const USES_TEXT: bool = true;
 
     /// Read the configuration through `c`. Every getter records its field in the schema and
     /// any problem with the receiver's value; when there are problems, the value returned
@@ -112,6 +116,7 @@ pub mod __export {
             version: P::VERSION.to_string(),
             description: P::DESCRIPTION.to_string(),
             config_schema: c.into_schema(),
+            uses_text: P::USES_TEXT,
         }
     }
 

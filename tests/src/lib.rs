@@ -132,6 +132,15 @@ pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSp
     }
 }
 
+/// [`spec`] with a wide CPU budget, for tests about sizes: copying 1,000 alerts into the
+/// sandbox runs unoptimized in test builds (the host's generated bindings) and shares 2 cores
+/// with the other tests. docs/BENCHMARKS.md measures release builds.
+pub fn spec_for_big_input(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSpec {
+    let mut spec = spec(name, config_toml, allowed_hosts);
+    spec.limits.cpu_ms = 2_000;
+    spec
+}
+
 /// Bind `spec` to `plugin`, panicking with the plugin's complaints if it refuses.
 pub async fn bind(plugin: &Arc<Plugin>, spec: ReceiverSpec) -> Receiver {
     match plugin.bind(spec).await {

@@ -94,6 +94,16 @@ fn fixed_notification(receiver: &str) -> Notification {
 }
 
 #[tokio::test]
+async fn plugins_say_whether_they_show_title_and_body() {
+    let rt = TestRuntime::new();
+    for ch in channels() {
+        let plugin = rt.load(ch.wasm).await;
+        // Only the webhook sends structured alerts without text: the host skips rendering for it.
+        assert_eq!(plugin.info.uses_text, ch.name != "webhook", "{}", ch.name);
+    }
+}
+
+#[tokio::test]
 async fn every_status_class_is_classified_for_retry() {
     let rt = TestRuntime::new();
     for ch in channels() {
@@ -173,7 +183,8 @@ async fn ten_thousand_alerts_and_100_kb_annotations_are_delivered_within_the_lim
     for ch in channels() {
         let sink = HttpSink::start().await;
         sink.reply_with(ch.ok.0, &[], ch.ok.1);
-        let r = receiver(&rt, &ch, &sink).await;
+        let plugin = rt.load(ch.wasm).await;
+        let r = bind(&plugin, spec_for_big_input(ch.name, &(ch.config)(&sink), &[&sink.host()])).await;
         let mut n = fixed_notification(ch.name);
         let one = n.alerts[0].clone();
         n.alerts = (0..10_000).map(|i| belfry::plugin::Alert { fingerprint: format!("{i:016x}"), ..one.clone() }).collect();

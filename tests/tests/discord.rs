@@ -65,7 +65,10 @@ async fn a_message_has_an_embed_per_alert_and_reports_the_message_id() {
 async fn big_groups_and_long_texts_stay_within_discord_limits() {
     let rt = TestRuntime::new();
     let sink = HttpSink::start().await;
-    let dc = discord(&rt, &sink).await;
+    sink.reply_with(200, &[], r#"{"id":"1"}"#);
+    let plugin = rt.load(discord_wasm()).await;
+    let big = belfry_tests::spec_for_big_input("dc", &format!("webhook_url = '{}'", sink.url("/api/webhooks/1/tok")), &[&sink.host()]);
+    let dc = bind(&plugin, big).await;
     let mut n = notification("dc", "Flood");
     let one = n.alerts[0].clone();
     // 500 alerts; the first 20 (more than a message holds) with long summaries and 40 long labels.

@@ -84,7 +84,11 @@ async fn a_firing_group_triggers_and_its_resolve_resolves_the_same_incident() {
 async fn long_keys_and_huge_groups_stay_within_pagerduty_limits() {
     let rt = TestRuntime::new();
     let sink = HttpSink::start().await;
-    let pd = pagerduty(&rt, &sink).await;
+    sink.reply_with(202, &[], r#"{"status":"success","dedup_key":"srv-123"}"#);
+    let plugin = rt.load(pagerduty_wasm()).await;
+    let big =
+        belfry_tests::spec_for_big_input("pd", &format!("routing_key = '{KEY}'\nurl = '{}'", sink.url("/v2/enqueue")), &[&sink.host()]);
+    let pd = bind(&plugin, big).await;
     let mut n: Notification = notification("pd", "Flood");
     n.group_key = format!("pd/...:{{{}}}", "instance=\"host\", ".repeat(100));
     n.title = Some("T".repeat(5000));

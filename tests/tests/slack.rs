@@ -104,7 +104,8 @@ async fn ten_thousand_alerts_and_huge_annotations_stay_within_slack_limits() {
     let rt = TestRuntime::new();
     let sink = HttpSink::start().await;
     // The host passes the first `limits.max_alerts` (1,000) alerts; the plugin keeps to 50 blocks.
-    let chat = slack(&rt, &sink, &webhook_config(&sink)).await;
+    let plugin = rt.load(slack_wasm()).await;
+    let chat = bind(&plugin, belfry_tests::spec_for_big_input("chat", &webhook_config(&sink), &[&sink.host()])).await;
     let mut n = with_runbook(notification("chat", "Flood"));
     let one = n.alerts[0].clone();
     n.alerts = (0..10_000).map(|i| belfry::plugin::Alert { fingerprint: format!("{i:016x}"), ..one.clone() }).collect();

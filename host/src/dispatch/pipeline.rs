@@ -238,6 +238,21 @@ impl Pipeline {
     /// never waits on templates): title and body from the receiver's templates; a template
     /// that fails falls back to the default and is reported (log line, metric).
     fn render(&self, job: &mut Job) {
+        // Rendering costs CPU: skip it when no receiver of the failover chain shows text.
+        let mut chain = Some(job.entry.receiver.as_str());
+        let mut uses_text = false;
+        let mut hops = 0;
+        while let Some(name) = chain
+            && hops <= job.channels.len()
+        {
+            let Some(channel) = job.channels.get(name) else { break };
+            uses_text |= channel.receiver.uses_text();
+            chain = channel.fallback.as_deref();
+            hops += 1;
+        }
+        if !uses_text {
+            return;
+        }
         let n = &mut job.entry.notification;
         let rendered = job.templates.render(n, Utc::now());
         for failure in &rendered.failures {

@@ -329,6 +329,11 @@ impl Receiver {
         &self.plugin.info.name
     }
 
+    /// Whether the plugin shows title and body (so they are worth rendering).
+    pub fn uses_text(&self) -> bool {
+        self.plugin.info.uses_text
+    }
+
     /// Masks this receiver's secrets.
     pub fn redactor(&self) -> &Redactor {
         &self.grants.secrets

@@ -25,6 +25,8 @@ impl Plugin for Webhook {
     const NAME: &'static str = "webhook";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Alertmanager's webhook payload (version 4) to any HTTP endpoint";
+    // Alertmanager's payload has no title or body.
+    const USES_TEXT: bool = false;
 
     fn config(c: &mut Config) -> WebhookConfig {
         let url = c.url("url", "Endpoint that receives the POST");
