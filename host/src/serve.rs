@@ -458,6 +458,16 @@ fn sample_notification(tenant: &str, receiver: &str) -> crate::plugin::Notificat
     crate::dispatch::single_alert_notification(tenant, receiver, &alert, "http://belfry.example", now)
 }
 
+/// A runtime for the commands that load plugins without serving (`check`, `template render`):
+/// the configured compile cache, no pooled slots.
+fn offline_runtime(config: &Config) -> Result<Runtime, StartError> {
+    Ok(Runtime::new(RuntimeOptions {
+        cache_dir: config.resolve(&config.runtime.cache_dir),
+        allocator: crate::config::Allocator::OnDemand,
+        pool_slots: 1,
+    })?)
+}
+
 /// What `belfry check` went through.
 #[derive(Debug)]
 pub struct Checked {
@@ -476,11 +486,7 @@ pub struct Checked {
 /// receiver's config through its plugin's `validate-config`, every routing script with its
 /// self-tests. All problems at once, each with file and line.
 pub async fn check(config: &Config) -> Result<Checked, StartError> {
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: config.resolve(&config.runtime.cache_dir),
-        allocator: crate::config::Allocator::OnDemand,
-        pool_slots: 1,
-    })?;
+    let runtime = offline_runtime(config)?;
     let mut errors = Vec::new();
     let plugins = load_plugins(&runtime, config, &mut errors).await;
     let mut checked = Checked { tenants: 0, plugins: plugins.len(), receivers: 0, scripts: 0 };
@@ -538,11 +544,7 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
         let known: Vec<&str> = view.receivers.iter().map(|r| r.name.as_str()).collect();
         anyhow::anyhow!("tenant `{tenant}` has no receiver `{receiver}` (receivers: {})", known.join(", "))
     })?;
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: config.resolve(&config.runtime.cache_dir),
-        allocator: crate::config::Allocator::OnDemand,
-        pool_slots: 1,
-    })?;
+    let runtime = offline_runtime(config)?;
     let mut errors = Vec::new();
     let plugins = load_plugins(&runtime, config, &mut errors).await;
     let capture = crate::plugin::Capture::default();
