@@ -486,6 +486,14 @@ async fn inspect(path: PathBuf) -> Result<(), StartError> {
     let info = &plugin.info;
     println!("{} {} — {}", info.name, info.version, info.description);
     println!("shows title and body: {}", if info.uses_text { "yes (templates are rendered for it)" } else { "no" });
+    let capabilities: Vec<&str> = plugin
+        .imports
+        .iter()
+        .filter_map(|name| name.strip_prefix("belfry:receiver/"))
+        .map(|name| name.split('@').next().unwrap_or(name))
+        .filter(|name| *name != "types")
+        .collect();
+    println!("imports: {} (smtp needs an [receivers.smtp] grant)", capabilities.join(", "));
     println!("sha256 {}", plugin.sha256);
     println!("config:");
     for f in &info.config_schema {

@@ -648,9 +648,102 @@ pub struct ReceiverConfig {
     /// Title and body templates overriding the tenant's defaults for this receiver.
     #[serde(default)]
     pub templates: crate::template::TemplatesConfig,
+    /// The SMTP server the plugin may send mail through (the email channel). Absent: the
+    /// plugin has no SMTP capability at all.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
     /// The secret values resolved into `config`, masked wherever they could show.
     #[serde(skip)]
     pub secrets: Vec<String>,
+}
+
+/// `[receivers.smtp]`: the server an email receiver sends through. The host holds it; the
+/// plugin only composes messages.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `host:port` of the SMTP server (Alertmanager's `smarthost`), e.g. `smtp.example.com:587`.
+    pub smarthost: String,
+    /// How the connection is secured.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// User name for SMTP AUTH (PLAIN or LOGIN); none: no authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for SMTP AUTH; may be a `${ENV}`, `${file:...}` or `enc:v1:` secret.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A PEM file of extra CA certificates to trust (a private CA), besides the web's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name sent in EHLO (default: `belfry`).
+    #[serde(default)]
+    pub hello: Option<String>,
+    /// Time allowed for a whole send: connect, TLS, AUTH and the message (default 30s).
+    #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_smtp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The TLS mode of an SMTP connection.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+    /// No TLS at all: only for a relay on the same host. Refused together with a password.
+    None,
+}
+
+impl SmtpConfig {
+    /// `smarthost` split into host and port; the error says what is wrong.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let (host, port) = self
+            .smarthost
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{}` has no port; write host:port, e.g. smtp.example.com:587", self.smarthost))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{}` has no host", self.smarthost));
+        }
+        let port = port.parse::<u16>().map_err(|_| format!("`{port}` is not a port number"))?;
+        Ok((host.to_string(), port))
+    }
+
+    /// Problems as (key under `smtp`, message).
+    fn check(&self, base_dir: &Path) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Err(why) = self.host_port() {
+            problems.push(("smarthost".into(), why));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            problems.push(("username".into(), "a password needs a username".into()));
+        }
+        if self.tls == SmtpTls::None && self.password.is_some() {
+            problems.push((
+                "tls".into(),
+                "`none` would send the password in clear text; use `starttls` (port 587) or `implicit` (port 465)".into(),
+            ));
+        }
+        if let Some(path) = &self.ca_file {
+            let path = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+            match std::fs::read(&path) {
+                Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {}
+                Ok(_) => problems.push(("ca_file".into(), format!("{} holds no PEM certificate", path.display()))),
+                Err(e) => problems.push(("ca_file".into(), format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        if self.timeout.is_zero() {
+            problems.push(("timeout".into(), "must be greater than zero".into()));
+        }
+        problems
+    }
 }
 
 /// `rate_limit = { messages = 1, per = "1s" }`: a token bucket per receiver.
@@ -1011,6 +1104,19 @@ impl Config {
                         _ => {}
                     }
                 }
+                if let Some(password) = r.smtp.as_mut().and_then(|smtp| smtp.password.as_mut()) {
+                    match crate::secrets::resolve(password, &keyring, &base_dir) {
+                        Ok(resolved) => *password = resolved.value,
+                        Err(message) => errors.push(ConfigError {
+                            line: None,
+                            file: file.clone(),
+                            key: format!("receivers[{i}].smtp.password"),
+                            message,
+                        }),
+                    }
+                    // Masked whether it was written in the file or resolved from a reference.
+                    secrets.push(password.clone());
+                }
                 r.secrets = secrets;
             }
         }
@@ -1066,6 +1172,9 @@ impl Config {
                 }
                 if let Err((key, why)) = check_delivery_policy(r, tenant.receivers) {
                     push(tenant.file, format!("receivers[{i}].{key}"), why);
+                }
+                for (key, why) in r.smtp.iter().flat_map(|smtp| smtp.check(&self.base_dir)) {
+                    push(tenant.file, format!("receivers[{i}].smtp.{key}"), why);
                 }
             }
             if !tenant.receivers.iter().any(|r| r.name == tenant.route.receiver) {

@@ -398,19 +398,47 @@ async fn bind_receiver(
 ) -> Option<crate::plugin::Receiver> {
     let r = &view.receivers[i];
     let plugin = plugins.get(&r.plugin)?;
+    let mut error = |key: String, message: String| errors.push(ConfigError { line: None, file: view.file.to_path_buf(), key, message });
+    let smtp = match (&r.smtp, plugin.sends_mail()) {
+        (Some(smtp), true) => {
+            let ca = smtp.ca_file.as_ref().and_then(|path| std::fs::read(config.resolve(path)).ok());
+            match crate::plugin::Mailer::new(&r.name, smtp, ca.as_deref(), capture.clone()) {
+                Ok(mailer) => Some(mailer),
+                Err(why) => {
+                    error(format!("receivers[{i}].smtp"), why);
+                    return None;
+                }
+            }
+        }
+        (None, false) => None,
+        (None, true) => {
+            let message = format!(
+                "plugin `{}` sends mail through the host: give receiver `{}` an [receivers.smtp] table with the server's smarthost",
+                r.plugin, r.name
+            );
+            error(format!("receivers[{i}].smtp"), message);
+            return None;
+        }
+        (Some(_), false) => {
+            let message =
+                format!("plugin `{}` does not send mail, so receiver `{}` needs no SMTP grant; remove [receivers.smtp]", r.plugin, r.name);
+            error(format!("receivers[{i}].smtp"), message);
+            return None;
+        }
+    };
     let spec = ReceiverSpec {
         tenant: view.name.to_string(),
         name: r.name.clone(),
         config: r.config.clone(),
         allowed_hosts: r.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect(),
         allow_private_addresses: r.allow_private_addresses,
+        smtp,
         limits: r.limits.clone().unwrap_or_else(|| config.runtime.limits.clone()),
         isolation: config.runtime.isolation,
         max_in_flight: config.runtime.max_in_flight_per_receiver,
         secrets: r.secrets.clone(),
         capture,
     };
-    let mut error = |key: String, message: String| errors.push(ConfigError { line: None, file: view.file.to_path_buf(), key, message });
     match plugin.bind(spec).await {
         Ok(receiver) => return Some(receiver),
         Err(BindError::Config(problems)) => {
@@ -527,7 +555,7 @@ pub struct Preview {
     pub body: String,
     /// Templates that failed (the default was used).
     pub template_failures: Vec<String>,
-    /// `METHOD URL`, headers and body of each request, masked.
+    /// `METHOD URL`, headers and body of each request, and each mail with its envelope; masked.
     pub requests: Vec<String>,
     /// What the plugin answered, masked.
     pub outcome: String,
@@ -570,9 +598,9 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
         Err(failure) => failure.to_string(),
     };
     let mask = |text: &str| bound.redactor().redact(text);
-    let requests = capture
-        .lock()
-        .expect("capture lock")
+    let captured = std::mem::take(&mut *capture.lock().expect("capture lock"));
+    let mut requests: Vec<String> = captured
+        .requests
         .iter()
         .map(|r| {
             let headers: String = r.headers.iter().map(|(k, v)| format!("{k}: {}\n", mask(v))).collect();
@@ -592,6 +620,10 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
             format!("{method} {}\n{headers}\n{}", mask(&r.url), mask(&body))
         })
         .collect();
+    requests.extend(captured.mails.iter().map(|m| {
+        let to: String = m.to.iter().map(|a| format!("RCPT TO:<{a}>\n")).collect();
+        format!("SMTP {}\nMAIL FROM:<{}>\n{to}\n{}", m.smarthost, m.from, mask(&m.message))
+    }));
     Ok(Preview { title: rendered.title, body: rendered.body, template_failures: rendered.failures, requests, outcome: mask(&outcome) })
 }
 

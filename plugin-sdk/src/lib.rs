@@ -34,6 +34,7 @@
 mod config;
 pub mod http;
 pub mod log;
+pub mod mail;
 pub mod time;
 
 pub use config::Config;
@@ -174,6 +175,45 @@ pub fn truncate(text: &str, max: usize) -> String {
     let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+/// The notification's rendered title, or when the host sent none, Alertmanager's
+/// `[FIRING:2] alertname` / `[RESOLVED] alertname`.
+pub fn title(n: &Notification) -> String {
+    if let Some(title) = n.title.as_deref().filter(|t| !t.trim().is_empty()) {
+        return title.to_string();
+    }
+    let firing = n.alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
+    let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
+    match n.status {
+        AlertStatus::Firing => format!("[FIRING:{firing}] {name}"),
+        AlertStatus::Resolved => format!("[RESOLVED] {name}"),
+    }
+}
+
+/// How urgent a notification is, for a channel's colours and icons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// Every alert resolved.
+    Resolved,
+    /// Firing with `severity` `critical`, `page` or `error`.
+    Critical,
+    /// Firing with `severity` `warning`.
+    Warning,
+    /// Firing with any other severity, or none.
+    Info,
+}
+
+/// The notification's [`Urgency`], from its status and its alerts' common `severity` label.
+pub fn urgency(n: &Notification) -> Urgency {
+    if n.status == AlertStatus::Resolved {
+        return Urgency::Resolved;
+    }
+    match pair(&n.common_labels, "severity").unwrap_or("") {
+        "critical" | "page" | "error" => Urgency::Critical,
+        "warning" => Urgency::Warning,
+        _ => Urgency::Info,
+    }
 }
 
 /// Look up `name` in a sorted `(name, value)` list (labels, annotations, headers).

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 pub mod load;
+pub mod smtp;
 
 /// The webhook plugin component, built from `plugins/webhook`.
 pub fn webhook_wasm() -> &'static Path {
@@ -55,6 +56,11 @@ pub fn sms_wasm() -> &'static Path {
 /// The Microsoft Teams plugin component, built from `plugins/msteams`.
 pub fn msteams_wasm() -> &'static Path {
     Path::new(env!("BELFRY_WASM_MSTEAMS"))
+}
+
+/// The email plugin component, built from `plugins/email`.
+pub fn email_wasm() -> &'static Path {
+    Path::new(env!("BELFRY_WASM_EMAIL"))
 }
 
 /// The misbehaving fixture component, built from `tests/fixtures/misbehave`.
@@ -129,6 +135,7 @@ pub fn spec(name: &str, config_toml: &str, allowed_hosts: &[&str]) -> ReceiverSp
         max_in_flight: 64,
         secrets: Vec::new(),
         capture: None,
+        smtp: None,
     }
 }
 

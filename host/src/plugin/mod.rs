@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 mod error;
+mod mailer;
 mod outbound;
 mod sandbox;
 
@@ -26,7 +27,8 @@ pub use bindings::belfry::receiver::types::{
 };
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
-pub use outbound::{Capture, HostPattern, HttpGrant, Outbound, is_internal};
+pub use mailer::Mailer;
+pub use outbound::{Capture, Captured, CapturedMail, HostPattern, HttpGrant, Outbound, is_internal};
 pub use sandbox::{Redactor, Usage};
 
 use crate::config::{Allocator, Isolation, Limits};
@@ -127,11 +129,13 @@ impl Runtime {
             receiver: String::new(),
             limits: Limits::default(),
             http: None,
+            smtp: None,
             secrets: Redactor::default(),
         });
         let mut instance = sandbox::instantiate(&pre, describe_grants).await.map_err(|e| invalid(e.message))?;
         let info = instance.describe().await.map_err(|e| invalid(format!("describe failed: {}", e.message)))?;
-        Ok(Arc::new(Plugin { info, sha256, pre, component: loaded.component, source: loaded.source, load_time: loaded.elapsed }))
+        let imports = loaded.component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        Ok(Arc::new(Plugin { info, sha256, imports, pre, source: loaded.source, load_time: loaded.elapsed }))
     }
 
     /// Compile `bytes` without the cache (benchmarks compare the two).
@@ -169,9 +173,16 @@ pub struct Plugin {
     pub source: LoadSource,
     /// Time to compile or deserialize.
     pub load_time: Duration,
-    #[allow(dead_code)]
-    component: Component,
+    /// The interfaces the component imports (`belfry:receiver/http@0.1.0`, `wasi:io/...`).
+    pub imports: Vec<String>,
     pre: ReceiverPre<State>,
+}
+
+impl Plugin {
+    /// Whether the plugin sends mail through the host, and so needs an `[receivers.smtp]` grant.
+    pub fn sends_mail(&self) -> bool {
+        self.imports.iter().any(|name| name.starts_with("belfry:receiver/smtp@"))
+    }
 }
 
 /// What it takes to bind a receiver to a plugin.
@@ -187,6 +198,8 @@ pub struct ReceiverSpec {
     pub allowed_hosts: Vec<HostPattern>,
     /// Whether internal address ranges are reachable.
     pub allow_private_addresses: bool,
+    /// The SMTP capability, for receivers with an `[receivers.smtp]` table.
+    pub smtp: Option<Mailer>,
     /// Limits per call.
     pub limits: Limits,
     /// Instance sharing.
@@ -227,8 +240,14 @@ impl Plugin {
                 capture: spec.capture.clone(),
             })
         });
-        let grants =
-            Arc::new(Grants { tenant: spec.tenant.clone(), receiver: spec.name.clone(), limits: spec.limits.clone(), http, secrets });
+        let grants = Arc::new(Grants {
+            tenant: spec.tenant.clone(),
+            receiver: spec.name.clone(),
+            limits: spec.limits.clone(),
+            http,
+            smtp: spec.smtp,
+            secrets,
+        });
         let receiver = Receiver {
             plugin: self.clone(),
             grants,

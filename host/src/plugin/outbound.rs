@@ -108,8 +108,30 @@ pub struct HttpGrant {
     pub capture: Option<Capture>,
 }
 
-/// Requests recorded instead of sent.
-pub type Capture = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+/// What a preview (`belfry template render`) recorded instead of sending.
+pub type Capture = std::sync::Arc<std::sync::Mutex<Captured>>;
+
+/// The requests and mails of a preview.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// HTTP requests that passed the checks.
+    pub requests: Vec<Request>,
+    /// Mails composed for the SMTP capability.
+    pub mails: Vec<CapturedMail>,
+}
+
+/// One mail as it would have been sent.
+#[derive(Debug)]
+pub struct CapturedMail {
+    /// The server it would have gone to.
+    pub smarthost: String,
+    /// Envelope sender.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The message, headers and MIME body.
+    pub message: String,
+}
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 
@@ -167,7 +189,7 @@ impl Outbound {
             )));
         }
         if let Some(capture) = &grant.capture {
-            capture.lock().expect("capture lock").push(request);
+            capture.lock().expect("capture lock").requests.push(request);
             return Ok(Response { status: 200, headers: Vec::new(), body: br#"{"ok":true}"#.to_vec(), body_truncated: false });
         }
         let mut builder = http::Request::builder().method(method(request.method)).uri(uri);

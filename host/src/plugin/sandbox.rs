@@ -7,9 +7,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::belfry::receiver::{clock, http, log, types};
+use super::bindings::belfry::receiver::{clock, http, log, smtp, types};
 use super::bindings::{Receiver as Bindings, ReceiverPre};
 use super::error::{Blame, DeliveryFailure, FailureKind};
+use super::mailer::Mailer;
 use super::outbound::Outbound;
 use crate::config::Limits;
 
@@ -23,6 +24,8 @@ pub struct Grants {
     pub limits: Limits,
     /// Outbound HTTP, `None` when the receiver allows no host.
     pub http: Option<Outbound>,
+    /// Mail through the host, `None` unless the receiver has an `[receivers.smtp]` table.
+    pub smtp: Option<Mailer>,
     /// Secret values of this receiver, masked in everything the plugin says.
     pub secrets: Redactor,
 }
@@ -142,6 +145,33 @@ impl http::Host for State {
             tracing::debug!(error = ?e, "plugin HTTP request failed");
         }
         result
+    }
+}
+
+impl smtp::Host for State {
+    async fn send(&mut self, message: smtp::Message) -> Result<(), smtp::Error> {
+        let limits = &self.grants.limits;
+        // Each mail counts against the same per-call budget as HTTP requests.
+        if self.call.requests >= limits.max_requests {
+            return Err(smtp::Error::TooManyRequests(limits.max_requests));
+        }
+        self.call.requests += 1;
+        let Some(mailer) = self.grants.smtp.clone() else {
+            return Err(smtp::Error::Denied(format!(
+                "receiver `{}` has no SMTP grant; add a [receivers.smtp] table if its plugin should send mail",
+                self.grants.receiver
+            )));
+        };
+        let started = Instant::now();
+        let result = mailer.send(message).await;
+        self.call.host_time += started.elapsed();
+        result.map_err(|e| match e {
+            // The server's reply may quote what it was sent; mask the receiver's secrets.
+            smtp::Error::Auth(m) => smtp::Error::Auth(self.grants.secrets.redact(&m)),
+            smtp::Error::Rejected(m) => smtp::Error::Rejected(self.grants.secrets.redact(&m)),
+            smtp::Error::Temporary(m) => smtp::Error::Temporary(self.grants.secrets.redact(&m)),
+            other => other,
+        })
     }
 }
 

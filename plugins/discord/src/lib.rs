@@ -60,10 +60,7 @@ impl Plugin for Discord {
 export_plugin!(Discord);
 
 fn message(target: &Target, n: &Notification) -> Value {
-    let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| {
-        let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
-        format!("[{}] {name}", if n.status == AlertStatus::Firing { "FIRING" } else { "RESOLVED" })
-    });
+    let title = belfry_plugin_sdk::title(n);
     let mut embeds = Vec::new();
     let mut total = 0;
     let shown = n.alerts.len().min(MAX_EMBEDS);

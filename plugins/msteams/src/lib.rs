@@ -39,10 +39,7 @@ export_plugin!(Teams);
 
 fn message(n: &Notification) -> Value {
     let firing = n.status == AlertStatus::Firing;
-    let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| {
-        let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
-        format!("[{}] {name}", if firing { "FIRING" } else { "RESOLVED" })
-    });
+    let title = belfry_plugin_sdk::title(n);
     let facts: Vec<Value> =
         n.common_labels.iter().take(MAX_FACTS).map(|(k, v)| json!({"title": truncate(k, 100), "value": truncate(v, 500)})).collect();
     let mut actions = Vec::new();

@@ -69,12 +69,7 @@ impl Plugin for Opsgenie {
 export_plugin!(Opsgenie);
 
 fn create(target: &Target, n: &Notification, alias: &str) -> Value {
-    let firing = n.alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
-    let message = n
-        .title
-        .clone()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| format!("[FIRING:{firing}] {}", pair(&n.common_labels, "alertname").unwrap_or("alerts")));
+    let message = belfry_plugin_sdk::title(n);
     let mut tags: Vec<String> = target.tags.clone();
     tags.extend(n.common_labels.iter().filter(|(k, _)| k != "alertname").map(|(k, v)| format!("{k}:{v}")));
     let tags: Vec<String> = tags.iter().take(MAX_TAGS).map(|t| truncate(t, MAX_TAG)).collect();

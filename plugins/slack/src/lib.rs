@@ -1,6 +1,6 @@
 //! The Slack channel: an incoming webhook or `chat.postMessage` with a bot token; Block Kit with the severity's colour, the alerts as sections, their labels as fields and link buttons; within Slack's limits.
 
-use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
+use belfry_plugin_sdk::{Config, DeliveryError, DeliveryReport, Notification, Plugin, Urgency, export_plugin, http, pair, truncate};
 use serde_json::{Value, json};
 
 struct Slack;
@@ -104,7 +104,7 @@ export_plugin!(Slack);
 /// The message: `text` (what notifications show) and one attachment with the severity's colour
 /// holding the blocks.
 fn message(n: &Notification) -> Value {
-    let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| default_title(n));
+    let title = belfry_plugin_sdk::title(n);
     let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&title, MAX_HEADER), "emoji": true}})];
     if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
         for chunk in chunks(&escape(body), MAX_SECTION) {
@@ -149,24 +149,13 @@ fn message(n: &Notification) -> Value {
     })
 }
 
-fn default_title(n: &Notification) -> String {
-    let firing = n.alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
-    let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
-    match n.status {
-        AlertStatus::Firing => format!("[FIRING:{firing}] {name}"),
-        AlertStatus::Resolved => format!("[RESOLVED] {name}"),
-    }
-}
-
-/// Green when resolved; by `severity` when firing.
+/// Slack's palette: green when resolved, red, amber or blue by severity when firing.
 fn colour(n: &Notification) -> &'static str {
-    if n.status == AlertStatus::Resolved {
-        return "#2EB67D";
-    }
-    match pair(&n.common_labels, "severity").unwrap_or("") {
-        "critical" | "page" | "error" => "#E01E5A",
-        "warning" => "#ECB22E",
-        _ => "#36C5F0",
+    match belfry_plugin_sdk::urgency(n) {
+        Urgency::Resolved => "#2EB67D",
+        Urgency::Critical => "#E01E5A",
+        Urgency::Warning => "#ECB22E",
+        Urgency::Info => "#36C5F0",
     }
 }
 

@@ -1,6 +1,6 @@
 //! The SMS channel: Twilio's Messages API, one message per recipient, E.164 numbers, within Twilio's 1,600 characters.
 
-use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
+use belfry_plugin_sdk::{Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, truncate};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
@@ -87,10 +87,7 @@ export_plugin!(Sms);
 
 /// The title, then the body, as plain text within 1,600 characters.
 fn text(n: &Notification) -> String {
-    let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| {
-        let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
-        format!("[{}] {name}", if n.status == AlertStatus::Firing { "FIRING" } else { "RESOLVED" })
-    });
+    let title = belfry_plugin_sdk::title(n);
     match n.body.as_deref().filter(|b| !b.is_empty()) {
         Some(body) => truncate(&format!("{title}\n{body}"), MAX_BODY),
         None => truncate(&title, MAX_BODY),

@@ -1,8 +1,6 @@
 //! The Telegram channel: Bot API `sendMessage` in HTML parse mode, escaped and within Telegram's 4,096 characters.
 
-use belfry_plugin_sdk::{
-    AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, RetryableError, export_plugin, http, pair,
-};
+use belfry_plugin_sdk::{Config, DeliveryError, DeliveryReport, Notification, Plugin, RetryableError, export_plugin, http, pair};
 use serde_json::{Value, json};
 
 struct Telegram;
@@ -66,10 +64,7 @@ export_plugin!(Telegram);
 
 /// `<b>title</b>` and the body, HTML-escaped, within 4,096 characters.
 fn text(n: &Notification) -> String {
-    let title = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| {
-        let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
-        format!("[{}] {name}", if n.status == AlertStatus::Firing { "FIRING" } else { "RESOLVED" })
-    });
+    let title = belfry_plugin_sdk::title(n);
     let body = n.body.clone().filter(|b| !b.is_empty()).unwrap_or_else(|| {
         n.alerts.iter().map(|a| pair(&a.annotations, "summary").unwrap_or(&a.fingerprint).to_string()).collect::<Vec<_>>().join("\n")
     });
