@@ -96,6 +96,13 @@ pub struct ServerConfig {
     /// setup without any token, reload is open, as in Alertmanager.
     #[serde(default)]
     pub admin_tokens: Vec<String>,
+    /// How long the acknowledge links in notifications work (default 7 days).
+    #[serde(default = "default_ack_link_ttl", with = "humantime_serde")]
+    pub ack_link_ttl: Duration,
+}
+
+fn default_ack_link_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_listen() -> SocketAddr {
@@ -116,6 +123,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             trust_scope_org_id: false,
             admin_tokens: Vec::new(),
+            ack_link_ttl: default_ack_link_ttl(),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::ack::Ack;
 use crate::alert::{self, Fingerprint, LabelSet, Status};
 use crate::route::{RouteOptions, RouteTo};
 use crate::state::AlertRecord;
@@ -105,32 +106,103 @@ pub struct Groups {
     schedule: BTreeSet<(DateTime<Utc>, GroupKey)>,
     /// The notification log, by group key; it outlives groups across restarts and reloads.
     log: HashMap<GroupKey, NotifyEntry>,
+    /// Acknowledged groups; like the log, they outlive restarts and reloads.
+    acks: HashMap<GroupKey, Ack>,
+    /// Acks set (`Some`) or cleared (`None`) since the caller last took them, to persist.
+    ack_changes: Vec<(GroupKey, Option<Ack>)>,
+}
+
+/// What groups remember across restarts and reloads: the notification log and the acks.
+#[derive(Debug, Default)]
+pub struct History {
+    /// The notification log.
+    pub log: HashMap<GroupKey, NotifyEntry>,
+    /// The acks.
+    pub acks: HashMap<GroupKey, Ack>,
+}
+
+impl History {
+    /// From stored `(group key, entry)` and `(group key, ack)` pairs.
+    pub fn from_stored(log: impl IntoIterator<Item = (String, NotifyEntry)>, acks: impl IntoIterator<Item = (String, Ack)>) -> History {
+        History {
+            log: log.into_iter().map(|(k, e)| (Arc::from(k), e)).collect(),
+            acks: acks.into_iter().map(|(k, a)| (Arc::from(k), a)).collect(),
+        }
+    }
 }
 
 impl Groups {
-    /// No groups, the notification log `log`.
-    pub fn with_log(log: impl IntoIterator<Item = (String, NotifyEntry)>) -> Groups {
-        Groups { log: log.into_iter().map(|(k, e)| (Arc::from(k), e)).collect(), ..Groups::default() }
+    /// No groups, what `history` remembers.
+    pub fn with_history(history: History) -> Groups {
+        Groups { log: history.log, acks: history.acks, ..Groups::default() }
     }
 
-    /// Take the notification log (to carry it into rebuilt groups).
-    pub fn take_log(&mut self) -> HashMap<GroupKey, NotifyEntry> {
-        std::mem::take(&mut self.log)
+    /// Take the log and the acks (to carry them into rebuilt groups).
+    pub fn take_history(&mut self) -> History {
+        History { log: std::mem::take(&mut self.log), acks: std::mem::take(&mut self.acks) }
     }
 
-    /// Replace the notification log.
-    pub fn set_log(&mut self, log: HashMap<GroupKey, NotifyEntry>) {
-        self.log = log;
+    /// Replace the log and the acks.
+    pub fn set_history(&mut self, history: History) {
+        self.log = history.log;
+        self.acks = history.acks;
     }
 
-    /// Log entries of keys no group has (after a rebuild): they can be deleted.
+    /// Log entries and acks of keys no group has (after a rebuild): they can be deleted.
     pub fn orphaned_log_keys(&self) -> Vec<GroupKey> {
-        self.log.keys().filter(|k| !self.groups.contains_key(*k)).cloned().collect()
+        let mut keys: Vec<GroupKey> = self.log.keys().chain(self.acks.keys()).filter(|k| !self.groups.contains_key(*k)).cloned().collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
-    /// Drop the log entry of `key`.
+    /// Drop the log entry and the ack of `key`.
     pub fn forget_log(&mut self, key: &str) {
         self.log.remove(key);
+        self.acks.remove(key);
+    }
+
+    /// Acknowledge the group `key` as it is now: its repeats stop until an alert the ack does
+    /// not cover fires, or the group ends. `None` if there is no such group.
+    pub fn ack(&mut self, key: &str, by: &str, comment: &str, now: DateTime<Utc>) -> Option<Ack> {
+        let group = self.groups.get(key)?;
+        let ack = Ack { by: by.to_string(), comment: comment.to_string(), at: now, covers: group.alerts.iter().map(|fp| fp.0).collect() };
+        self.acks.insert(group.key.clone(), ack.clone());
+        self.ack_changes.push((group.key.clone(), Some(ack.clone())));
+        Some(ack)
+    }
+
+    /// Withdraw the ack of `key`: the group repeats again. Whether there was one.
+    pub fn unack(&mut self, key: &str, now: DateTime<Utc>) -> bool {
+        let Some((key, _)) = self.acks.remove_entry(key) else { return false };
+        self.ack_changes.push((key.clone(), None));
+        if let Some(group) = self.groups.get_mut(&key) {
+            // The repeat it held back may be due already.
+            let at = next_flush(group, now);
+            Self::schedule_at(&mut self.schedule, group, at);
+        }
+        true
+    }
+
+    /// The ack of a group.
+    pub fn ack_of(&self, key: &str) -> Option<&Ack> {
+        self.acks.get(key)
+    }
+
+    /// Every ack, by group key.
+    pub fn acks(&self) -> impl Iterator<Item = (&GroupKey, &Ack)> {
+        self.acks.iter()
+    }
+
+    /// Acks set or cleared since the last call, to persist.
+    pub fn take_ack_changes(&mut self) -> Vec<(GroupKey, Option<Ack>)> {
+        std::mem::take(&mut self.ack_changes)
+    }
+
+    fn clear_ack(&mut self, key: &str) {
+        if let Some((key, _)) = self.acks.remove_entry(key) {
+            self.ack_changes.push((key, None));
+        }
     }
 
     /// How many groups there are.
@@ -268,8 +340,18 @@ impl Groups {
         }
         firing.sort_unstable();
         resolved.sort_unstable();
+        // An alert the ack did not cover fires: the group is re-triggered (PagerDuty's rule).
+        if let Some(ack) = self.acks.get(key)
+            && !firing.iter().all(|fp| ack.covers.binary_search(fp).is_ok())
+        {
+            let key = group.key.clone();
+            self.acks.remove(&key);
+            self.ack_changes.push((key, None));
+        }
+        let acked = self.acks.contains_key(key);
+        let group = self.groups.get_mut(key).expect("checked above");
         let repeat = span(group.options.repeat_interval);
-        let notify = needs_update(self.log.get(key), &firing, &resolved, repeat, send_resolved, now);
+        let notify = needs_update(self.log.get(key), &firing, &resolved, repeat, send_resolved, acked, now);
         let outcome = if notify {
             let mut to_send: Vec<AlertRecord> = alerts
                 .iter()
@@ -300,15 +382,16 @@ impl Groups {
         if group.alerts.is_empty() {
             // Everything resolved: the group ends (its resolve, if any, is in `outcome`).
             self.groups.remove(key);
+            self.clear_ack(key);
             if !notify {
                 self.log.remove(key);
             }
             return outcome;
         }
         group.flushed_at = Some(now);
-        // Wake for the repeat, or when a firing alert's endsAt passes, whichever is first,
-        // and never sooner than group_interval.
-        let mut next = self.log.get(key).filter(|e| !e.firing.is_empty()).map(|e| e.at + repeat);
+        // Wake for the repeat (none while acked), or when a firing alert's endsAt passes,
+        // whichever is first, and never sooner than group_interval.
+        let mut next = self.log.get(key).filter(|e| !e.firing.is_empty() && !acked).map(|e| e.at + repeat);
         for a in &alerts {
             if a.record.status_at(now) == Status::Firing {
                 next = Some(next.map_or(a.record.ends_at, |n| n.min(a.record.ends_at)));
@@ -330,6 +413,7 @@ impl Groups {
             }
         }
         self.log.remove(key);
+        self.clear_ack(key);
         FlushOutcome::Gone
     }
 
@@ -380,6 +464,7 @@ fn needs_update(
     resolved: &[u64],
     repeat: chrono::Duration,
     send_resolved: bool,
+    acked: bool,
     now: DateTime<Utc>,
 ) -> bool {
     let Some(entry) = entry else {
@@ -398,7 +483,8 @@ fn needs_update(
     if send_resolved && !subset(&entry.resolved, resolved) {
         return true;
     }
-    entry.at + repeat <= now
+    // An acknowledged group is not repeated: someone is on it.
+    !acked && entry.at + repeat <= now
 }
 
 /// Firing first, then by `startsAt`, then by labels: the order `wit/receiver.wit` promises.
@@ -585,13 +671,51 @@ mod tests {
         let mut b = Bench::new(route(&[], 0, 60, 3600));
         b.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:00:00"));
         b.tick(t("10:00:00"));
-        let log: Vec<(String, NotifyEntry)> = b.groups.take_log().into_iter().map(|(k, e)| (k.to_string(), e)).collect();
+        let log: Vec<(String, NotifyEntry)> = b.groups.take_history().log.into_iter().map(|(k, e)| (k.to_string(), e)).collect();
         let mut restarted = Bench::new(b.route.clone());
-        restarted.groups = Groups::with_log(log);
+        restarted.groups = Groups::with_history(History::from_stored(log, []));
         restarted.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:05:00"));
         assert!(restarted.tick(t("10:05:00")).is_empty(), "already notified before the restart");
         restarted.post(record("Down", "b", "10:05:00", "12:00:00"), t("10:06:00"));
         assert_eq!(restarted.tick(t("10:06:00")), [["a+", "b+"]]);
+    }
+
+    #[test]
+    fn an_ack_stops_repeats_until_a_new_alert_fires_and_ends_with_the_group() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+"]]);
+        let key = b.groups.iter().next().unwrap().key.clone();
+        assert!(b.groups.ack(&key, "alice", "on it", t("10:10:00")).is_some());
+        assert!(b.groups.ack("no such group", "alice", "", t("10:10:00")).is_none());
+        assert_eq!(b.groups.take_ack_changes().len(), 1, "to persist");
+        assert!(b.tick(t("11:00:00")).is_empty(), "the hourly repeat is held back");
+        assert!(b.tick(t("13:00:00")).is_empty());
+        assert_eq!(b.groups.next_due(), Some(t("14:00:00")), "only the end is scheduled, no repeat");
+        // A new alert in the group re-triggers it: notified, and the ack is gone.
+        b.post(record("Down", "b", "13:30:00", "15:00:00"), t("13:30:00"));
+        assert_eq!(b.tick(t("13:30:00")), [["a+", "b+"]]);
+        assert!(b.groups.ack_of(&key).is_none());
+        assert_eq!(b.groups.take_ack_changes(), [(key.clone(), None)]);
+        // Acked again, then resolved: the resolve goes out and the ack ends with the group.
+        b.groups.ack(&key, "bob", "", t("13:40:00"));
+        b.post(record("Down", "a", "10:00:00", "13:45:00"), t("13:45:00"));
+        b.post(record("Down", "b", "13:30:00", "13:45:00"), t("13:45:00"));
+        assert_eq!(b.tick(t("13:45:00")), [["a-", "b-"]]);
+        assert!(b.groups.is_empty() && b.groups.ack_of(&key).is_none());
+    }
+
+    #[test]
+    fn withdrawing_an_ack_lets_the_held_repeat_go() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        b.tick(t("10:00:00"));
+        let key = b.groups.iter().next().unwrap().key.clone();
+        b.groups.ack(&key, "alice", "", t("10:10:00"));
+        assert!(b.tick(t("11:30:00")).is_empty());
+        assert!(b.groups.unack(&key, t("11:30:00")));
+        assert!(!b.groups.unack(&key, t("11:30:00")), "only once");
+        assert_eq!(b.tick(t("11:31:00")), [["a+"]], "the repeat was overdue");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! - [`serve`]: wires the above into the daemon; rebuilds the tenants on reload.
 //! - [`cli`]: the `belfry` command line.
 
+pub mod ack;
 pub mod alert;
 pub mod api;
 pub mod audit;

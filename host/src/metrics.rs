@@ -64,6 +64,8 @@ pub struct Metrics {
     /// Deliveries a plugin's misbehaviour stopped, by plugin and kind (`trap`, `cpu_deadline`,
     /// `memory_limit`, `timeout`).
     pub plugin_traps: Family<Labels, Counter>,
+    /// Groups acknowledged, by tenant and way (`api`, `link`).
+    pub acks: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -97,6 +99,7 @@ impl Metrics {
             plugin_cpu: Family::default(),
             plugin_memory: Family::default(),
             plugin_traps: Family::default(),
+            acks: Family::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register("alertmanager_alerts_received", "Alerts received, by tenant and status", m.alerts_received.clone());
@@ -134,6 +137,7 @@ impl Metrics {
         registry.register("belfry_plugin_cpu_seconds", "Time plugins spent computing, by plugin", m.plugin_cpu.clone());
         registry.register("belfry_plugin_memory_bytes", "Largest linear memory of a plugin's instance", m.plugin_memory.clone());
         registry.register("belfry_plugin_traps", "Deliveries stopped for a plugin's misbehaviour, by kind", m.plugin_traps.clone());
+        registry.register("belfry_acknowledgements", "Groups acknowledged, by way (api, link)", m.acks.clone());
         Metrics { registry, ..m }
     }
 

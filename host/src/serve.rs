@@ -14,7 +14,7 @@ use crate::audit::AuditLog;
 use crate::config::{BreakerConfig, RateLimitConfig, ReceiverConfig};
 use crate::config::{Config, ConfigError, ConfigErrors, TenantView, parse_token_hash};
 use crate::dispatch::{Backoff, Breaker, Channel, Channels, Dispatcher, Gate, Notifier, OutboxEntry, RateLimit, Routing};
-use crate::group::Groups;
+use crate::group::{Groups, History};
 use crate::inhibit::Inhibitor;
 use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, RuntimeOptions};
 use crate::route::{Router, RouterSpec};
@@ -39,6 +39,9 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
+/// The store's meta entry holding the ack links' signing key.
+const ACK_LINK_KEY: &str = "ack_link_key";
+
 /// What outlives reloads: the engine, the store, the dispatcher, and every tenant's alerts.
 pub struct Daemon {
     config_path: PathBuf,
@@ -61,6 +64,10 @@ pub struct Daemon {
     store_path: PathBuf,
     /// Rate limits and breakers by (tenant, receiver); a reload keeps those whose settings stay.
     gates: Mutex<HashMap<(String, String), GateEntry>>,
+    /// Signs acknowledge links; its key lives in the store, so links survive restarts.
+    ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
+    /// How long acknowledge links work.
+    ack_link_ttl: std::time::Duration,
 }
 
 /// A receiver's gate and the settings it was made with.
@@ -152,6 +159,7 @@ impl Daemon {
                 metrics: self.metrics.clone(),
                 audit: self.audit.clone(),
                 templates: Arc::new(templates),
+                ack_links: self.ack_links.clone(),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });
@@ -163,6 +171,22 @@ impl Daemon {
         // New tenants (at start: all of them) get back what the store holds for them.
         if !new_states.is_empty() {
             let snapshot = self.store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+            if self.ack_links.get().is_none() {
+                let secret = match snapshot.meta.iter().find(|(name, _)| name == ACK_LINK_KEY) {
+                    Some((_, secret)) => secret.clone(),
+                    None => {
+                        let secret = crate::ack::AckLinks::generate_secret();
+                        let op = crate::store::Op::PutMeta { name: ACK_LINK_KEY.into(), value: secret.clone() };
+                        self.store
+                            .submit(vec![op])
+                            .await
+                            .map_err(|_| anyhow::anyhow!("the store stopped"))?
+                            .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        secret
+                    }
+                };
+                let _ = self.ack_links.set(crate::ack::AckLinks::new(&secret, self.ack_link_ttl));
+            }
             let mut alerts: HashMap<String, Vec<_>> = HashMap::new();
             for (tenant, alert) in snapshot.alerts {
                 alerts.entry(tenant).or_default().push(alert);
@@ -174,6 +198,10 @@ impl Daemon {
             let mut logs: HashMap<String, Vec<_>> = HashMap::new();
             for (tenant, group, entry) in snapshot.notify_log {
                 logs.entry(tenant).or_default().push((group, entry));
+            }
+            let mut acks: HashMap<String, Vec<_>> = HashMap::new();
+            for (tenant, group, ack) in snapshot.acks {
+                acks.entry(tenant).or_default().push((group, ack));
             }
             let mut outbox: HashMap<String, Vec<_>> = HashMap::new();
             for (tenant, id, entry) in snapshot.outbox {
@@ -197,7 +225,10 @@ impl Daemon {
                     }
                 }));
                 state.silences.restore(silences.remove(&name).unwrap_or_default());
-                state.routing.lock().expect("routing lock").groups = Groups::with_log(logs.remove(&name).unwrap_or_default());
+                state.routing.lock().expect("routing lock").groups = Groups::with_history(History::from_stored(
+                    logs.remove(&name).unwrap_or_default(),
+                    acks.remove(&name).unwrap_or_default(),
+                ));
                 tracing::info!(tenant = %name, alerts = state.alerts.len(), silences = state.silences.list().len(), "tenant ready");
                 states.insert(name, state);
             }
@@ -683,13 +714,20 @@ pub async fn start(
         wake: Arc::new(tokio::sync::Notify::new()),
         watcher,
         gates: Mutex::new(HashMap::new()),
+        ack_links: Arc::new(std::sync::OnceLock::new()),
+        ack_link_ttl: config.server.ack_link_ttl,
     });
     let (tenants, built) = daemon.build_tenants(config).await?;
     daemon.commit(tenants, built, "start");
     tokio::spawn(crate::watch::reload_changed_scripts(daemon.clone(), script_events));
     tokio::spawn(flusher(daemon.clone()));
     tokio::spawn(sweep(daemon.clone(), config.alerts.sweep_interval));
-    let app = Arc::new(App { daemon: daemon.clone(), max_body_bytes: config.server.max_body_bytes, started: chrono::Utc::now() });
+    let app = Arc::new(App {
+        daemon: daemon.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        started: chrono::Utc::now(),
+        ack_links: daemon.ack_links.clone(),
+    });
     let server = tokio::spawn(api::serve(listener, app, shutdown));
     Ok(Running { addr, server, daemon })
 }

@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::ack::Ack;
 use crate::alert::Fingerprint;
 use crate::dispatch::OutboxEntry;
 use crate::group::NotifyEntry;
@@ -45,9 +46,15 @@ pub enum Op {
     /// Forget a group's notification log entry (the group is gone).
     DeleteNotifyLog { tenant: String, group: String },
     /// A notification decided but not yet accepted by its channel (the outbox).
-    PutOutbox { tenant: String, id: String, entry: OutboxEntry },
+    PutOutbox { tenant: String, id: String, entry: Box<OutboxEntry> },
     /// The notification was delivered (or given up on): out of the outbox.
     DeleteOutbox { tenant: String, id: String },
+    /// A group was acknowledged.
+    PutAck { tenant: String, group: String, ack: Ack },
+    /// A group's ack ended (withdrawn, re-triggered, or the group is gone).
+    DeleteAck { tenant: String, group: String },
+    /// A host-wide value (the ack links' signing key).
+    PutMeta { name: String, value: Vec<u8> },
 }
 
 /// Everything stored, per tenant, as loaded at start.
@@ -62,6 +69,10 @@ pub struct Snapshot {
     pub notify_log: Vec<(String, String, NotifyEntry)>,
     /// `(tenant, id, entry)`: notifications not yet delivered.
     pub outbox: Vec<(String, String, OutboxEntry)>,
+    /// `(tenant, group key, ack)`: acknowledged groups.
+    pub acks: Vec<(String, String, Ack)>,
+    /// `(name, value)`: host-wide values.
+    pub meta: Vec<(String, Vec<u8>)>,
 }
 
 /// A stored alert, not yet decoded.
@@ -102,6 +113,8 @@ const ALERTS: RecordTable = redb::TableDefinition::new("alerts");
 const SILENCES: RecordTable = redb::TableDefinition::new("silences");
 const NOTIFY_LOG: RecordTable = redb::TableDefinition::new("notify_log");
 const OUTBOX: RecordTable = redb::TableDefinition::new("outbox");
+const ACKS: RecordTable = redb::TableDefinition::new("acks");
+const META: RecordTable = redb::TableDefinition::new("meta");
 const JOURNAL: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
 
 /// Most batches folded into one journal commit; bounds commit latency under a flood.
@@ -132,13 +145,22 @@ enum Table {
     Silences,
     NotifyLog,
     Outbox,
+    // New tables go last: the journal encodes a table by its position.
+    Acks,
+    Meta,
 }
 
 type RecordTable = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 impl Table {
-    const ALL: [(Table, RecordTable); 4] =
-        [(Table::Alerts, ALERTS), (Table::Silences, SILENCES), (Table::NotifyLog, NOTIFY_LOG), (Table::Outbox, OUTBOX)];
+    const ALL: [(Table, RecordTable); 6] = [
+        (Table::Alerts, ALERTS),
+        (Table::Silences, SILENCES),
+        (Table::NotifyLog, NOTIFY_LOG),
+        (Table::Outbox, OUTBOX),
+        (Table::Acks, ACKS),
+        (Table::Meta, META),
+    ];
 }
 
 /// One encoded write: the record's key and its new value, or `None` to delete it.
@@ -172,6 +194,12 @@ fn encode(op: &Op) -> Result<Entry, String> {
             Entry { table: Table::Outbox, key: key(tenant, id.as_bytes()), value: value(postcard::to_stdvec(entry))? }
         }
         Op::DeleteOutbox { tenant, id } => Entry { table: Table::Outbox, key: key(tenant, id.as_bytes()), value: None },
+        Op::PutAck { tenant, group, ack } => {
+            Entry { table: Table::Acks, key: key(tenant, group.as_bytes()), value: value(postcard::to_stdvec(ack))? }
+        }
+        Op::DeleteAck { tenant, group } => Entry { table: Table::Acks, key: key(tenant, group.as_bytes()), value: None },
+        // Host-wide: no tenant (the empty name, which no tenant has).
+        Op::PutMeta { name, value } => Entry { table: Table::Meta, key: key("", name.as_bytes()), value: Some(value.clone()) },
     })
 }
 
@@ -296,6 +324,11 @@ impl Store for RedbStore {
                         Err(e) => tracing::error!(tenant = %tenant, id = %id, error = %e, "skipping an undecodable outbox entry"),
                     }
                 }
+                Table::Acks => {
+                    let group = String::from_utf8_lossy(id).into_owned();
+                    snapshot.acks.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+                }
+                Table::Meta => snapshot.meta.push((String::from_utf8_lossy(id).into_owned(), v)),
             }
         }
         Ok(snapshot)
@@ -409,20 +442,15 @@ impl<'a> Writer<'a> {
     fn checkpoint(&mut self) -> Result<(), String> {
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
         {
-            let mut alerts = txn.open_table(ALERTS).map_err(|e| e.to_string())?;
-            let mut silences = txn.open_table(SILENCES).map_err(|e| e.to_string())?;
-            let mut notify_log = txn.open_table(NOTIFY_LOG).map_err(|e| e.to_string())?;
-            let mut outbox = txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
+            let mut tables = Vec::with_capacity(Table::ALL.len());
+            for (table, def) in Table::ALL {
+                tables.push((table, txn.open_table(def).map_err(|e| e.to_string())?));
+            }
             // Sorted keys: neighbouring records share pages, so each page is copied once.
             let mut keys: Vec<&(Table, Vec<u8>)> = self.pending.keys().collect();
             keys.sort();
             for k in keys {
-                let table = match k.0 {
-                    Table::Alerts => &mut alerts,
-                    Table::Silences => &mut silences,
-                    Table::NotifyLog => &mut notify_log,
-                    Table::Outbox => &mut outbox,
-                };
+                let (_, table) = tables.iter_mut().find(|(t, _)| *t == k.0).expect("every table is open");
                 match &self.pending[k] {
                     Some(v) => table.insert(k.1.as_slice(), v.as_slice()).map(|_| ()),
                     None => table.remove(k.1.as_slice()).map(|_| ()),
@@ -500,6 +528,23 @@ mod tests {
         put(&store, vec![Op::PutNotifyLog { tenant: "a".into(), group: "gone".into(), entry: entry.clone() }]).await;
         put(&store, vec![Op::DeleteNotifyLog { tenant: "a".into(), group: "gone".into() }]).await;
         assert_eq!(store.load().unwrap().notify_log, [("a".to_string(), "r/alertname:{}".to_string(), entry)]);
+    }
+
+    #[tokio::test]
+    async fn acks_and_meta_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let ack = Ack { by: "alice".into(), comment: "on it".into(), at: record("X", None).starts_at, covers: vec![1, 2] };
+        {
+            let store = RedbStore::open(&path).unwrap();
+            put(&store, vec![Op::PutAck { tenant: "a".into(), group: "g1".into(), ack: ack.clone() }]).await;
+            put(&store, vec![Op::PutAck { tenant: "a".into(), group: "g2".into(), ack: ack.clone() }]).await;
+            put(&store, vec![Op::DeleteAck { tenant: "a".into(), group: "g2".into() }]).await;
+            put(&store, vec![Op::PutMeta { name: "ack_link_key".into(), value: vec![9; 32] }]).await;
+        }
+        let snapshot = RedbStore::open(&path).unwrap().load().unwrap();
+        assert_eq!(snapshot.acks, [("a".to_string(), "g1".to_string(), ack)]);
+        assert_eq!(snapshot.meta, [("ack_link_key".to_string(), vec![9; 32])]);
     }
 
     #[tokio::test]

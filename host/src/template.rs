@@ -36,13 +36,13 @@ pub const LOCALES: [&str; 3] = ["en", "fr", "de"];
 fn default_title(locale: &str) -> &'static str {
     match locale {
         "fr" => {
-            r#"[{% if status == "firing" %}ALERTE:{{ firing|length }}{% else %}RÉSOLU{% endif %}] {% for k, v in groupLabels|dictsort %}{{ v }}{% if not loop.last %} {% endif %}{% else %}{{ commonLabels.alertname }}{% endfor %}"#
+            r#"[{% if ackedBy %}ACQUITTÉ par {{ ackedBy }}{% elif status == "firing" %}ALERTE:{{ firing|length }}{% else %}RÉSOLU{% endif %}] {% for k, v in groupLabels|dictsort %}{{ v }}{% if not loop.last %} {% endif %}{% else %}{{ commonLabels.alertname }}{% endfor %}"#
         }
         "de" => {
-            r#"[{% if status == "firing" %}AUSGELÖST:{{ firing|length }}{% else %}BEHOBEN{% endif %}] {% for k, v in groupLabels|dictsort %}{{ v }}{% if not loop.last %} {% endif %}{% else %}{{ commonLabels.alertname }}{% endfor %}"#
+            r#"[{% if ackedBy %}BESTÄTIGT von {{ ackedBy }}{% elif status == "firing" %}AUSGELÖST:{{ firing|length }}{% else %}BEHOBEN{% endif %}] {% for k, v in groupLabels|dictsort %}{{ v }}{% if not loop.last %} {% endif %}{% else %}{{ commonLabels.alertname }}{% endfor %}"#
         }
         _ => {
-            r#"[{% if status == "firing" %}FIRING:{{ firing|length }}{% else %}RESOLVED{% endif %}] {% for k, v in groupLabels|dictsort %}{{ v }}{% if not loop.last %} {% endif %}{% else %}{{ commonLabels.alertname }}{% endfor %}"#
+            r#"[{% if ackedBy %}ACK by {{ ackedBy }}{% elif status == "firing" %}FIRING:{{ firing|length }}{% else %}RESOLVED{% endif %}] {% for k, v in groupLabels|dictsort %}{{ v }}{% if not loop.last %} {% endif %}{% else %}{{ commonLabels.alertname }}{% endfor %}"#
         }
     }
 }
@@ -183,7 +183,7 @@ fn status_name(s: AlertStatus) -> &'static str {
 }
 
 /// Alertmanager's template data (receiver, status, alerts, groupLabels, commonLabels,
-/// commonAnnotations, externalURL, groupKey) plus Belfry's (tenant, escalationLevel,
+/// commonAnnotations, externalURL, groupKey) plus Belfry's (tenant, escalationLevel, ackURL, ackedBy,
 /// `firing`/`resolved` alert lists, timezone, now).
 fn data_model(n: &Notification, timezone: &str, now: DateTime<Utc>) -> Value {
     let map = |pairs: &[(String, String)]| pairs.iter().cloned().collect::<BTreeMap<_, _>>();
@@ -216,6 +216,8 @@ fn data_model(n: &Notification, timezone: &str, now: DateTime<Utc>) -> Value {
         groupKey => n.group_key,
         tenant => n.tenant,
         escalationLevel => n.escalation_level,
+        ackURL => n.ack_url,
+        ackedBy => n.acked_by,
         timezone => timezone,
         now => crate::alert::format_time(now),
     }

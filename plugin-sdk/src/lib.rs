@@ -178,13 +178,16 @@ pub fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The notification's rendered title, or when the host sent none, Alertmanager's
-/// `[FIRING:2] alertname` / `[RESOLVED] alertname`.
+/// `[FIRING:2] alertname` / `[RESOLVED] alertname` (`[ACK by alice] alertname` for an ack).
 pub fn title(n: &Notification) -> String {
     if let Some(title) = n.title.as_deref().filter(|t| !t.trim().is_empty()) {
         return title.to_string();
     }
     let firing = n.alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
     let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
+    if let Some(by) = &n.acked_by {
+        return format!("[ACK by {by}] {name}");
+    }
     match n.status {
         AlertStatus::Firing => format!("[FIRING:{firing}] {name}"),
         AlertStatus::Resolved => format!("[RESOLVED] {name}"),

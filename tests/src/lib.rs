@@ -396,6 +396,24 @@ impl Daemon {
         }
     }
 
+    /// Poll the audit trail until `done` holds for its records (or panic after [`PATIENCE`]).
+    pub async fn audit_until(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let path = self.dir.path().join("data/audit.jsonl");
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+                .collect();
+            if done(&records) {
+                return records;
+            }
+            assert!(std::time::Instant::now() < deadline, "audit trail never got there:\n{records:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What it logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

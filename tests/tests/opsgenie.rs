@@ -1,4 +1,4 @@
-//! The Opsgenie plugin against a stand-in that checks requests the way the Alert API v2 does: GenieKey auth, create then close by alias, field limits, priorities.
+//! The Opsgenie plugin against a stand-in that checks requests the way the Alert API v2 does: GenieKey auth, create, acknowledge and close by alias, field limits, priorities.
 
 use belfry::plugin::{AlertStatus, BindError, Receiver};
 use belfry_tests::{HttpSink, TestRuntime, bind, notification, opsgenie_wasm, spec};
@@ -22,10 +22,13 @@ async fn a_group_creates_one_alert_and_its_resolve_closes_it_by_alias() {
     n.title = Some(format!("[FIRING:1] DiskFull {}", "x".repeat(300)));
     let report = og.deliver(&n).await.unwrap();
     assert_eq!(report.remote_id.as_deref(), Some("req-1"));
+    let mut acked = n.clone();
+    acked.acked_by = Some("alice".into());
+    og.deliver(&acked).await.unwrap();
     n.status = AlertStatus::Resolved;
     og.deliver(&n).await.unwrap();
-    let got = sink.wait_for(2).await;
-    let (create, close) = (&got[0], &got[1]);
+    let got = sink.wait_for(3).await;
+    let (create, ack, close) = (&got[0], &got[1], &got[2]);
     assert_eq!(create.path, "/v2/alerts");
     assert_eq!(create.header("authorization"), Some("GenieKey genie-key-123"));
     let body = create.json();
@@ -37,6 +40,8 @@ async fn a_group_creates_one_alert_and_its_resolve_closes_it_by_alias() {
     // Closed by the same alias, percent-encoded in the path.
     let encoded: String =
         n.group_key.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    assert_eq!(ack.path, format!("/v2/alerts/{encoded}/acknowledge?identifierType=alias"));
+    assert_eq!(ack.json()["user"], "alice");
     assert_eq!(close.path, format!("/v2/alerts/{encoded}/close?identifierType=alias"));
     assert_eq!(close.header("authorization"), Some("GenieKey genie-key-123"));
 }

@@ -1,4 +1,4 @@
-//! The PagerDuty plugin against a stand-in that checks events the way the Events API v2 does: trigger and resolve, a stable dedup key, size limits, retry classification.
+//! The PagerDuty plugin against a stand-in that checks events the way the Events API v2 does: trigger, acknowledge and resolve, a stable dedup key, size limits, retry classification.
 
 use belfry::plugin::{AlertStatus, BindError, Blame, FailureKind, Notification, Receiver};
 use belfry_tests::{HttpSink, Recorded, TestRuntime, bind, notification, pagerduty_wasm, spec};
@@ -63,14 +63,19 @@ async fn a_firing_group_triggers_and_its_resolve_resolves_the_same_incident() {
     n.common_annotations.push(("runbook_url".into(), "https://runbooks.example/disk".into()));
     let report = pd.deliver(&n).await.unwrap();
     assert_eq!(report.remote_id.as_deref(), Some("srv-123"));
+    let mut acked = n.clone();
+    acked.acked_by = Some("alice".into());
+    pd.deliver(&acked).await.unwrap();
     n.status = AlertStatus::Resolved;
     n.alerts[0].status = AlertStatus::Resolved;
     pd.deliver(&n).await.unwrap();
-    let got = sink.wait_for(2).await;
+    let got = sink.wait_for(3).await;
     for req in &got {
         assert_eq!(pagerduty_problems(req), Vec::<String>::new());
     }
-    let (trigger, resolve) = (got[0].json(), got[1].json());
+    let (trigger, ack, resolve) = (got[0].json(), got[1].json(), got[2].json());
+    assert_eq!(ack["event_action"], "acknowledge", "an ack in Belfry acknowledges the incident: {ack}");
+    assert_eq!(ack["dedup_key"], trigger["dedup_key"]);
     assert_eq!(trigger["event_action"], "trigger");
     assert_eq!(trigger["payload"]["severity"], "critical", "severity=page");
     assert_eq!(trigger["payload"]["summary"], "[FIRING:1] DiskFull");

@@ -31,23 +31,6 @@ async fn post(daemon: &Daemon, alertname: &str) {
 }
 
 /// The audit trail's records, once `done` holds for them (or panic after the test patience).
-async fn audit_until(daemon: &Daemon, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let path = daemon.dir.path().join("data/audit.jsonl");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let records: Vec<Value> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
-            .collect();
-        if done(&records) {
-            return records;
-        }
-        assert!(std::time::Instant::now() < deadline, "audit trail never got there:\n{records:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Poll `/metrics` until it has every line of `lines` (or panic after the test patience).
 async fn metrics_until(daemon: &Daemon, lines: &[&str]) {
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -84,7 +67,7 @@ async fn a_429_is_retried_after_its_retry_after_and_every_attempt_is_audited() {
     assert!(gap >= Duration::from_millis(950), "Retry-After: 1 was not honoured: retried after {gap:?}");
     assert_eq!(both[0].json()["groupKey"], both[1].json()["groupKey"], "the retry carries the same dedup key");
 
-    let records = audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let records = daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
     let records: Vec<Value> = records.into_iter().filter(|r| r["action"].as_str().unwrap().starts_with("notify.")).collect();
     assert_eq!(actions(&records), [("notify.failed".into(), "hook".into()), ("notify.delivered".into(), "hook".into())]);
     assert_eq!(records[0]["kind"], "retryable");
@@ -108,7 +91,7 @@ async fn exhausted_retries_fail_over_to_the_fallback() {
     assert_eq!(got[0].path, "/email");
     assert_eq!(got[0].json()["commonLabels"]["alertname"], "DiskFull");
     assert_eq!(primary.requests().len(), 3, "max_attempts tries at the primary first");
-    let records = audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let records = daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
     let failover = records.iter().find(|r| r["action"] == "notify.failover").expect("failover audited");
     assert_eq!((failover["receiver"].as_str(), failover["to"].as_str()), (Some("pager"), Some("email")));
     assert_eq!(failover["reason"], "retries_exhausted");
@@ -142,7 +125,7 @@ async fn an_open_breaker_sends_straight_to_the_fallback() {
         backup.wait_for(i + 1).await;
     }
     assert_eq!(primary.requests().len(), 2, "after two failures the breaker is open: no more requests to the primary");
-    let records = audit_until(&daemon, |r| r.iter().filter(|r| r["action"] == "notify.delivered").count() == 4).await;
+    let records = daemon.audit_until(|r| r.iter().filter(|r| r["action"] == "notify.delivered").count() == 4).await;
     let reasons: Vec<&str> = records.iter().filter(|r| r["action"] == "notify.failover").map(|r| r["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["retries_exhausted", "retries_exhausted", "breaker_open", "breaker_open"]);
     let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
@@ -192,7 +175,7 @@ async fn an_undelivered_notification_survives_kill_9_and_is_delivered_after_rest
     let daemon = daemon.kill_9_and_restart(BIN).unwrap();
     sink.reply_with(200, &[], "ok");
     let seen = sink.count();
-    let records = audit_until(&daemon, |r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let records = daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
     let after = sink.requests();
     let delivered = after.last().unwrap();
     assert!(after.len() > seen);
@@ -245,7 +228,7 @@ async fn silence_changes_and_reloads_are_audited() {
     let id = serde_json::from_str::<Value>(&created).unwrap()["silenceID"].as_str().unwrap().to_string();
     assert_eq!(http_request("DELETE", &daemon.url(&format!("/api/v2/silence/{id}")), "").await.0, 200);
     assert_eq!(http_request("POST", &daemon.url("/-/reload"), "").await.0, 200);
-    let records = audit_until(&daemon, |r| r.len() >= 4).await;
+    let records = daemon.audit_until(|r| r.len() >= 4).await;
     let seen: Vec<(&str, &str)> = records.iter().map(|r| (r["action"].as_str().unwrap(), r["actor"].as_str().unwrap())).collect();
     assert_eq!(seen, [("config.load", "start"), ("silence.set", "alice"), ("silence.expire", "api"), ("config.load", "api")]);
     assert_eq!(records[1]["silence"], id.as_str());

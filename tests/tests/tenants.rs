@@ -115,6 +115,18 @@ async fn tenants_are_isolated_on_every_endpoint() {
     let (_, still) = call(&daemon, "GET", &format!("/api/v2/silence/{id}"), "", &a).await;
     assert_eq!(still["status"]["state"], "active");
 
+    // Acks: B can neither ack, list nor withdraw A's.
+    let (_, groups_a) = call(&daemon, "GET", "/api/v2/alerts/groups", "", &a).await;
+    let acme_key = groups_a[0]["groupKey"].as_str().unwrap().to_string();
+    let ack = serde_json::json!({"groupKey": acme_key, "ackedBy": "mallory"}).to_string();
+    assert_eq!(call(&daemon, "POST", "/api/belfry/v1/acks", &ack, &b).await.0, 404);
+    let ack = serde_json::json!({"groupKey": acme_key, "ackedBy": "alice"}).to_string();
+    assert_eq!(call(&daemon, "POST", "/api/belfry/v1/acks", &ack, &a).await.0, 200);
+    assert_eq!(call(&daemon, "GET", "/api/belfry/v1/acks", "", &b).await.1, serde_json::json!([]));
+    let unack = format!("/api/belfry/v1/acks?groupKey={}", form_urlencoded::byte_serialize(acme_key.as_bytes()).collect::<String>());
+    assert_eq!(call(&daemon, "DELETE", &unack, "", &b).await.0, 404);
+    assert_eq!(call(&daemon, "GET", "/api/belfry/v1/acks", "", &a).await.1.as_array().unwrap().len(), 1, "still acked");
+
     // No token, a wrong token: 401 on every tenant endpoint, saying nothing about tenants.
     let silence_path = format!("/api/v2/silence/{id}");
     for (method, path) in [
@@ -130,6 +142,9 @@ async fn tenants_are_isolated_on_every_endpoint() {
         ("GET", "/api/v2/alerts/groups"),
         ("POST", "/api/belfry/v1/alertmanager"),
         ("POST", "/api/belfry/v1/events"),
+        ("GET", "/api/belfry/v1/acks"),
+        ("POST", "/api/belfry/v1/acks"),
+        ("DELETE", "/api/belfry/v1/acks"),
     ] {
         for headers in [vec![], vec![("authorization", "Bearer nope")], vec![("x-scope-orgid", "acme")]] {
             let (status, body) = call(&daemon, method, path, r#"[{"labels":{"alertname":"X"}}]"#, &headers).await;

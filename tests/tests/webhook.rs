@@ -182,3 +182,16 @@ async fn schema_marks_secrets() {
     assert!(!secret("url") && !secret("basic_auth_user"));
     assert!(schema.iter().find(|f| f.name == "url").unwrap().required);
 }
+
+#[tokio::test]
+async fn an_acknowledgement_is_accepted_without_a_request() {
+    let rt = TestRuntime::new();
+    let sink = HttpSink::start().await;
+    let hook = webhook(&rt, &sink, "").await;
+    let mut n = notification("hook", "DiskFull");
+    n.acked_by = Some("alice".into());
+    hook.deliver(&n).await.expect("accepted");
+    hook.deliver(&notification("hook", "DiskFull")).await.expect("delivered");
+    assert_eq!(sink.wait_for(1).await.len(), 1);
+    assert_eq!(sink.count(), 1, "Alertmanager's format has no ack: nothing was sent for it");
+}

@@ -189,7 +189,13 @@ pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
             let members: Vec<&&Listed> = g.alerts.iter().filter_map(|fp| by_fingerprint.get(fp)).collect();
             let labels = g.options.group_by.group_labels(&members.first()?.alert.labels);
             let alerts: Vec<Value> = members.into_iter().map(|l| gettable(l)).collect();
-            Some((g.key.to_string(), json!({ "labels": labels, "receiver": {"name": g.receiver}, "alerts": alerts })))
+            // Belfry's additions: the key that acks and notifications name, and the ack if any.
+            let ack = routing
+                .groups
+                .ack_of(&g.key)
+                .map(|a| json!({"ackedBy": a.by, "ackedAt": crate::alert::format_time(a.at), "comment": a.comment}));
+            let group = json!({ "labels": labels, "receiver": {"name": g.receiver}, "alerts": alerts, "groupKey": &*g.key, "ack": ack });
+            Some((g.key.to_string(), group))
         })
         .collect();
     groups.sort_by(|a, b| a.0.cmp(&b.0));

@@ -1,5 +1,6 @@
 //! HTTP to domain and back: the listener, the request router, JSON errors. No alerting logic lives here.
 
+mod acks;
 mod alerts;
 mod health;
 mod silences;
@@ -38,6 +39,8 @@ pub struct App {
     pub max_body_bytes: usize,
     /// When the daemon started (for `/api/v2/status`).
     pub started: chrono::DateTime<chrono::Utc>,
+    /// Checks acknowledge links (set once the store is loaded).
+    pub ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
 }
 
 /// A response body.
@@ -73,7 +76,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 }
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 13] = [
+const ENDPOINTS: [(&str, &[Method]); 15] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
     ("/api/v2/alerts/groups", &[Method::GET]),
     ("/api/belfry/v1/alertmanager", &[Method::POST]),
@@ -83,6 +86,8 @@ const ENDPOINTS: [(&str, &[Method]); 13] = [
     ("/api/v2/status", &[Method::GET]),
     ("/api/v2/receivers", &[Method::GET]),
     ("/api/belfry/v1/receivers", &[Method::GET]),
+    ("/api/belfry/v1/acks", &[Method::GET, Method::POST, Method::DELETE]),
+    ("/api/belfry/v1/ack/{token}", &[Method::GET, Method::POST]),
     ("/-/healthy", &[Method::GET, Method::HEAD]),
     ("/-/ready", &[Method::GET, Method::HEAD]),
     ("/-/reload", &[Method::POST]),
@@ -94,7 +99,12 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     // `/api/v2/silence/{id}` is the one endpoint with a parameter in its path.
     let silence_id = path.strip_prefix("/api/v2/silence/").filter(|id| !id.is_empty() && !id.contains('/')).map(str::to_string);
-    let endpoint = if silence_id.is_some() { "/api/v2/silence/{id}" } else { path.as_str() };
+    let ack_token = path.strip_prefix(crate::ack::LINK_PATH).filter(|t| !t.is_empty() && !t.contains('/')).map(str::to_string);
+    let endpoint = match (&silence_id, &ack_token) {
+        (Some(_), _) => "/api/v2/silence/{id}",
+        (_, Some(_)) => "/api/belfry/v1/ack/{token}",
+        _ => path.as_str(),
+    };
     match ENDPOINTS.iter().find(|(p, _)| *p == endpoint) {
         None => return error(StatusCode::NOT_FOUND, format!("no endpoint at {path}")),
         Some((_, methods)) if !methods.contains(&method) => {
@@ -107,6 +117,10 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
         return health::ok();
     }
     let tenants = app.daemon.tenants();
+    // An acknowledge link authenticates itself: it is signed for one tenant's one group.
+    if let Some(token) = ack_token {
+        return acks::link(&tenants, app.ack_links.get(), &token, method == Method::POST).await;
+    }
     // Metrics name every tenant and receiver: only for admins once tokens are in use.
     if path == "/metrics" {
         if !tenants.is_admin(req.headers()) {
@@ -176,6 +190,12 @@ async fn handle(
         ("/api/v2/status", _) => status::status(notifier, app.started),
         ("/api/v2/receivers", _) => status::receivers(notifier),
         ("/api/belfry/v1/receivers", _) => status::receiver_health(notifier),
+        ("/api/belfry/v1/acks", &Method::POST) => match read_body(req, app.max_body_bytes).await {
+            Ok(body) => acks::post(notifier, &body).await,
+            Err(response) => response,
+        },
+        ("/api/belfry/v1/acks", &Method::DELETE) => acks::delete(notifier, req.uri().query()).await,
+        ("/api/belfry/v1/acks", _) => acks::list(notifier),
         _ => unreachable!("every endpoint in ENDPOINTS is handled"),
     }
 }

@@ -15,6 +15,7 @@ pub use pipeline::{Channel, Channels, Dispatcher, Gate, Health, Job, OutboxEntry
 pub use ratelimit::{RateLimit, TokioClock};
 pub use retry::Backoff;
 
+use crate::ack::Ack;
 use crate::alert::{self, Alert, Fingerprint, Status};
 use crate::group::{Flush, FlushAlert, FlushOutcome, Groups};
 use crate::inhibit::Inhibitor;
@@ -84,6 +85,27 @@ pub struct Notifier {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Its title and body templates (the render stage, run by the pipeline).
     pub templates: Arc<crate::template::Templates>,
+    /// Signs the acknowledge links of firing notifications (set once the store is loaded).
+    pub ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
+}
+
+/// Who acknowledged, for the audit trail and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckVia {
+    /// `POST /api/belfry/v1/acks` with a tenant token.
+    Api,
+    /// An acknowledge link from a notification.
+    Link,
+}
+
+impl AckVia {
+    /// `api` or `link`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckVia::Api => "api",
+            AckVia::Link => "link",
+        }
+    }
 }
 
 impl Notifier {
@@ -148,7 +170,7 @@ impl Notifier {
         }
         let orphaned = {
             let mut routing = self.routing();
-            fresh.groups.set_log(routing.groups.take_log());
+            fresh.groups.set_history(routing.groups.take_history());
             *routing = fresh;
             // Alerts ingested while the fresh groups were built.
             let late: Vec<Fingerprint> = self.state.fingerprints().into_iter().filter(|fp| !routing.groups.is_member(*fp)).collect();
@@ -162,7 +184,13 @@ impl Notifier {
             orphaned
         };
         if !orphaned.is_empty() {
-            let ops = orphaned.iter().map(|k| Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: k.to_string() }).collect();
+            let ops = orphaned
+                .iter()
+                .flat_map(|k| {
+                    let (tenant, group) = (self.tenant.clone(), k.to_string());
+                    [Op::DeleteNotifyLog { tenant: tenant.clone(), group: group.clone() }, Op::DeleteAck { tenant, group }]
+                })
+                .collect();
             drop(self.store.submit(ops));
         }
         self.wake.notify_one();
@@ -207,6 +235,91 @@ impl Notifier {
             };
             m.breaker_state.get_or_create(&receiver_labels(&self.tenant, name, channel.receiver.plugin_name())).set(value);
         }
+    }
+
+    /// Acknowledge the group `key`: its repeats (and escalation) stop until an alert the ack
+    /// does not cover fires, or the group ends. Durable and audited before it returns; `None`
+    /// if the tenant has no such group.
+    pub async fn ack(&self, key: &str, by: &str, comment: &str, via: AckVia, now: DateTime<Utc>) -> Result<Option<Ack>, String> {
+        let (ack, changes) = {
+            let mut routing = self.routing();
+            let ack = routing.groups.ack(key, by, comment, now);
+            (ack, routing.groups.take_ack_changes())
+        };
+        let Some(ack) = ack else { return Ok(None) };
+        self.persist_acks(changes).await?;
+        // Tell the group's receiver: PagerDuty and Opsgenie acknowledge their incident too.
+        if let Some(job) = self.ack_notification(key, by, now) {
+            let op = Op::PutOutbox { tenant: self.tenant.clone(), id: job.id.clone(), entry: Box::new(job.entry.clone()) };
+            drop(self.store.submit(vec![op]));
+            self.dispatcher.submit(job).await;
+        }
+        self.audit.record(&self.tenant, "group.ack", by, serde_json::json!({"group": key, "comment": comment, "via": via.as_str()}));
+        self.metrics.acks.get_or_create(&crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "via", via.as_str())).inc();
+        tracing::info!(tenant = %self.tenant, group = %key, by, via = via.as_str(), "group acknowledged");
+        Ok(Some(ack))
+    }
+
+    /// The notification that tells the group's receiver of an ack: its alerts as they are.
+    fn ack_notification(&self, key: &str, by: &str, now: DateTime<Utc>) -> Option<Job> {
+        let (receiver, options, members) = {
+            let routing = self.routing();
+            let group = routing.groups.get(key)?;
+            (group.receiver.clone(), group.options.clone(), group.alerts.iter().copied().collect::<Vec<_>>())
+        };
+        let mut records: Vec<AlertRecord> = self.state.records(members).into_iter().map(|(_, r)| r).collect();
+        records.retain(|r| r.status_at(now) == Status::Firing);
+        let first = records.first()?;
+        let labels = options.group_by.group_labels(&first.labels);
+        let mut notification = notification(&self.tenant, &receiver, key, &labels, &records, &self.external_url, now);
+        notification.acked_by = Some(by.to_string());
+        let entry = OutboxEntry { receiver, notification, decided_at: now };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Some(Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone(), templates: self.templates.clone() })
+    }
+
+    /// Withdraw the ack of the group `key`: it repeats again. Whether it was acked.
+    pub async fn unack(&self, key: &str, by: &str, now: DateTime<Utc>) -> Result<bool, String> {
+        let (removed, changes) = {
+            let mut routing = self.routing();
+            let removed = routing.groups.unack(key, now);
+            (removed, routing.groups.take_ack_changes())
+        };
+        if removed {
+            self.persist_acks(changes).await?;
+            self.audit.record(&self.tenant, "group.unack", by, serde_json::json!({"group": key}));
+            self.wake.notify_one();
+        }
+        Ok(removed)
+    }
+
+    /// The tenant's acknowledged groups, by key.
+    pub fn acks(&self) -> Vec<(String, Ack)> {
+        let mut acks: Vec<(String, Ack)> = self.routing().groups.acks().map(|(k, a)| (k.to_string(), a.clone())).collect();
+        acks.sort_by(|a, b| a.0.cmp(&b.0));
+        acks
+    }
+
+    async fn persist_acks(&self, changes: Vec<(crate::group::GroupKey, Option<Ack>)>) -> Result<(), String> {
+        let ops = self.ack_ops(changes);
+        match self.store.submit(ops).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the store stopped".into()),
+        }
+    }
+
+    fn ack_ops(&self, changes: Vec<(crate::group::GroupKey, Option<Ack>)>) -> Vec<Op> {
+        changes
+            .into_iter()
+            .map(|(key, ack)| {
+                let (tenant, group) = (self.tenant.clone(), key.to_string());
+                match ack {
+                    Some(ack) => Op::PutAck { tenant, group, ack },
+                    None => Op::DeleteAck { tenant, group },
+                }
+            })
+            .collect()
     }
 
     /// The earliest time a group is due.
@@ -268,14 +381,16 @@ impl Notifier {
                     if flush.alerts.is_empty() {
                         continue;
                     }
-                    let entry = OutboxEntry {
-                        receiver: flush.receiver.clone(),
-                        notification: group_notification(&self.tenant, &flush, &self.external_url, now),
-                        decided_at: now,
-                    };
+                    let mut notification = group_notification(&self.tenant, &flush, &self.external_url, now);
+                    if notification.status == AlertStatus::Firing
+                        && let Some(links) = self.ack_links.get()
+                    {
+                        notification.ack_url = Some(links.link(&self.external_url, &self.tenant, &flush.key, now));
+                    }
+                    let entry = OutboxEntry { receiver: flush.receiver.clone(), notification, decided_at: now };
                     // Same batch as the log entry: after a crash, either both are there or neither is.
                     let id = uuid::Uuid::new_v4().simple().to_string();
-                    ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: entry.clone() });
+                    ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: Box::new(entry.clone()) });
                     jobs.push(Job {
                         tenant: self.tenant.clone(),
                         id,
@@ -288,8 +403,14 @@ impl Notifier {
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
             }
         }
-        if source_resolved {
-            self.routing().groups.touch_all(now);
+        {
+            let mut routing = self.routing();
+            if source_resolved {
+                routing.groups.touch_all(now);
+            }
+            // Acks re-triggered or ended by these flushes.
+            let changes = routing.groups.take_ack_changes();
+            ops.extend(self.ack_ops(changes));
         }
         if !ops.is_empty() {
             // Not awaited: losing a log entry in a crash means notifying again (at least once).
@@ -372,6 +493,8 @@ pub fn notification(
         title: None,
         body: None,
         external_url: external_url.to_string(),
+        ack_url: None,
+        acked_by: None,
         escalation_level: 0,
     }
 }

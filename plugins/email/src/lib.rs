@@ -66,8 +66,9 @@ export_plugin!(Email);
 
 /// The rendered body (the tenant's template), or a listing of the alerts.
 fn text(n: &Notification) -> String {
+    let ack = n.ack_url.as_deref().map_or(String::new(), |url| format!("\nAcknowledge: {url}\n"));
     if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
-        return truncate(body, MAX_TEXT);
+        return truncate(&format!("{body}{ack}"), MAX_TEXT);
     }
     let mut out = String::new();
     for a in &n.alerts {
@@ -78,6 +79,7 @@ fn text(n: &Notification) -> String {
     if n.truncated_alerts > 0 {
         out.push_str(&format!("…and {} more\n", n.truncated_alerts));
     }
+    out.push_str(&ack);
     truncate(&out, MAX_TEXT)
 }
 
@@ -92,6 +94,9 @@ fn html(n: &Notification, subject: &str) -> String {
         out.push_str(&format!("<p style=\"white-space:pre-wrap\">{}</p>\n", escape_html(&body)));
     }
     let mut links = Vec::new();
+    if let Some(url) = &n.ack_url {
+        links.push(("Acknowledge", url.as_str()));
+    }
     for (label, name) in [("Runbook", "runbook_url"), ("Dashboard", "dashboard_url")] {
         if let Some(url) = pair(&n.common_annotations, name) {
             links.push((label, url));

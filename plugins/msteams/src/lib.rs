@@ -51,6 +51,9 @@ fn message(n: &Notification) -> Value {
     if n.external_url.starts_with("http") {
         actions.push(json!({"type": "Action.OpenUrl", "title": "Open in Belfry", "url": n.external_url}));
     }
+    if let Some(url) = n.ack_url.as_deref().filter(|u| u.starts_with("http")) {
+        actions.insert(0, json!({"type": "Action.OpenUrl", "title": "Acknowledge", "url": url}));
+    }
     let card = |body_text: &str| {
         json!({
             "type": "message",

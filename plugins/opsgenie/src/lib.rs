@@ -49,13 +49,20 @@ impl Plugin for Opsgenie {
     fn deliver(target: Target, n: Notification) -> Result<DeliveryReport, DeliveryError> {
         let alias = truncate(&n.group_key, MAX_ALIAS);
         let auth = format!("GenieKey {}", target.api_key);
-        let request = if n.status == AlertStatus::Resolved {
-            let url = format!(
-                "{}/v2/alerts/{}/close?identifierType=alias",
+        let action_url = |action: &str| {
+            format!(
+                "{}/v2/alerts/{}/{action}?identifierType=alias",
                 target.api_url,
                 percent_encoding::utf8_percent_encode(&alias, percent_encoding::NON_ALPHANUMERIC)
-            );
-            http::post(&url).header("Authorization", &auth).json(&json!({"source": "Belfry", "note": "Resolved in Belfry"}))?
+            )
+        };
+        let request = if n.status == AlertStatus::Resolved {
+            http::post(&action_url("close"))
+                .header("Authorization", &auth)
+                .json(&json!({"source": "Belfry", "note": "Resolved in Belfry"}))?
+        } else if let Some(by) = &n.acked_by {
+            let note = json!({"user": truncate(by, 100), "source": "Belfry", "note": "Acknowledged in Belfry"});
+            http::post(&action_url("acknowledge")).header("Authorization", &auth).json(&note)?
         } else {
             http::post(&format!("{}/v2/alerts", target.api_url)).header("Authorization", &auth).json(&create(&target, &n, &alias))?
         };

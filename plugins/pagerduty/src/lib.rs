@@ -58,6 +58,10 @@ fn event(target: &Target, n: &Notification) -> Value {
     if n.status == AlertStatus::Resolved {
         return json!({"routing_key": target.routing_key, "event_action": "resolve", "dedup_key": dedup_key});
     }
+    if n.acked_by.is_some() {
+        // The incident is acknowledged in PagerDuty too: its escalation stops there as well.
+        return json!({"routing_key": target.routing_key, "event_action": "acknowledge", "dedup_key": dedup_key});
+    }
     let firing: Vec<_> = n.alerts.iter().filter(|a| a.status == AlertStatus::Firing).collect();
     let summary = n.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| {
         let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");

@@ -121,6 +121,10 @@ fn message(n: &Notification) -> Value {
         blocks.push(json!({"type": "section", "fields": fields}));
     }
     let mut buttons = Vec::new();
+    if let Some(url) = n.ack_url.as_deref().filter(|u| u.starts_with("http")) {
+        // Opens Belfry's confirmation page; the ack happens there (no Slack app needed).
+        buttons.push(json!({"type": "button", "text": {"type": "plain_text", "text": "Acknowledge"}, "url": url, "style": "primary"}));
+    }
     for (label, name) in [("Runbook", "runbook_url"), ("Dashboard", "dashboard_url")] {
         if let Some(url) = pair(&n.common_annotations, name).filter(|u| u.starts_with("http")) {
             buttons.push(button(label, url));

@@ -55,6 +55,11 @@ impl Plugin for Webhook {
     }
 
     fn deliver(config: WebhookConfig, n: Notification) -> Result<DeliveryReport, DeliveryError> {
+        if n.acked_by.is_some() {
+            // Alertmanager's webhook format has no acknowledgement: a copy of the firing
+            // payload would read as a repeat. Accepted, nothing sent.
+            return Ok(DeliveryReport { remote_id: None, status: None });
+        }
         let payload = Payload::new(n, config.max_alerts);
         let mut request = http::post(&config.url).headers(&config.headers);
         request = match &config.auth {

@@ -1,0 +1,127 @@
+//! `/api/belfry/v1/acks` (a tenant's acks: set, list, withdraw) and `/api/belfry/v1/ack/{token}` (the acknowledge links in notifications).
+
+use chrono::Utc;
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Body, error, json};
+use crate::ack::{Ack, AckLinks, LinkError};
+use crate::alert::format_time;
+use crate::dispatch::{AckVia, Notifier};
+use crate::tenant::Tenants;
+
+/// `POST /api/belfry/v1/acks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PostableAck {
+    /// The group, as `GET /api/v2/alerts/groups` or a notification's `groupKey` names it.
+    group_key: String,
+    /// Who acknowledges (like a silence's `createdBy`).
+    acked_by: String,
+    /// Optional note.
+    #[serde(default)]
+    comment: String,
+}
+
+fn gettable(key: &str, ack: &Ack) -> Value {
+    json!({"groupKey": key, "ackedBy": ack.by, "comment": ack.comment, "ackedAt": format_time(ack.at), "alerts": ack.covers.len()})
+}
+
+/// `POST /api/belfry/v1/acks`: acknowledge a group; durable and audited before the answer.
+pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
+    let postable: PostableAck = match crate::ingest::decode_json(body, "an ack: groupKey, ackedBy, comment") {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if postable.acked_by.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "ackedBy: say who acknowledges".into());
+    }
+    match notifier.ack(&postable.group_key, &postable.acked_by, &postable.comment, AckVia::Api, Utc::now()).await {
+        Ok(Some(ack)) => json(StatusCode::OK, &gettable(&postable.group_key, &ack)),
+        Ok(None) => no_group(&postable.group_key),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the ack could not be stored ({e}); retry")),
+    }
+}
+
+fn no_group(key: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, format!("groupKey: no group `{key}` (it may have resolved); see GET /api/v2/alerts/groups"))
+}
+
+/// `GET /api/belfry/v1/acks`: the tenant's acknowledged groups.
+pub fn list(notifier: &Notifier) -> Response<Body> {
+    let acks: Vec<Value> = notifier.acks().iter().map(|(key, ack)| gettable(key, ack)).collect();
+    json(StatusCode::OK, &Value::Array(acks))
+}
+
+/// `DELETE /api/belfry/v1/acks?groupKey=...&by=...`: withdraw an ack; the group repeats again.
+pub async fn delete(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let Some(key) = param("groupKey") else {
+        return error(StatusCode::BAD_REQUEST, "groupKey: name the group whose ack to withdraw (?groupKey=...)".into());
+    };
+    let by = param("by").unwrap_or_else(|| "api".into());
+    match notifier.unack(&key, &by, Utc::now()).await {
+        Ok(true) => json(StatusCode::OK, &json!({"groupKey": key, "status": "unacknowledged"})),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("groupKey: group `{key}` is not acknowledged")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the change could not be stored ({e}); retry")),
+    }
+}
+
+/// `GET|POST /api/belfry/v1/ack/{token}`: an acknowledge link. GET shows what it acknowledges
+/// and a button; only the button's POST acknowledges (link previews and mail scanners GET).
+pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, confirm: bool) -> Response<Body> {
+    let now = Utc::now();
+    let Some(links) = links else {
+        return page(StatusCode::SERVICE_UNAVAILABLE, "Not ready", "Belfry is starting; try again in a moment.", None);
+    };
+    let (tenant_name, key) = match links.verify(token, now) {
+        Ok(claims) => claims,
+        Err(e @ LinkError::Invalid) => return page(StatusCode::NOT_FOUND, "Invalid link", &e.to_string(), None),
+        Err(e @ LinkError::Expired(_)) => return page(StatusCode::GONE, "Link expired", &e.to_string(), None),
+    };
+    let Some(tenant) = tenants.get(&tenant_name) else {
+        return page(StatusCode::NOT_FOUND, "Nothing to acknowledge", "This link's tenant no longer exists.", None);
+    };
+    let notifier = &tenant.notifier;
+    if !confirm {
+        if let Some((_, ack)) = notifier.acks().into_iter().find(|(k, _)| *k == key) {
+            let text = format!("{key}\n\nwas acknowledged by {} at {}.", ack.by, format_time(ack.at));
+            return page(StatusCode::OK, "Already acknowledged", &text, None);
+        }
+        return page(StatusCode::OK, "Acknowledge this alert group?", &key, Some("Acknowledge"));
+    }
+    match notifier.ack(&key, "link", "acknowledged from a notification link", AckVia::Link, now).await {
+        Ok(Some(_)) => page(
+            StatusCode::OK,
+            "Acknowledged",
+            &format!("{key}\n\nRepeats stop until a new alert fires in this group or it resolves."),
+            None,
+        ),
+        Ok(None) => page(StatusCode::NOT_FOUND, "Nothing to acknowledge", &format!("{key}\n\nhas resolved or no longer exists."), None),
+        Err(e) => {
+            page(StatusCode::INTERNAL_SERVER_ERROR, "Not stored", &format!("The acknowledgement could not be stored ({e}); retry."), None)
+        }
+    }
+}
+
+/// A small self-contained HTML page; `button` adds a form that POSTs back to the same URL.
+fn page(status: StatusCode, title: &str, text: &str, button: Option<&str>) -> Response<Body> {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let form = button.map_or(String::new(), |b| format!("<form method=\"post\"><button type=\"submit\">{}</button></form>", escape(b)));
+    let html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{t} · Belfry</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{t}</h1><pre style=\"white-space:pre-wrap\">{x}</pre>{form}</body></html>",
+        t = escape(title),
+        x = escape(text)
+    );
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/html; charset=utf-8")
+        // The page holds a capability: keep it out of caches and referrers.
+        .header(hyper::header::CACHE_CONTROL, "no-store")
+        .header("referrer-policy", "no-referrer")
+        .body(http_body_util::Full::new(bytes::Bytes::from(html)))
+        .expect("static response parts are valid")
+}
