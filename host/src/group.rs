@@ -274,6 +274,45 @@ impl Groups {
         }
     }
 
+    /// Move `fp` into the groups of `routes`, a new script's decision: out of the groups it no
+    /// longer belongs to (a group left empty ends, and its log entry and ack are forgotten),
+    /// into the new ones (as [`Groups::insert`]), and the groups it stays in take the new
+    /// options. Returns the keys of the groups that ended, whose stored log and ack can go.
+    pub fn reassign(
+        &mut self,
+        fp: Fingerprint,
+        labels: &LabelSet,
+        starts_at: DateTime<Utc>,
+        routes: &[RouteTo],
+        now: DateTime<Utc>,
+    ) -> Vec<GroupKey> {
+        let target: Vec<(String, &RouteTo)> = routes
+            .iter()
+            .map(|r| (group_key(&r.receiver, &r.options.group_by.names(), &r.options.group_by.group_labels(labels)), r))
+            .collect();
+        let current = self.members.get(&fp).cloned().unwrap_or_default();
+        let mut ended = Vec::new();
+        for key in current.iter().filter(|k| !target.iter().any(|(t, _)| t.as_str() == &***k)) {
+            let Some(group) = self.groups.get_mut(key) else { continue };
+            group.alerts.remove(&fp);
+            unlink(&mut self.members, fp, key);
+            if group.alerts.is_empty() {
+                self.remove(key);
+                ended.push(key.clone());
+            }
+        }
+        for (key, route) in &target {
+            if let Some(group) = self.groups.get_mut(key.as_str())
+                && group.alerts.contains(&fp)
+                && group.options != route.options
+            {
+                group.options = route.options.clone();
+            }
+        }
+        self.insert(fp, labels, starts_at, routes, now);
+        ended
+    }
+
     /// An alert in some groups changed status: those groups flush at their next boundary.
     pub fn changed(&mut self, fp: Fingerprint, now: DateTime<Utc>) {
         let Some(keys) = self.members.get(&fp) else { return };
@@ -716,6 +755,30 @@ mod tests {
         assert!(b.groups.unack(&key, t("11:30:00")));
         assert!(!b.groups.unack(&key, t("11:30:00")), "only once");
         assert_eq!(b.tick(t("11:31:00")), [["a+"]], "the repeat was overdue");
+    }
+
+    #[test]
+    fn reassigning_moves_an_alert_and_ends_the_group_it_left() {
+        let mut b = Bench::new(route(&["alertname"], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        b.post(record("Down", "b", "10:00:00", "14:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+", "b+"]]);
+        let old_key = b.groups.iter().next().unwrap().key.clone();
+        let mut elsewhere = route(&["alertname"], 0, 60, 3600);
+        elsewhere.receiver = "other".into();
+        let mut slower = route(&["alertname"], 0, 120, 7200);
+        slower.receiver = b.route.receiver.clone();
+        let [a, bb] = [&b.alerts[0], &b.alerts[1]].map(|r| (r.fingerprint(), r.labels.clone(), r.starts_at));
+        // `a` stays (with new options), `b` moves: the old group lives on with `a` only.
+        assert!(b.groups.reassign(a.0, &a.1, a.2, std::slice::from_ref(&slower), t("10:01:00")).is_empty());
+        assert_eq!(b.groups.get(&old_key).unwrap().options.repeat_interval, Duration::from_secs(7200));
+        assert!(b.groups.reassign(bb.0, &bb.1, bb.2, std::slice::from_ref(&elsewhere), t("10:01:00")).is_empty());
+        assert_eq!(b.groups.get(&old_key).unwrap().alerts.len(), 1);
+        assert_eq!(b.groups.len(), 2);
+        // Then `a` leaves too: the old group ends, its log entry goes with it.
+        assert_eq!(b.groups.reassign(a.0, &a.1, a.2, std::slice::from_ref(&elsewhere), t("10:01:00")), [old_key.clone()]);
+        assert!(b.groups.get(&old_key).is_none() && b.groups.last_notified(&old_key).is_none());
+        assert_eq!(b.groups.groups_of(a.0).map(|g| g.receiver.clone()).collect::<Vec<_>>(), ["other"]);
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl Daemon {
                     let state = TenantState {
                         alerts: Arc::new(AlertState::new(view.name, settings)),
                         silences: Arc::new(Silences::new(view.name, config.silences.retention)),
-                        routing: Arc::new(Mutex::new(Routing { router: router.clone(), groups: Groups::default() })),
+                        routing: Arc::new(Mutex::new(Routing { router: router.clone(), groups: Groups::default(), generation: 0 })),
                     };
                     new_states.push((view.name.to_string(), state.clone()));
                     state
@@ -259,7 +259,7 @@ impl Daemon {
         let mut scripts = Vec::new();
         for b in built {
             scripts.extend(b.router.script_file().map(Path::to_path_buf));
-            b.notifier.rebuild(b.router, now);
+            b.notifier.reroute(b.router, now);
             if !b.outbox.is_empty() {
                 let notifier = b.notifier.clone();
                 tokio::spawn(async move { notifier.resume(b.outbox).await });
@@ -283,7 +283,7 @@ impl Daemon {
             let written = std::fs::metadata(file).and_then(|m| m.modified()).ok();
             match Router::build(current.spec().clone()) {
                 Ok(router) => {
-                    notifier.rebuild(Arc::new(router), chrono::Utc::now());
+                    notifier.reroute(Arc::new(router), chrono::Utc::now());
                     self.metrics.reloaded(&tenant.name, true, chrono::Utc::now().timestamp());
                     self.audit.record(
                         &tenant.name,

@@ -91,7 +91,9 @@ async fn a_notification_link_acks_its_group_until_a_new_alert_fires() {
 
     // A new alert in the group re-triggers it: notified (with a new button) and no longer acked.
     let seen = sink.count();
-    assert_eq!(seen, 2, "no repeat of the acknowledged group");
+    // The outbox may redeliver the ack message after kill -9 (at least once); never a repeat.
+    let firing = sink.requests().iter().filter(|r| !r.json()["text"].as_str().unwrap().starts_with("[ACK")).count();
+    assert_eq!(firing, 1, "no repeat of the acknowledged group");
     post(&daemon, "db2").await;
     let again = sink.wait_for(seen + 1).await;
     let message = again.last().unwrap().json();

@@ -266,3 +266,45 @@ fn route_test_prints_the_routes_and_verifies_receivers() {
     let night = run(&["--tenant", "payments", "--at", "2026-11-23T22:00:00Z", "severity=warning", "component=card-processor"]);
     assert!(night.1.contains("payments-oncall"), "{}", night.1);
 }
+
+#[tokio::test]
+async fn reloads_under_load_lose_no_alert_and_notify_none_twice() {
+    let sink = HttpSink::start().await;
+    let daemon =
+        Daemon::start_with_files(BIN, &config(&sink, "group_by = [\"...\"]", ""), &[("route.rhai", "fn route(alert) { \"pager\" }")])
+            .expect("daemon starts");
+    const BATCHES: usize = 40;
+    const PER_BATCH: usize = 50;
+    for b in 0..BATCHES {
+        let alerts: Vec<String> = (0..PER_BATCH).map(|i| format!(r#"{{"labels":{{"alertname":"A{b}-{i}"}}}}"#)).collect();
+        post(&daemon, &format!("[{}]", alerts.join(","))).await;
+        // Reload while alerts arrive: the file watcher every 4th batch, the API every 10th.
+        if b % 4 == 0 {
+            daemon.write_file("route.rhai", Some(&format!("// revision {b}\nfn route(alert) {{ \"pager\" }}")));
+        }
+        if b % 10 == 5 {
+            assert_eq!(http_request("POST", &daemon.url("/-/reload"), "").await.0, 200);
+        }
+    }
+    let total = BATCHES * PER_BATCH;
+    let got = wait_for_receiver(&sink, "pager", total).await;
+    // Anything sent twice would follow within a few group intervals.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut names: Vec<String> = payloads(&sink, "pager").iter().flat_map(alertnames).collect();
+    assert_eq!(names.len(), total, "one notification per alert: {} extra", names.len() as i64 - total as i64);
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), total, "every alert, none twice");
+    assert_eq!(got.len(), total);
+
+    // A script that sends everything elsewhere moves every held alert: each reaches `chat` once.
+    daemon.write_file("route.rhai", Some("fn route(alert) { \"chat\" }"));
+    wait_for_receiver(&sink, "chat", total).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut moved: Vec<String> = payloads(&sink, "chat").iter().flat_map(alertnames).collect();
+    moved.sort();
+    moved.dedup();
+    assert_eq!((moved.len(), payloads(&sink, "chat").len()), (total, total));
+    assert_eq!(payloads(&sink, "pager").len(), total, "nothing more to the old receiver");
+    assert!(daemon.stderr().contains("held alerts re-routed by the new script"), "{}", daemon.stderr());
+}
