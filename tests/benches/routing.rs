@@ -157,12 +157,14 @@ async fn reload_latencies(daemon: &Daemon, times: usize, held: bool) -> (Vec<Dur
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        while held {
-            if let Some(d) = logged_ms(daemon, "held alerts re-routed", before_rerouted, "reroute_ms") {
-                rerouted.push(d);
-                break;
+        if held {
+            loop {
+                if let Some(d) = logged_ms(daemon, "held alerts re-routed", before_rerouted, "reroute_ms") {
+                    rerouted.push(d);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
