@@ -313,6 +313,22 @@ impl Groups {
         ended
     }
 
+    /// The notification decided for `key` at `decided_at` was refused by every receiver: forget
+    /// that decision (unless a later one replaced it), so the group's next flush, a
+    /// `group_interval` on, notifies again, as Alertmanager does after a failed notify.
+    /// Whether the log entry was forgotten.
+    pub fn forget_refused(&mut self, key: &str, decided_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        if self.log.get(key).is_none_or(|e| e.at != decided_at) {
+            return false;
+        }
+        self.log.remove(key);
+        if let Some(group) = self.groups.get_mut(key) {
+            let at = next_flush(group, now);
+            Self::schedule_at(&mut self.schedule, group, at);
+        }
+        true
+    }
+
     /// An alert in some groups changed status: those groups flush at their next boundary.
     pub fn changed(&mut self, fp: Fingerprint, now: DateTime<Utc>) {
         let Some(keys) = self.members.get(&fp) else { return };
@@ -779,6 +795,19 @@ mod tests {
         assert_eq!(b.groups.reassign(a.0, &a.1, a.2, std::slice::from_ref(&elsewhere), t("10:01:00")), std::slice::from_ref(&old_key));
         assert!(b.groups.get(&old_key).is_none() && b.groups.last_notified(&old_key).is_none());
         assert_eq!(b.groups.groups_of(a.0).map(|g| g.receiver.clone()).collect::<Vec<_>>(), ["other"]);
+    }
+
+    #[test]
+    fn a_refused_notification_is_sent_again_at_the_next_group_interval() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+"]]);
+        let key = b.groups.iter().next().unwrap().key.clone();
+        assert!(!b.groups.forget_refused(&key, t("09:59:00"), t("10:00:05")), "not the decision the log holds");
+        assert!(b.groups.forget_refused(&key, t("10:00:00"), t("10:00:05")));
+        assert_eq!(b.groups.next_due(), Some(t("10:01:00")), "a group_interval after the flush");
+        assert_eq!(b.tick(t("10:01:00")), [["a+"]], "tried again");
+        assert!(b.tick(t("10:30:00")).is_empty(), "then the log holds it again");
     }
 
     #[test]

@@ -30,7 +30,6 @@ async fn post(daemon: &Daemon, alertname: &str) {
     assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), &body).await.0, 200);
 }
 
-/// The audit trail's records, once `done` holds for them (or panic after the test patience).
 /// Poll `/metrics` until it has every line of `lines` (or panic after the test patience).
 async fn metrics_until(daemon: &Daemon, lines: &[&str]) {
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -108,6 +107,23 @@ async fn exhausted_retries_fail_over_to_the_fallback() {
         ],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_notification_every_receiver_refused_is_sent_again_at_the_next_group_interval() {
+    let sink = HttpSink::start().await;
+    sink.reply_with(400, &[], "bad request");
+    let receivers = receiver("pager", &sink, "retry = { max_attempts = 1 }\nbreaker = { failure_threshold = 100 }");
+    let daemon = Daemon::start(BIN, &config(&receivers, "pager")).unwrap();
+    post(&daemon, "Refused").await;
+    daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.dropped")).await;
+    // The service recovers: the group's next flush sends the notification again.
+    sink.reply_with(200, &[], "ok");
+    daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let got = sink.requests();
+    assert!(got.len() >= 2, "{got:?}");
+    assert_eq!(got.last().unwrap().json()["commonLabels"]["alertname"], "Refused");
+    assert!(daemon.stderr().contains("the group will notify again at its next group_interval"), "{}", daemon.stderr());
 }
 
 #[tokio::test]

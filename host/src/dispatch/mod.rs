@@ -91,6 +91,29 @@ pub struct Notifier {
     pub ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
 }
 
+/// Puts a group back in line when every receiver of its chain refused its notification: the
+/// notification log forgets the decision, so the group's next flush notifies again.
+#[derive(Clone)]
+pub struct Redecide {
+    tenant: String,
+    routing: std::sync::Weak<Mutex<Routing>>,
+    wake: Arc<tokio::sync::Notify>,
+    store: Arc<dyn Store>,
+}
+
+impl Redecide {
+    /// The notification of group `key` decided at `decided_at` was refused for good.
+    pub fn refused(&self, key: &str, decided_at: DateTime<Utc>) {
+        let Some(routing) = self.routing.upgrade() else { return };
+        let forgotten = routing.lock().expect("routing lock").groups.forget_refused(key, decided_at, Utc::now());
+        if forgotten {
+            drop(self.store.submit(vec![Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }]));
+            self.wake.notify_one();
+            tracing::info!(group = %key, "the group will notify again at its next group_interval");
+        }
+    }
+}
+
 /// Who acknowledged, for the audit trail and the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckVia {
@@ -344,7 +367,14 @@ impl Notifier {
         notification.acked_by = Some(by.to_string());
         let entry = OutboxEntry { receiver, notification, decided_at: now };
         let id = uuid::Uuid::new_v4().simple().to_string();
-        Some(Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone(), templates: self.templates.clone() })
+        Some(Job {
+            tenant: self.tenant.clone(),
+            id,
+            entry,
+            channels: self.channels.clone(),
+            templates: self.templates.clone(),
+            redecide: None,
+        })
     }
 
     /// Withdraw the ack of the group `key`: it repeats again. Whether it was acked.
@@ -389,6 +419,10 @@ impl Notifier {
                 }
             })
             .collect()
+    }
+
+    fn redecide(&self) -> Redecide {
+        Redecide { tenant: self.tenant.clone(), routing: Arc::downgrade(&self.routing), wake: self.wake.clone(), store: self.store.clone() }
     }
 
     /// The earliest time a group is due.
@@ -466,6 +500,7 @@ impl Notifier {
                         entry,
                         channels: self.channels.clone(),
                         templates: self.templates.clone(),
+                        redecide: Some(self.redecide()),
                     });
                 }
                 FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
@@ -494,7 +529,16 @@ impl Notifier {
     pub async fn resume(&self, pending: Vec<(String, OutboxEntry)>) {
         for (id, entry) in pending {
             tracing::info!(tenant = %self.tenant, receiver = %entry.receiver, id = %id, "redelivering a notification from the outbox");
-            let job = Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone(), templates: self.templates.clone() };
+            // An acknowledgement's notification is not a group's decision: nothing to redo.
+            let redecide = entry.notification.acked_by.is_none().then(|| self.redecide());
+            let job = Job {
+                tenant: self.tenant.clone(),
+                id,
+                entry,
+                channels: self.channels.clone(),
+                templates: self.templates.clone(),
+                redecide,
+            };
             self.dispatcher.submit(job).await;
         }
     }

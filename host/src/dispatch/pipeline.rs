@@ -103,6 +103,8 @@ pub struct Job {
     pub channels: Arc<Channels>,
     /// The tenant's templates, for the render stage.
     pub templates: Arc<crate::template::Templates>,
+    /// For a group's notification: puts the group back in line when every receiver refuses it.
+    pub redecide: Option<super::Redecide>,
 }
 
 /// Why a receiver did not take a notification.
@@ -226,6 +228,11 @@ impl Pipeline {
                     _ => {
                         tracing::error!(receiver = %target, reason = refusal.reason(), "giving up on the notification");
                         self.audit(&job, &target, "notify.dropped", json!({"reason": refusal.reason()}));
+                        // As Alertmanager: what was not delivered is not logged as notified, so
+                        // the group's next flush (a group_interval on) tries again.
+                        if let Some(redecide) = &job.redecide {
+                            redecide.refused(&job.entry.notification.group_key, job.entry.decided_at);
+                        }
                         break;
                     }
                 },
