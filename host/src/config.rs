@@ -50,6 +50,9 @@ pub struct Config {
     /// The default tenant's named time intervals.
     #[serde(default)]
     pub time_intervals: Vec<TimeIntervalConfig>,
+    /// The default tenant's escalation policies.
+    #[serde(default)]
+    pub escalation_policies: Vec<EscalationPolicyConfig>,
     /// The default tenant's template language and time zone.
     #[serde(default)]
     pub templates: TemplateDefaults,
@@ -157,6 +160,9 @@ pub struct TenantConfig {
     /// Its named time intervals.
     #[serde(default)]
     pub time_intervals: Vec<TimeIntervalConfig>,
+    /// Its escalation policies.
+    #[serde(default)]
+    pub escalation_policies: Vec<EscalationPolicyConfig>,
     /// Its template language and time zone.
     #[serde(default)]
     pub templates: TemplateDefaults,
@@ -247,6 +253,8 @@ pub struct TenantView<'a> {
     pub inhibit_rules: &'a [InhibitRuleConfig],
     /// Named time intervals.
     pub time_intervals: &'a [TimeIntervalConfig],
+    /// Escalation policies.
+    pub escalation_policies: &'a [EscalationPolicyConfig],
     /// Template language and time zone.
     pub templates: &'a TemplateDefaults,
     /// Its limits: the top-level `[limits]` with the tenant's overrides.
@@ -852,6 +860,37 @@ pub struct RouteConfig {
     /// How long before an unchanged, still firing group is notified again.
     #[serde(default = "default_repeat_interval", with = "humantime_serde")]
     pub repeat_interval: Duration,
+    /// The escalation policy of the default route (a script's routes name their own).
+    #[serde(default)]
+    pub escalation: Option<String>,
+}
+
+/// `[[escalation_policies]]`: who is notified next while a group fires unacknowledged.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationPolicyConfig {
+    /// Unique within the tenant; routes name it (`escalation`).
+    pub name: String,
+    /// How many more times the steps run, from the first, after the last one (default 0).
+    #[serde(default)]
+    pub repeat: u32,
+    /// The steps, in order.
+    pub steps: Vec<EscalationStepConfig>,
+}
+
+/// One step of an escalation policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationStepConfig {
+    /// How long after the previous step (for the first: after the group's first notification).
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// Receivers of the tenant to notify.
+    pub notify: Vec<String>,
+    /// The step notifies only while one of these time intervals is active (business hours);
+    /// outside them it is passed over. None: always.
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -1041,6 +1080,7 @@ impl Config {
             route,
             inhibit_rules: &self.inhibit_rules,
             time_intervals: &self.time_intervals,
+            escalation_policies: &self.escalation_policies,
             templates: &self.templates,
             limits: self.limits.clone(),
         });
@@ -1054,6 +1094,7 @@ impl Config {
                 route: &t.config.route,
                 inhibit_rules: &t.config.inhibit_rules,
                 time_intervals: &t.config.time_intervals,
+                escalation_policies: &t.config.escalation_policies,
                 templates: &t.config.templates,
                 limits: self.limits.with(&t.config.limits),
             }))
@@ -1222,6 +1263,38 @@ impl Config {
                 for p in problems {
                     push(tenant.file, p.key, p.message);
                 }
+            }
+            for (i, policy) in tenant.escalation_policies.iter().enumerate() {
+                let key = |k: String| format!("escalation_policies[{i}].{k}");
+                if tenant.escalation_policies[..i].iter().any(|o| o.name == policy.name) {
+                    push(tenant.file, key("name".into()), format!("`{}` is defined twice", policy.name));
+                }
+                if policy.steps.is_empty() {
+                    push(tenant.file, key("steps".into()), "needs at least one step".into());
+                }
+                for (j, step) in policy.steps.iter().enumerate() {
+                    if step.wait < Duration::from_secs(1) {
+                        push(tenant.file, key(format!("steps[{j}].wait")), "must be at least 1s".into());
+                    }
+                    if step.notify.is_empty() {
+                        push(tenant.file, key(format!("steps[{j}].notify")), "name at least one receiver".into());
+                    }
+                    for name in step.notify.iter().filter(|n| !tenant.receivers.iter().any(|r| &r.name == *n)) {
+                        push(tenant.file, key(format!("steps[{j}].notify")), format!("no receiver is named `{name}`"));
+                    }
+                    for name in step.active_time_intervals.iter().filter(|n| !tenant.time_intervals.iter().any(|t| &t.name == *n)) {
+                        push(tenant.file, key(format!("steps[{j}].active_time_intervals")), format!("no time interval is named `{name}`"));
+                    }
+                }
+            }
+            if let Some(name) = &tenant.route.escalation
+                && !tenant.escalation_policies.iter().any(|p| &p.name == name)
+            {
+                push(
+                    tenant.file,
+                    "route.escalation".into(),
+                    format!("no escalation policy is named `{name}`; add an [[escalation_policies]] entry"),
+                );
             }
             for (i, interval) in tenant.time_intervals.iter().enumerate() {
                 if tenant.time_intervals[..i].iter().any(|o| o.name == interval.name) {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ack::Ack;
 use crate::alert::{self, Fingerprint, LabelSet, Status};
+use crate::escalate::{Escalation, Policies, Step};
 use crate::route::{RouteOptions, RouteTo};
 use crate::state::AlertRecord;
 
@@ -110,6 +111,28 @@ pub struct Groups {
     acks: HashMap<GroupKey, Ack>,
     /// Acks set (`Some`) or cleared (`None`) since the caller last took them, to persist.
     ack_changes: Vec<(GroupKey, Option<Ack>)>,
+    /// The tenant's escalation policies.
+    policies: Arc<Policies>,
+    /// Running escalations, by group.
+    escalations: HashMap<GroupKey, Escalation>,
+    /// `(when, group)`: the next level of each running escalation, earliest first. Entries of
+    /// escalations since stopped or restarted are skipped when they come up.
+    escalation_schedule: BTreeSet<(DateTime<Utc>, GroupKey)>,
+    /// Escalations started, advanced (`Some`) or stopped (`None`), to persist.
+    escalation_changes: Vec<(GroupKey, Option<Escalation>)>,
+}
+
+/// A level of a group's escalation that is due: notify `step.notify` at `level`.
+#[derive(Debug, Clone)]
+pub struct DueEscalation {
+    /// The group.
+    pub key: GroupKey,
+    /// Its policy's name.
+    pub policy: String,
+    /// 1 for the first step, and on through repeats.
+    pub level: u32,
+    /// The step: its receivers and time intervals.
+    pub step: Step,
 }
 
 /// What groups remember across restarts and reloads: the notification log and the acks.
@@ -119,14 +142,21 @@ pub struct History {
     pub log: HashMap<GroupKey, NotifyEntry>,
     /// The acks.
     pub acks: HashMap<GroupKey, Ack>,
+    /// The running escalations.
+    pub escalations: HashMap<GroupKey, Escalation>,
 }
 
 impl History {
     /// From stored `(group key, entry)` and `(group key, ack)` pairs.
-    pub fn from_stored(log: impl IntoIterator<Item = (String, NotifyEntry)>, acks: impl IntoIterator<Item = (String, Ack)>) -> History {
+    pub fn from_stored(
+        log: impl IntoIterator<Item = (String, NotifyEntry)>,
+        acks: impl IntoIterator<Item = (String, Ack)>,
+        escalations: impl IntoIterator<Item = (String, Escalation)>,
+    ) -> History {
         History {
             log: log.into_iter().map(|(k, e)| (Arc::from(k), e)).collect(),
             acks: acks.into_iter().map(|(k, a)| (Arc::from(k), a)).collect(),
+            escalations: escalations.into_iter().map(|(k, e)| (Arc::from(k), e)).collect(),
         }
     }
 }
@@ -134,18 +164,117 @@ impl History {
 impl Groups {
     /// No groups, what `history` remembers.
     pub fn with_history(history: History) -> Groups {
-        Groups { log: history.log, acks: history.acks, ..Groups::default() }
+        let mut groups = Groups::default();
+        groups.set_history(history);
+        groups
     }
 
-    /// Take the log and the acks (to carry them into rebuilt groups).
+    /// Take the log, the acks and the escalations (to carry them into rebuilt groups).
     pub fn take_history(&mut self) -> History {
-        History { log: std::mem::take(&mut self.log), acks: std::mem::take(&mut self.acks) }
+        self.escalation_schedule.clear();
+        History {
+            log: std::mem::take(&mut self.log),
+            acks: std::mem::take(&mut self.acks),
+            escalations: std::mem::take(&mut self.escalations),
+        }
     }
 
-    /// Replace the log and the acks.
+    /// Replace the log, the acks and the escalations.
     pub fn set_history(&mut self, history: History) {
         self.log = history.log;
         self.acks = history.acks;
+        self.escalations = history.escalations;
+        self.reschedule_escalations();
+    }
+
+    /// The tenant's escalation policies (at start and on reload): running escalations follow
+    /// the new definitions; one whose policy is gone stops.
+    pub fn set_policies(&mut self, policies: Arc<Policies>) {
+        self.policies = policies;
+        let gone: Vec<GroupKey> =
+            self.escalations.iter().filter(|(_, e)| !self.policies.contains_key(&e.policy)).map(|(k, _)| k.clone()).collect();
+        for key in gone {
+            self.stop_escalation(&key);
+        }
+        self.reschedule_escalations();
+    }
+
+    /// The tenant's escalation policies.
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.clone()
+    }
+
+    fn reschedule_escalations(&mut self) {
+        self.escalation_schedule.clear();
+        for (key, e) in &self.escalations {
+            // An unknown policy waits for `set_policies`, which stops it if it is really gone.
+            if let Some(at) = self.policies.get(&e.policy).and_then(|p| p.due(e.started_at, e.fired + 1)) {
+                self.escalation_schedule.insert((at, key.clone()));
+            }
+        }
+    }
+
+    /// Start (or start over) the escalation of `key` under `policy`, following up a
+    /// notification sent at `now`.
+    fn start_escalation(&mut self, key: &GroupKey, policy: &str, now: DateTime<Utc>) {
+        let Some(p) = self.policies.get(policy) else { return };
+        let e = Escalation { policy: policy.to_string(), started_at: now, fired: 0 };
+        if let Some(at) = p.due(now, 1) {
+            self.escalation_schedule.insert((at, key.clone()));
+        }
+        self.escalations.insert(key.clone(), e.clone());
+        self.escalation_changes.push((key.clone(), Some(e)));
+    }
+
+    fn stop_escalation(&mut self, key: &str) {
+        if let Some((key, _)) = self.escalations.remove_entry(key) {
+            self.escalation_changes.push((key, None));
+        }
+    }
+
+    /// The running escalation of a group.
+    pub fn escalation_of(&self, key: &str) -> Option<&Escalation> {
+        self.escalations.get(key)
+    }
+
+    /// Escalations started, advanced or stopped since the last call, to persist.
+    pub fn take_escalation_changes(&mut self) -> Vec<(GroupKey, Option<Escalation>)> {
+        std::mem::take(&mut self.escalation_changes)
+    }
+
+    /// Escalation levels due at `now`, taken off the schedule and recorded as fired.
+    pub fn take_due_escalations(&mut self, now: DateTime<Utc>) -> Vec<DueEscalation> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.escalation_schedule.first() {
+            if *at > now {
+                break;
+            }
+            let (_, key) = self.escalation_schedule.pop_first().expect("checked");
+            let Some(e) = self.escalations.get(&key) else { continue };
+            let Some(policy) = self.policies.get(&e.policy) else { continue };
+            // A stale entry (the escalation stopped or started over since) finds nothing due.
+            let Some(level) = policy.level_due(e, now) else { continue };
+            if !self.groups.contains_key(&key) || self.acks.contains_key(&key) {
+                self.stop_escalation(&key);
+                continue;
+            }
+            let step = policy.step(level).clone();
+            let next = policy.due(e.started_at, level + 1);
+            let name = e.policy.clone();
+            let e = self.escalations.get_mut(&key).expect("checked");
+            e.fired = level;
+            let e = e.clone();
+            match next {
+                Some(at) => {
+                    self.escalation_schedule.insert((at, key.clone()));
+                    self.escalation_changes.push((key.clone(), Some(e)));
+                }
+                // The last level: nothing more to follow up.
+                None => self.stop_escalation(&key),
+            }
+            due.push(DueEscalation { key, policy: name, level, step });
+        }
+        due
     }
 
     /// Log entries and acks of keys no group has (after a rebuild): they can be deleted.
@@ -167,8 +296,10 @@ impl Groups {
     pub fn ack(&mut self, key: &str, by: &str, comment: &str, now: DateTime<Utc>) -> Option<Ack> {
         let group = self.groups.get(key)?;
         let ack = Ack { by: by.to_string(), comment: comment.to_string(), at: now, covers: group.alerts.iter().map(|fp| fp.0).collect() };
-        self.acks.insert(group.key.clone(), ack.clone());
-        self.ack_changes.push((group.key.clone(), Some(ack.clone())));
+        let key = group.key.clone();
+        self.acks.insert(key.clone(), ack.clone());
+        self.ack_changes.push((key.clone(), Some(ack.clone())));
+        self.stop_escalation(&key);
         Some(ack)
     }
 
@@ -180,6 +311,10 @@ impl Groups {
             // The repeat it held back may be due already.
             let at = next_flush(group, now);
             Self::schedule_at(&mut self.schedule, group, at);
+            // Nobody is on it any more: escalate again, from the first step.
+            if let Some(policy) = group.options.escalation.clone() {
+                self.start_escalation(&key, &policy, now);
+            }
         }
         true
     }
@@ -242,7 +377,9 @@ impl Groups {
 
     /// The earliest scheduled flush.
     pub fn next_due(&self) -> Option<DateTime<Utc>> {
-        self.schedule.first().map(|(at, _)| *at)
+        let flush = self.schedule.first().map(|(at, _)| *at);
+        let escalation = self.escalation_schedule.first().map(|(at, _)| *at);
+        flush.into_iter().chain(escalation).min()
     }
 
     /// Put a routed alert into the groups of its routes; a new group flushes after
@@ -407,6 +544,7 @@ impl Groups {
         let group = self.groups.get_mut(key).expect("checked above");
         let repeat = span(group.options.repeat_interval);
         let notify = needs_update(self.log.get(key), &firing, &resolved, repeat, send_resolved, acked, now);
+        let mut escalate = None;
         let outcome = if notify {
             let mut to_send: Vec<AlertRecord> = alerts
                 .iter()
@@ -414,6 +552,8 @@ impl Groups {
                 .map(|a| a.record.clone())
                 .collect();
             sort_for_notification(&mut to_send, now);
+            escalate =
+                (!firing.is_empty() && !acked && !self.escalations.contains_key(key)).then(|| group.options.escalation.clone()).flatten();
             let entry = NotifyEntry { firing, resolved, at: now };
             self.log.insert(group.key.clone(), entry.clone());
             FlushOutcome::Notify(Flush {
@@ -438,6 +578,7 @@ impl Groups {
             // Everything resolved: the group ends (its resolve, if any, is in `outcome`).
             self.groups.remove(key);
             self.clear_ack(key);
+            self.stop_escalation(key);
             if !notify {
                 self.log.remove(key);
             }
@@ -455,6 +596,14 @@ impl Groups {
         if let Some(next) = next {
             Self::schedule_at(&mut self.schedule, group, next.max(now + interval));
         }
+        if let FlushOutcome::Notify(f) = &outcome {
+            if f.entry.firing.is_empty() {
+                // Everything it followed up resolved.
+                self.stop_escalation(key);
+            } else if let Some(policy) = escalate {
+                self.start_escalation(&f.key, &policy, now);
+            }
+        }
         outcome
     }
 
@@ -469,6 +618,7 @@ impl Groups {
         }
         self.log.remove(key);
         self.clear_ack(key);
+        self.stop_escalation(key);
         FlushOutcome::Gone
     }
 
@@ -728,7 +878,7 @@ mod tests {
         b.tick(t("10:00:00"));
         let log: Vec<(String, NotifyEntry)> = b.groups.take_history().log.into_iter().map(|(k, e)| (k.to_string(), e)).collect();
         let mut restarted = Bench::new(b.route.clone());
-        restarted.groups = Groups::with_history(History::from_stored(log, []));
+        restarted.groups = Groups::with_history(History::from_stored(log, [], []));
         restarted.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:05:00"));
         assert!(restarted.tick(t("10:05:00")).is_empty(), "already notified before the restart");
         restarted.post(record("Down", "b", "10:05:00", "12:00:00"), t("10:06:00"));
@@ -808,6 +958,84 @@ mod tests {
         assert_eq!(b.groups.next_due(), Some(t("10:01:00")), "a group_interval after the flush");
         assert_eq!(b.tick(t("10:01:00")), [["a+"]], "tried again");
         assert!(b.tick(t("10:30:00")).is_empty(), "then the log holds it again");
+    }
+
+    fn escalating(b: &mut Bench) {
+        use crate::escalate::{Policy, Step};
+        let step = |wait: u64, who: &str| Step { wait: Duration::from_secs(wait), notify: vec![who.into()], active_time_intervals: vec![] };
+        let policy = Policy { name: "page".into(), steps: vec![step(300, "oncall"), step(600, "manager")], repeat: 0 };
+        b.groups.set_policies(Arc::new([("page".to_string(), policy)].into_iter().collect()));
+        let mut options = (*b.route.options).clone();
+        options.escalation = Some("page".into());
+        b.route.options = Arc::new(options);
+    }
+
+    fn levels(due: Vec<DueEscalation>) -> Vec<(u32, String)> {
+        due.into_iter().map(|d| (d.level, d.step.notify[0].clone())).collect()
+    }
+
+    #[test]
+    fn an_unacknowledged_group_escalates_step_by_step_until_the_last() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        escalating(&mut b);
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+"]]);
+        assert_eq!(b.groups.take_escalation_changes().len(), 1, "started, to persist");
+        assert_eq!(b.groups.next_due(), Some(t("10:05:00")), "the first step is the next event");
+        assert!(b.groups.take_due_escalations(t("10:04:59")).is_empty());
+        assert_eq!(levels(b.groups.take_due_escalations(t("10:05:00"))), [(1, "oncall".to_string())]);
+        assert_eq!(levels(b.groups.take_due_escalations(t("10:15:00"))), [(2, "manager".to_string())]);
+        assert!(b.groups.escalation_of(&b.groups.iter().next().unwrap().key.clone()).is_none(), "the last level ends it");
+        assert!(b.groups.take_due_escalations(t("12:00:00")).is_empty());
+    }
+
+    #[test]
+    fn an_ack_or_the_resolution_stops_escalation_and_a_retrigger_starts_it_over() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        escalating(&mut b);
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        b.tick(t("10:00:00"));
+        let key = b.groups.iter().next().unwrap().key.clone();
+        b.groups.ack(&key, "alice", "", t("10:02:00"));
+        assert!(b.groups.escalation_of(&key).is_none());
+        assert!(b.groups.take_due_escalations(t("10:30:00")).is_empty(), "acknowledged: nobody else is paged");
+        // A new alert re-triggers the group: notified, and escalating again from its notification.
+        b.post(record("Down", "b", "10:40:00", "14:00:00"), t("10:40:00"));
+        assert_eq!(b.tick(t("10:40:00")), [["a+", "b+"]]);
+        assert_eq!(b.groups.escalation_of(&key).unwrap().started_at, t("10:40:00"));
+        assert_eq!(levels(b.groups.take_due_escalations(t("10:45:00"))), [(1, "oncall".to_string())]);
+        // Resolution ends it.
+        b.post(record("Down", "a", "10:00:00", "10:46:00"), t("10:46:00"));
+        b.post(record("Down", "b", "10:40:00", "10:46:00"), t("10:46:00"));
+        assert_eq!(b.tick(t("10:46:00")), [["a-", "b-"]]);
+        assert!(b.groups.escalation_of(&key).is_none());
+        assert!(b.groups.take_due_escalations(t("11:00:00")).is_empty());
+    }
+
+    #[test]
+    fn a_stored_escalation_resumes_and_a_removed_policy_stops_it() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        escalating(&mut b);
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        b.tick(t("10:00:00"));
+        let history = b.groups.take_history();
+        assert_eq!(history.escalations.len(), 1);
+        let policies = b.groups.policies();
+        let mut restarted = Bench::new(b.route.clone());
+        restarted.groups = Groups::with_history(history);
+        restarted.groups.set_policies(policies);
+        assert_eq!(restarted.groups.next_due(), Some(t("10:05:00")));
+        // At start the held alerts are routed back into their groups before anything flushes.
+        restarted.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:20:00"));
+        assert_eq!(levels(restarted.groups.take_due_escalations(t("10:20:00"))), [(2, "manager".to_string())], "missed levels fire once");
+        let mut again = Bench::new(route(&[], 0, 60, 3600));
+        escalating(&mut again);
+        again.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        again.tick(t("10:00:00"));
+        again.groups.take_escalation_changes();
+        again.groups.set_policies(Arc::new(Policies::new()));
+        assert_eq!(again.groups.take_escalation_changes().len(), 1, "stopped, to persist");
+        assert!(again.groups.take_due_escalations(t("11:00:00")).is_empty());
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod escalate;
 pub mod group;
 pub mod ingest;
 pub mod inhibit;

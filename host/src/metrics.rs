@@ -66,6 +66,8 @@ pub struct Metrics {
     pub plugin_traps: Family<Labels, Counter>,
     /// Groups acknowledged, by tenant and way (`api`, `link`).
     pub acks: Family<Labels, Counter>,
+    /// Escalation levels that notified, by tenant, policy and level.
+    pub escalations: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,7 @@ impl Metrics {
             plugin_memory: Family::default(),
             plugin_traps: Family::default(),
             acks: Family::default(),
+            escalations: Family::default(),
         };
         // Counters get `_total` appended by the encoder.
         registry.register("alertmanager_alerts_received", "Alerts received, by tenant and status", m.alerts_received.clone());
@@ -138,6 +141,7 @@ impl Metrics {
         registry.register("belfry_plugin_memory_bytes", "Largest linear memory of a plugin's instance", m.plugin_memory.clone());
         registry.register("belfry_plugin_traps", "Deliveries stopped for a plugin's misbehaviour, by kind", m.plugin_traps.clone());
         registry.register("belfry_acknowledgements", "Groups acknowledged, by way (api, link)", m.acks.clone());
+        registry.register("belfry_escalations", "Escalation levels that notified, by policy and level", m.escalations.clone());
         Metrics { registry, ..m }
     }
 

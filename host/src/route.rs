@@ -143,6 +143,8 @@ pub struct RouterSpec {
     pub receivers: HashSet<String>,
     /// The tenant's time interval names.
     pub time_intervals: HashSet<String>,
+    /// The tenant's escalation policy names.
+    pub escalation_policies: HashSet<String>,
     /// The script file, if the tenant has one.
     pub script: Option<PathBuf>,
 }
@@ -159,10 +161,12 @@ impl RouterSpec {
                 group_wait: route.group_wait,
                 group_interval: route.group_interval,
                 repeat_interval: route.repeat_interval,
+                escalation: route.escalation.clone(),
                 ..RouteOptions::default()
             },
             receivers: view.receivers.iter().map(|r| r.name.clone()).collect(),
             time_intervals: view.time_intervals.iter().map(|i| i.name.clone()).collect(),
+            escalation_policies: view.escalation_policies.iter().map(|p| p.name.clone()).collect(),
             script: route.script.as_ref().map(|p| {
                 let base = view.file.parent().unwrap_or(Path::new("."));
                 let path = if p.is_absolute() { p.clone() } else { base.join(p) };
@@ -381,7 +385,13 @@ impl Router {
                 "group_wait" => options.group_wait = duration(v).map_err(|why| format!("`group_wait`: {why}"))?,
                 "group_interval" => options.group_interval = duration(v).map_err(|why| format!("`group_interval`: {why}"))?,
                 "repeat_interval" => options.repeat_interval = duration(v).map_err(|why| format!("`repeat_interval`: {why}"))?,
-                "escalation" => options.escalation = Some(v.into_string().map_err(|_| field("a policy name"))?),
+                "escalation" => {
+                    let name = v.into_string().map_err(|_| field("a policy name"))?;
+                    if !self.spec.escalation_policies.contains(&name) {
+                        return Err(format!("`escalation` names `{name}`, which is not one of the tenant's [[escalation_policies]]"));
+                    }
+                    options.escalation = Some(name);
+                }
                 "mute_time_intervals" | "active_time_intervals" => {
                     let names = strings(v).ok_or_else(|| field("an array of time interval names"))?;
                     if let Some(unknown) = names.iter().find(|n| !self.time_intervals.contains(*n)) {
@@ -695,6 +705,7 @@ mod tests {
             defaults: RouteOptions::default(),
             receivers: receivers.iter().map(|s| s.to_string()).chain(["fallback".to_string()]).collect(),
             time_intervals: ["offhours".to_string()].into_iter().collect(),
+            escalation_policies: ["page-ops".to_string()].into_iter().collect(),
             script: None,
         }
     }
@@ -816,6 +827,13 @@ mod tests {
     }
 
     #[test]
+    fn a_route_names_its_escalation_policy() {
+        let r = router("fn route(alert) { #{ receiver: \"pager\", escalation: \"page-ops\" } }").unwrap();
+        let d = r.route(&alert(&[("alertname", "A")]), now());
+        assert_eq!(d.routes[0].options.escalation.as_deref(), Some("page-ops"));
+    }
+
+    #[test]
     fn runtime_errors_and_limits_fall_back_and_are_counted() {
         for (script, needle) in [
             ("fn route(alert) { throw \"boom\"; }", "line 1"),
@@ -824,6 +842,7 @@ mod tests {
             ("fn route(alert) { #{ receiver: \"pager\", group_wait: \"soon\" } }", "group_wait"),
             ("fn route(alert) { #{ receiver: \"pager\", colour: 1 } }", "`colour`"),
             ("fn route(alert) { #{ receiver: \"pager\", mute_time_intervals: [\"lunch\"] } }", "`lunch`"),
+            ("fn route(alert) { #{ receiver: \"pager\", escalation: \"page-everyone\" } }", "[[escalation_policies]]"),
             ("fn route(alert) { matches(\"x\", \"(\") }", "not a valid regex"),
             ("fn route(alert) { let s = \"x\"; loop { s += s; } }", "too large"),
             ("fn f(n) { f(n + 1) } fn route(alert) { f(0) }", "Stack overflow"),

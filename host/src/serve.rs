@@ -160,6 +160,7 @@ impl Daemon {
                 audit: self.audit.clone(),
                 templates: Arc::new(templates),
                 ack_links: self.ack_links.clone(),
+                escalation_policies: Arc::new(crate::escalate::policies(view.escalation_policies)),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });
@@ -203,6 +204,10 @@ impl Daemon {
             for (tenant, group, ack) in snapshot.acks {
                 acks.entry(tenant).or_default().push((group, ack));
             }
+            let mut escalations: HashMap<String, Vec<_>> = HashMap::new();
+            for (tenant, group, escalation) in snapshot.escalations {
+                escalations.entry(tenant).or_default().push((group, escalation));
+            }
             let mut outbox: HashMap<String, Vec<_>> = HashMap::new();
             for (tenant, id, entry) in snapshot.outbox {
                 outbox.entry(tenant).or_default().push((id, entry));
@@ -228,6 +233,7 @@ impl Daemon {
                 state.routing.lock().expect("routing lock").groups = Groups::with_history(History::from_stored(
                     logs.remove(&name).unwrap_or_default(),
                     acks.remove(&name).unwrap_or_default(),
+                    escalations.remove(&name).unwrap_or_default(),
                 ));
                 tracing::info!(tenant = %name, alerts = state.alerts.len(), silences = state.silences.list().len(), "tenant ready");
                 states.insert(name, state);
@@ -259,6 +265,7 @@ impl Daemon {
         let mut scripts = Vec::new();
         for b in built {
             scripts.extend(b.router.script_file().map(Path::to_path_buf));
+            b.notifier.routing.lock().expect("routing lock").groups.set_policies(b.notifier.escalation_policies.clone());
             b.notifier.reroute(b.router, now);
             if !b.outbox.is_empty() {
                 let notifier = b.notifier.clone();

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use crate::ack::Ack;
 use crate::alert::Fingerprint;
 use crate::dispatch::OutboxEntry;
+use crate::escalate::Escalation;
 use crate::group::NotifyEntry;
 use crate::silence::Silence;
 use crate::state::AlertRecord;
@@ -55,6 +56,10 @@ pub enum Op {
     DeleteAck { tenant: String, group: String },
     /// A host-wide value (the ack links' signing key).
     PutMeta { name: String, value: Vec<u8> },
+    /// A group's escalation started or advanced.
+    PutEscalation { tenant: String, group: String, escalation: Escalation },
+    /// A group's escalation stopped.
+    DeleteEscalation { tenant: String, group: String },
 }
 
 /// Everything stored, per tenant, as loaded at start.
@@ -73,6 +78,8 @@ pub struct Snapshot {
     pub acks: Vec<(String, String, Ack)>,
     /// `(name, value)`: host-wide values.
     pub meta: Vec<(String, Vec<u8>)>,
+    /// `(tenant, group key, escalation)`: running escalations.
+    pub escalations: Vec<(String, String, Escalation)>,
 }
 
 /// A stored alert, not yet decoded.
@@ -115,6 +122,7 @@ const NOTIFY_LOG: RecordTable = redb::TableDefinition::new("notify_log");
 const OUTBOX: RecordTable = redb::TableDefinition::new("outbox");
 const ACKS: RecordTable = redb::TableDefinition::new("acks");
 const META: RecordTable = redb::TableDefinition::new("meta");
+const ESCALATIONS: RecordTable = redb::TableDefinition::new("escalations");
 const JOURNAL: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("journal");
 
 /// Most batches folded into one journal commit; bounds commit latency under a flood.
@@ -148,18 +156,20 @@ enum Table {
     // New tables go last: the journal encodes a table by its position.
     Acks,
     Meta,
+    Escalations,
 }
 
 type RecordTable = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 impl Table {
-    const ALL: [(Table, RecordTable); 6] = [
+    const ALL: [(Table, RecordTable); 7] = [
         (Table::Alerts, ALERTS),
         (Table::Silences, SILENCES),
         (Table::NotifyLog, NOTIFY_LOG),
         (Table::Outbox, OUTBOX),
         (Table::Acks, ACKS),
         (Table::Meta, META),
+        (Table::Escalations, ESCALATIONS),
     ];
 }
 
@@ -200,6 +210,10 @@ fn encode(op: &Op) -> Result<Entry, String> {
         Op::DeleteAck { tenant, group } => Entry { table: Table::Acks, key: key(tenant, group.as_bytes()), value: None },
         // Host-wide: no tenant (the empty name, which no tenant has).
         Op::PutMeta { name, value } => Entry { table: Table::Meta, key: key("", name.as_bytes()), value: Some(value.clone()) },
+        Op::PutEscalation { tenant, group, escalation } => {
+            Entry { table: Table::Escalations, key: key(tenant, group.as_bytes()), value: value(postcard::to_stdvec(escalation))? }
+        }
+        Op::DeleteEscalation { tenant, group } => Entry { table: Table::Escalations, key: key(tenant, group.as_bytes()), value: None },
     })
 }
 
@@ -329,6 +343,10 @@ impl Store for RedbStore {
                     snapshot.acks.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
                 }
                 Table::Meta => snapshot.meta.push((String::from_utf8_lossy(id).into_owned(), v)),
+                Table::Escalations => {
+                    let group = String::from_utf8_lossy(id).into_owned();
+                    snapshot.escalations.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+                }
             }
         }
         Ok(snapshot)

@@ -87,6 +87,8 @@ pub struct Notifier {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Its title and body templates (the render stage, run by the pipeline).
     pub templates: Arc<crate::template::Templates>,
+    /// Its escalation policies.
+    pub escalation_policies: Arc<crate::escalate::Policies>,
     /// Signs the acknowledge links of firing notifications (set once the store is loaded).
     pub ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
 }
@@ -190,6 +192,7 @@ impl Notifier {
     /// router right after the swap, so each alert is routed exactly once.
     pub fn rebuild(&self, router: Arc<Router>, now: DateTime<Utc>) {
         let mut fresh = Routing { router, groups: Groups::default(), generation: 0 };
+        fresh.groups.set_policies(self.escalation_policies.clone());
         for (fp, record) in self.state.records(self.state.fingerprints()) {
             fresh.route_into_groups(fp, &record, now);
         }
@@ -274,9 +277,9 @@ impl Notifier {
                 for (fp, labels, starts_at, routes) in &decided {
                     ended.extend(routing.groups.reassign(*fp, labels, *starts_at, routes, now));
                 }
-                (ended, routing.groups.take_ack_changes())
+                (ended, self.history_ops(&mut routing.groups))
             };
-            let mut ops = self.ack_ops(acks);
+            let mut ops = acks;
             ops.extend(ended.iter().map(|k| Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: k.to_string() }));
             if !ops.is_empty() {
                 drop(self.store.submit(ops));
@@ -336,10 +339,10 @@ impl Notifier {
         let (ack, changes) = {
             let mut routing = self.routing();
             let ack = routing.groups.ack(key, by, comment, now);
-            (ack, routing.groups.take_ack_changes())
+            (ack, self.history_ops(&mut routing.groups))
         };
         let Some(ack) = ack else { return Ok(None) };
-        self.persist_acks(changes).await?;
+        self.persist(changes).await?;
         // Tell the group's receiver: PagerDuty and Opsgenie acknowledge their incident too.
         if let Some(job) = self.ack_notification(key, by, now) {
             let op = Op::PutOutbox { tenant: self.tenant.clone(), id: job.id.clone(), entry: Box::new(job.entry.clone()) };
@@ -382,10 +385,10 @@ impl Notifier {
         let (removed, changes) = {
             let mut routing = self.routing();
             let removed = routing.groups.unack(key, now);
-            (removed, routing.groups.take_ack_changes())
+            (removed, self.history_ops(&mut routing.groups))
         };
         if removed {
-            self.persist_acks(changes).await?;
+            self.persist(changes).await?;
             self.audit.record(&self.tenant, "group.unack", by, serde_json::json!({"group": key}));
             self.wake.notify_one();
         }
@@ -399,8 +402,7 @@ impl Notifier {
         acks
     }
 
-    async fn persist_acks(&self, changes: Vec<(crate::group::GroupKey, Option<Ack>)>) -> Result<(), String> {
-        let ops = self.ack_ops(changes);
+    async fn persist(&self, ops: Vec<Op>) -> Result<(), String> {
         match self.store.submit(ops).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
@@ -408,17 +410,18 @@ impl Notifier {
         }
     }
 
-    fn ack_ops(&self, changes: Vec<(crate::group::GroupKey, Option<Ack>)>) -> Vec<Op> {
-        changes
-            .into_iter()
-            .map(|(key, ack)| {
-                let (tenant, group) = (self.tenant.clone(), key.to_string());
-                match ack {
-                    Some(ack) => Op::PutAck { tenant, group, ack },
-                    None => Op::DeleteAck { tenant, group },
-                }
-            })
-            .collect()
+    /// The store writes for the acks and escalations the groups changed since last asked.
+    fn history_ops(&self, groups: &mut Groups) -> Vec<Op> {
+        let tenant = &self.tenant;
+        let acks = groups.take_ack_changes().into_iter().map(|(key, ack)| match ack {
+            Some(ack) => Op::PutAck { tenant: tenant.clone(), group: key.to_string(), ack },
+            None => Op::DeleteAck { tenant: tenant.clone(), group: key.to_string() },
+        });
+        let escalations = groups.take_escalation_changes().into_iter().map(|(key, e)| match e {
+            Some(escalation) => Op::PutEscalation { tenant: tenant.clone(), group: key.to_string(), escalation },
+            None => Op::DeleteEscalation { tenant: tenant.clone(), group: key.to_string() },
+        });
+        acks.chain(escalations).collect()
     }
 
     fn redecide(&self) -> Redecide {
@@ -446,8 +449,11 @@ impl Notifier {
 
     /// Flush every group due at `now`: mute, dedup, persist the log, dispatch.
     pub async fn flush_due(&self, now: DateTime<Utc>) {
-        let due = self.routing().groups.take_due(now);
-        if due.is_empty() {
+        let (due, escalations) = {
+            let mut routing = self.routing();
+            (routing.groups.take_due(now), routing.groups.take_due_escalations(now))
+        };
+        if due.is_empty() && escalations.is_empty() {
             return;
         }
         let sources = (!self.inhibitor.is_empty()).then(|| self.inhibitor.sources(&self.state, now));
@@ -512,9 +518,11 @@ impl Notifier {
             if source_resolved {
                 routing.groups.touch_all(now);
             }
-            // Acks re-triggered or ended by these flushes.
-            let changes = routing.groups.take_ack_changes();
-            ops.extend(self.ack_ops(changes));
+            // Acks and escalations these flushes started, re-triggered or ended.
+            ops.extend(self.history_ops(&mut routing.groups));
+        }
+        for due in escalations {
+            jobs.extend(self.escalation_jobs(&due, now, &mut ops));
         }
         if !ops.is_empty() {
             // Not awaited: losing a log entry in a crash means notifying again (at least once).
@@ -523,6 +531,54 @@ impl Notifier {
         for job in jobs {
             self.dispatcher.submit(job).await;
         }
+    }
+
+    /// The notifications of an escalation level: the group's firing alerts to each receiver
+    /// of the step, at that level, unless the step's time intervals are all inactive.
+    fn escalation_jobs(&self, due: &crate::group::DueEscalation, now: DateTime<Utc>, ops: &mut Vec<Op>) -> Vec<Job> {
+        let step = &due.step;
+        let fields = |skipped: bool| serde_json::json!({"group": &*due.key, "policy": due.policy, "level": due.level, "notify": step.notify, "skipped": skipped});
+        let active = |name: &String| self.time_intervals.get(name).is_some_and(|i| i.contains(now));
+        if !step.active_time_intervals.is_empty() && !step.active_time_intervals.iter().any(active) {
+            self.audit.record(&self.tenant, "escalation.step", "belfry", fields(true));
+            tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, "escalation step passed over: outside its time intervals");
+            return Vec::new();
+        }
+        let (options, members) = {
+            let routing = self.routing();
+            let Some(group) = routing.groups.get(&due.key) else { return Vec::new() };
+            (group.options.clone(), group.alerts.iter().copied().collect::<Vec<_>>())
+        };
+        let records: Vec<AlertRecord> =
+            self.state.records(members).into_iter().map(|(_, r)| r).filter(|r| r.status_at(now) == Status::Firing).collect();
+        let Some(first) = records.first() else { return Vec::new() };
+        let labels = options.group_by.group_labels(&first.labels);
+        self.audit.record(&self.tenant, "escalation.step", "belfry", fields(false));
+        let level = due.level.to_string();
+        let metric =
+            crate::metrics::with(crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "policy", &due.policy), "level", &level);
+        self.metrics.escalations.get_or_create(&metric).inc();
+        tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, receivers = ?step.notify, "escalating");
+        let mut jobs = Vec::new();
+        for receiver in &step.notify {
+            let mut notification = notification(&self.tenant, receiver, &due.key, &labels, &records, &self.external_url, now);
+            notification.escalation_level = due.level;
+            if let Some(links) = self.ack_links.get() {
+                notification.ack_url = Some(links.link(&self.external_url, &self.tenant, &due.key, now));
+            }
+            let entry = OutboxEntry { receiver: receiver.clone(), notification, decided_at: now };
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: Box::new(entry.clone()) });
+            jobs.push(Job {
+                tenant: self.tenant.clone(),
+                id,
+                entry,
+                channels: self.channels.clone(),
+                templates: self.templates.clone(),
+                redecide: None,
+            });
+        }
+        jobs
     }
 
     /// Resubmit notifications a previous run left in the outbox (decided, not yet accepted).

@@ -1,0 +1,82 @@
+//! Black-box: escalation policies page the next receivers while a group fires unacknowledged, survive kill -9, are audited and counted, and bad policies are refused by name.
+
+use belfry_tests::{Daemon, HttpSink, PATIENCE, http_request, webhook_wasm};
+
+const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
+
+fn config(sink: &HttpSink, policy: &str) -> String {
+    let receiver = |name: &str| {
+        format!(
+            "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{}\" }}\n\n",
+            sink.host(),
+            sink.url(&format!("/{name}"))
+        )
+    };
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}{}{}{policy}\n[route]\nreceiver = \"chat\"\nescalation = \"page\"\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n",
+        webhook_wasm().display(),
+        receiver("chat"),
+        receiver("oncall"),
+        receiver("manager"),
+    )
+}
+
+const POLICY: &str = "[[escalation_policies]]\nname = \"page\"\n\n[[escalation_policies.steps]]\nwait = \"2s\"\nnotify = [\"oncall\"]\n\n[[escalation_policies.steps]]\nwait = \"1s\"\nnotify = [\"manager\"]\n\n";
+
+fn paths(sink: &HttpSink) -> Vec<String> {
+    sink.requests().iter().map(|r| r.path.clone()).collect()
+}
+
+async fn wait_for_path(sink: &HttpSink, path: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !paths(sink).iter().any(|p| p == path) {
+        assert!(tokio::time::Instant::now() < deadline, "nothing reached {path}: {:?}", paths(sink));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unacknowledged_group_escalates_level_by_level_even_across_a_kill_9() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &config(&sink, POLICY)).expect("daemon starts");
+    let (status, _) = http_request("POST", &daemon.url("/api/v2/alerts"), r#"[{"labels":{"alertname":"DiskFull"}}]"#).await;
+    assert_eq!(status, 200);
+    wait_for_path(&sink, "/chat").await;
+    assert_eq!(paths(&sink), ["/chat"], "level 0: the route's receiver only");
+    // The escalation is stored: a crash before its first step does not lose it.
+    let daemon = daemon.kill_9_and_restart(BIN).expect("restarts");
+    wait_for_path(&sink, "/oncall").await;
+    wait_for_path(&sink, "/manager").await;
+    let oncall = sink.requests().into_iter().find(|r| r.path == "/oncall").unwrap().json();
+    assert_eq!(oncall["commonLabels"]["alertname"], "DiskFull");
+    let records = daemon.audit_until(|r| r.iter().filter(|r| r["action"] == "escalation.step").count() == 2).await;
+    let steps: Vec<(u64, String)> = records
+        .iter()
+        .filter(|r| r["action"] == "escalation.step")
+        .map(|r| (r["level"].as_u64().unwrap(), r["notify"][0].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(steps, [(1, "oncall".to_string()), (2, "manager".to_string())]);
+    let (_, metrics) = http_request("GET", &daemon.url("/metrics"), "").await;
+    assert!(metrics.contains("belfry_escalations_total{tenant=\"default\",policy=\"page\",level=\"2\"} 1"), "{metrics}");
+}
+
+#[test]
+fn bad_policies_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sink = rt.block_on(HttpSink::start());
+    for (policy, expected) in [
+        ("", "route.escalation: no escalation policy is named `page`"),
+        (
+            &POLICY.replace("notify = [\"oncall\"]", "notify = [\"nobody\"]"),
+            "escalation_policies[0].steps[0].notify: no receiver is named `nobody`",
+        ),
+        (&POLICY.replace("wait = \"2s\"", "wait = \"0s\""), "escalation_policies[0].steps[0].wait: must be at least 1s"),
+    ] {
+        std::fs::write(dir.path().join("belfry.toml"), config(&sink, policy)).unwrap();
+        let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "expected `{expected}` in: {stderr}");
+    }
+}
