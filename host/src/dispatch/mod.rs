@@ -344,9 +344,9 @@ impl Notifier {
         let Some(ack) = ack else { return Ok(None) };
         self.persist(changes).await?;
         // Tell the group's receiver: PagerDuty and Opsgenie acknowledge their incident too.
-        if let Some(job) = self.ack_notification(key, by, now) {
-            let op = Op::PutOutbox { tenant: self.tenant.clone(), id: job.id.clone(), entry: Box::new(job.entry.clone()) };
-            drop(self.store.submit(vec![op]));
+        let mut ops = Vec::new();
+        if let Some(job) = self.ack_notification(key, by, now, &mut ops) {
+            drop(self.store.submit(ops));
             self.dispatcher.submit(job).await;
         }
         self.audit.record(&self.tenant, "group.ack", by, serde_json::json!({"group": key, "comment": comment, "via": via.as_str()}));
@@ -356,28 +356,12 @@ impl Notifier {
     }
 
     /// The notification that tells the group's receiver of an ack: its alerts as they are.
-    fn ack_notification(&self, key: &str, by: &str, now: DateTime<Utc>) -> Option<Job> {
-        let (receiver, options, members) = {
-            let routing = self.routing();
-            let group = routing.groups.get(key)?;
-            (group.receiver.clone(), group.options.clone(), group.alerts.iter().copied().collect::<Vec<_>>())
-        };
-        let mut records: Vec<AlertRecord> = self.state.records(members).into_iter().map(|(_, r)| r).collect();
-        records.retain(|r| r.status_at(now) == Status::Firing);
-        let first = records.first()?;
-        let labels = options.group_by.group_labels(&first.labels);
+    fn ack_notification(&self, key: &str, by: &str, now: DateTime<Utc>, ops: &mut Vec<Op>) -> Option<Job> {
+        let (receiver, labels, records) = self.firing_of(key, now)?;
         let mut notification = notification(&self.tenant, &receiver, key, &labels, &records, &self.external_url, now);
         notification.acked_by = Some(by.to_string());
         let entry = OutboxEntry { receiver, notification, decided_at: now };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        Some(Job {
-            tenant: self.tenant.clone(),
-            id,
-            entry,
-            channels: self.channels.clone(),
-            templates: self.templates.clone(),
-            redecide: None,
-        })
+        Some(self.outboxed(entry, None, ops))
     }
 
     /// Withdraw the ack of the group `key`: it repeats again. Whether it was acked.
@@ -422,6 +406,26 @@ impl Notifier {
             None => Op::DeleteEscalation { tenant: tenant.clone(), group: key.to_string() },
         });
         acks.chain(escalations).collect()
+    }
+
+    /// The group `key`'s receiver, group labels and firing alerts; `None` if it has none.
+    fn firing_of(&self, key: &str, now: DateTime<Utc>) -> Option<(String, alert::LabelSet, Vec<AlertRecord>)> {
+        let (receiver, options, members) = {
+            let routing = self.routing();
+            let group = routing.groups.get(key)?;
+            (group.receiver.clone(), group.options.clone(), group.alerts.iter().copied().collect::<Vec<_>>())
+        };
+        let records: Vec<AlertRecord> =
+            self.state.records(members).into_iter().map(|(_, r)| r).filter(|r| r.status_at(now) == Status::Firing).collect();
+        let labels = options.group_by.group_labels(&records.first()?.labels);
+        Some((receiver, labels, records))
+    }
+
+    /// A job for `entry`, and its outbox write added to `ops`.
+    fn outboxed(&self, entry: OutboxEntry, redecide: Option<Redecide>, ops: &mut Vec<Op>) -> Job {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: Box::new(entry.clone()) });
+        Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone(), templates: self.templates.clone(), redecide }
     }
 
     fn redecide(&self) -> Redecide {
@@ -498,16 +502,7 @@ impl Notifier {
                     }
                     let entry = OutboxEntry { receiver: flush.receiver.clone(), notification, decided_at: now };
                     // Same batch as the log entry: after a crash, either both are there or neither is.
-                    let id = uuid::Uuid::new_v4().simple().to_string();
-                    ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: Box::new(entry.clone()) });
-                    jobs.push(Job {
-                        tenant: self.tenant.clone(),
-                        id,
-                        entry,
-                        channels: self.channels.clone(),
-                        templates: self.templates.clone(),
-                        redecide: Some(self.redecide()),
-                    });
+                    jobs.push(self.outboxed(entry, Some(self.redecide()), &mut ops));
                 }
                 FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
@@ -544,15 +539,7 @@ impl Notifier {
             tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, "escalation step passed over: outside its time intervals");
             return Vec::new();
         }
-        let (options, members) = {
-            let routing = self.routing();
-            let Some(group) = routing.groups.get(&due.key) else { return Vec::new() };
-            (group.options.clone(), group.alerts.iter().copied().collect::<Vec<_>>())
-        };
-        let records: Vec<AlertRecord> =
-            self.state.records(members).into_iter().map(|(_, r)| r).filter(|r| r.status_at(now) == Status::Firing).collect();
-        let Some(first) = records.first() else { return Vec::new() };
-        let labels = options.group_by.group_labels(&first.labels);
+        let Some((_, labels, records)) = self.firing_of(&due.key, now) else { return Vec::new() };
         self.audit.record(&self.tenant, "escalation.step", "belfry", fields(false));
         let level = due.level.to_string();
         let metric =
@@ -567,16 +554,7 @@ impl Notifier {
                 notification.ack_url = Some(links.link(&self.external_url, &self.tenant, &due.key, now));
             }
             let entry = OutboxEntry { receiver: receiver.clone(), notification, decided_at: now };
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: Box::new(entry.clone()) });
-            jobs.push(Job {
-                tenant: self.tenant.clone(),
-                id,
-                entry,
-                channels: self.channels.clone(),
-                templates: self.templates.clone(),
-                redecide: None,
-            });
+            jobs.push(self.outboxed(entry, None, ops));
         }
         jobs
     }
