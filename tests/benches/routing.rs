@@ -35,7 +35,7 @@ fn route_evaluations() {
         defaults: RouteOptions::default(),
         receivers: ["payments-oncall", "payments-chat", "payments-db"].iter().map(|s| s.to_string()).collect(),
         time_intervals: HashSet::from(["weekend".to_string()]),
-        escalation_policies: HashSet::new(),
+        escalation_policies: HashSet::from(["payments-critical".to_string()]),
         script: script.map(Into::into),
     };
     let common = [("cluster", "eu-1"), ("instance", "10.0.0.7:9100"), ("job", "node")];
