@@ -26,6 +26,7 @@
 
 pub mod ack;
 pub mod alert;
+pub mod alloc;
 pub mod api;
 pub mod audit;
 pub mod cli;

@@ -4,6 +4,7 @@
 // The same allocator as the real binary, so benchmarks measure what ships.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+belfry::tune_allocator!();
 
 fn main() -> std::process::ExitCode {
     belfry::cli::main()
