@@ -37,6 +37,8 @@ unsafe extern "C" {
 #[macro_export]
 macro_rules! tune_allocator {
     () => {
+        // ELF's constructor section (Linux); elsewhere mimalloc keeps its defaults.
+        #[cfg(target_os = "linux")]
         #[used]
         #[unsafe(link_section = ".init_array")]
         static TUNE_ALLOCATOR: extern "C" fn() = $crate::alloc::tune;
