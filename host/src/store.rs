@@ -305,52 +305,71 @@ impl Store for RedbStore {
         use redb::{ReadableDatabase, ReadableTable};
         let fail = |e: &dyn std::fmt::Display| self.error(e.to_string());
         let txn = self.db.begin_read().map_err(|e| fail(&e))?;
-        // Tables first, then the journal on top, in order: the latest write of each key wins.
-        let mut records: HashMap<(Table, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
-        for (table, def) in Table::ALL {
-            for entry in txn.open_table(def).map_err(|e| fail(&e))?.iter().map_err(|e| fail(&e))? {
-                let (k, v) = entry.map_err(|e| fail(&e))?;
-                records.insert((table, k.value().to_vec()), Some(v.value().to_vec()));
-            }
-        }
+        // The journal (a few thousand records at most since the last checkpoint) overrides the
+        // tables, in order: the latest write of each key wins. Reading it first lets the tables
+        // stream straight into the snapshot, instead of every record being copied into a map
+        // first (that doubled the memory of a start, and fragmented it: docs/BENCHMARKS.md).
+        let mut journal: HashMap<(Table, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
         for entry in txn.open_table(JOURNAL).map_err(|e| fail(&e))?.iter().map_err(|e| fail(&e))? {
             let (_, v) = entry.map_err(|e| fail(&e))?;
             let entries: Vec<Entry> = postcard::from_bytes(v.value()).map_err(|e| fail(&e))?;
             for e in entries {
-                records.insert((e.table, e.key), e.value);
+                journal.insert((e.table, e.key), e.value);
             }
         }
         let mut snapshot = Snapshot::default();
-        for ((table, k), v) in records {
-            let Some(v) = v else { continue };
-            let (tenant, id) = split_key(&k).ok_or_else(|| self.error("a malformed key".into()))?;
-            match table {
-                Table::Alerts => snapshot.alerts.push((tenant, EncodedAlert(v))),
-                Table::Silences => snapshot.silences.push((tenant, postcard::from_bytes(&v).map_err(|e| fail(&e))?)),
-                Table::NotifyLog => {
-                    let group = String::from_utf8_lossy(id).into_owned();
-                    snapshot.notify_log.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
-                }
-                Table::Outbox => {
-                    let id = String::from_utf8_lossy(id).into_owned();
-                    match postcard::from_bytes(&v) {
-                        Ok(entry) => snapshot.outbox.push((tenant, id, entry)),
-                        // One undecodable notification (say, from an incompatible version) must not stop the start.
-                        Err(e) => tracing::error!(tenant = %tenant, id = %id, error = %e, "skipping an undecodable outbox entry"),
-                    }
-                }
-                Table::Acks => {
-                    let group = String::from_utf8_lossy(id).into_owned();
-                    snapshot.acks.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
-                }
-                Table::Meta => snapshot.meta.push((String::from_utf8_lossy(id).into_owned(), v)),
-                Table::Escalations => {
-                    let group = String::from_utf8_lossy(id).into_owned();
-                    snapshot.escalations.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+        let mut probe = (Table::Alerts, Vec::new());
+        for (table, def) in Table::ALL {
+            for entry in txn.open_table(def).map_err(|e| fail(&e))?.iter().map_err(|e| fail(&e))? {
+                let (k, v) = entry.map_err(|e| fail(&e))?;
+                probe.0 = table;
+                probe.1.clear();
+                probe.1.extend_from_slice(k.value());
+                if !journal.contains_key(&probe) {
+                    self.add(&mut snapshot, table, k.value(), v.value().to_vec())?;
                 }
             }
         }
+        for ((table, k), v) in journal {
+            if let Some(v) = v {
+                self.add(&mut snapshot, table, &k, v)?;
+            }
+        }
         Ok(snapshot)
+    }
+}
+
+impl RedbStore {
+    /// Decode one stored record into the snapshot.
+    fn add(&self, snapshot: &mut Snapshot, table: Table, k: &[u8], v: Vec<u8>) -> Result<(), StoreError> {
+        let fail = |e: &dyn std::fmt::Display| self.error(e.to_string());
+        let (tenant, id) = split_key(k).ok_or_else(|| self.error("a malformed key".into()))?;
+        match table {
+            Table::Alerts => snapshot.alerts.push((tenant, EncodedAlert(v))),
+            Table::Silences => snapshot.silences.push((tenant, postcard::from_bytes(&v).map_err(|e| fail(&e))?)),
+            Table::NotifyLog => {
+                let group = String::from_utf8_lossy(id).into_owned();
+                snapshot.notify_log.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+            }
+            Table::Outbox => {
+                let id = String::from_utf8_lossy(id).into_owned();
+                match postcard::from_bytes(&v) {
+                    Ok(entry) => snapshot.outbox.push((tenant, id, entry)),
+                    // One undecodable notification (say, from an incompatible version) must not stop the start.
+                    Err(e) => tracing::error!(tenant = %tenant, id = %id, error = %e, "skipping an undecodable outbox entry"),
+                }
+            }
+            Table::Acks => {
+                let group = String::from_utf8_lossy(id).into_owned();
+                snapshot.acks.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+            }
+            Table::Meta => snapshot.meta.push((String::from_utf8_lossy(id).into_owned(), v)),
+            Table::Escalations => {
+                let group = String::from_utf8_lossy(id).into_owned();
+                snapshot.escalations.push((tenant, group, postcard::from_bytes(&v).map_err(|e| fail(&e))?));
+            }
+        }
+        Ok(())
     }
 }
 
