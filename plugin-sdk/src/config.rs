@@ -111,6 +111,33 @@ impl Config {
         }
     }
 
+    /// An optional absolute `http://` or `https://` URL, `default` when absent (an API base a
+    /// test points at a stand-in).
+    pub fn url_or(&mut self, name: &str, default: &str, description: &str) -> String {
+        let value = match self.declare(name, FieldKind::Url, false, false, description) {
+            None => return default.to_string(),
+            Some(ConfigValue::Text(s)) => s,
+            Some(_) => {
+                self.wrong_type(name, "a URL string");
+                return default.to_string();
+            }
+        };
+        if let Err(why) = check_url(&value) {
+            self.error(name, format!("`{value}` is not a valid URL: {why}"));
+        }
+        value
+    }
+
+    /// An optional secret holding an absolute http(s) URL (a webhook URL is its own
+    /// credential); `None` when absent or empty. The error never shows the value.
+    pub fn secret_url(&mut self, name: &str, description: &str) -> Option<String> {
+        let value = self.secret(name, description).filter(|v| !v.is_empty())?;
+        if let Err(why) = check_url(&value) {
+            self.error(name, format!("must be an http(s) URL: {why}"));
+        }
+        Some(value)
+    }
+
     /// An optional whole number, `default` when absent; must lie in `range`.
     pub fn integer_or(&mut self, name: &str, default: i64, range: std::ops::RangeInclusive<i64>, description: &str) -> i64 {
         match self.declare(name, FieldKind::Integer, false, false, description) {
@@ -203,6 +230,21 @@ mod tests {
         assert!(errors[0].message.contains("http://"));
         assert!(errors[2].message.contains("missing"));
         assert!(errors[3].message.contains("unknown field"));
+    }
+
+    #[test]
+    fn optional_urls_default_and_secret_urls_never_show_their_value() {
+        let mut c = cfg(&[("hook", ConfigValue::Text("hooks.example.com/T0/s3cret-path".into()))]);
+        assert_eq!(c.url_or("api_url", "https://api.example.com", ""), "https://api.example.com");
+        assert_eq!(c.secret_url("hook", "").as_deref(), Some("hooks.example.com/T0/s3cret-path"));
+        assert_eq!(c.secret_url("absent", ""), None);
+        let errors = c.finish().unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "hook");
+        assert!(errors[0].message.contains("http(s)") && !errors[0].message.contains("s3cret"), "{}", errors[0].message);
+        let mut c = cfg(&[("api_url", ConfigValue::Text("ftp://x".into()))]);
+        c.url_or("api_url", "https://api.example.com", "");
+        assert_eq!(c.finish().unwrap_err()[0].field, "api_url");
     }
 
     #[test]

@@ -207,6 +207,19 @@ pub enum Urgency {
     Info,
 }
 
+impl Urgency {
+    /// A colour for it, `#RRGGBB`: green when resolved; red, amber or blue by severity (Slack's
+    /// palette, which the email channel shares).
+    pub fn colour(self) -> &'static str {
+        match self {
+            Urgency::Resolved => "#2EB67D",
+            Urgency::Critical => "#E01E5A",
+            Urgency::Warning => "#ECB22E",
+            Urgency::Info => "#36C5F0",
+        }
+    }
+}
+
 /// The notification's [`Urgency`], from its status and its alerts' common `severity` label.
 pub fn urgency(n: &Notification) -> Urgency {
     if n.status == AlertStatus::Resolved {

@@ -28,11 +28,9 @@ impl Plugin for Discord {
     const DESCRIPTION: &'static str = "Discord messages with embeds, by webhook";
 
     fn config(c: &mut Config) -> Target {
-        let url = c.secret("webhook_url", "Webhook URL (https://discord.com/api/webhooks/<id>/<token>)").unwrap_or_default();
+        let url = c.secret_url("webhook_url", "Webhook URL (https://discord.com/api/webhooks/<id>/<token>)").unwrap_or_default();
         if url.is_empty() {
             c.error("webhook_url", "required: the channel's webhook URL (Server settings → Integrations → Webhooks)");
-        } else if !(url.starts_with("https://") || url.starts_with("http://")) {
-            c.error("webhook_url", "must be an http(s) URL");
         }
         let username = c.optional_text("username", "The name the messages are posted under (default: the webhook's)");
         Target { url, username }

@@ -2,7 +2,7 @@
 
 use belfry_plugin_sdk::mail::{self, escape_html, is_address};
 use belfry_plugin_sdk::{
-    Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, Urgency, export_plugin, pair, title, truncate,
+    Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, pair, title, truncate,
 };
 
 struct Email;
@@ -88,7 +88,11 @@ fn text(n: &Notification) -> String {
 /// style sheets).
 fn html(n: &Notification, subject: &str) -> String {
     let mut out = String::from("<!DOCTYPE html>\n<html><body style=\"font-family:sans-serif;color:#222\">\n");
-    out.push_str(&format!("<h2 style=\"background:{};color:#fff;padding:8px 12px;margin:0\">{}</h2>\n", colour(n), escape_html(subject)));
+    out.push_str(&format!(
+        "<h2 style=\"background:{};color:#fff;padding:8px 12px;margin:0\">{}</h2>\n",
+        belfry_plugin_sdk::urgency(n).colour(),
+        escape_html(subject)
+    ));
     if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
         let body = truncate(body, MAX_TEXT);
         out.push_str(&format!("<p style=\"white-space:pre-wrap\">{}</p>\n", escape_html(&body)));
@@ -159,14 +163,4 @@ fn status(s: AlertStatus) -> &'static str {
 /// Only http(s) links become anchors: a `javascript:` URL in an annotation stays text.
 fn is_web_link(url: &str) -> bool {
     url.starts_with("https://") || url.starts_with("http://")
-}
-
-/// Green when resolved, red, amber or blue by severity when firing.
-fn colour(n: &Notification) -> &'static str {
-    match belfry_plugin_sdk::urgency(n) {
-        Urgency::Resolved => "#2EB67D",
-        Urgency::Critical => "#E01E5A",
-        Urgency::Warning => "#ECB22E",
-        Urgency::Info => "#36C5F0",
-    }
 }

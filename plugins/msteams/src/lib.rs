@@ -18,12 +18,10 @@ impl Plugin for Teams {
 
     fn config(c: &mut Config) -> String {
         let url = c
-            .secret("webhook_url", "The Workflows webhook URL (\"Post to a channel when a webhook request is received\")")
+            .secret_url("webhook_url", "The Workflows webhook URL (\"Post to a channel when a webhook request is received\")")
             .unwrap_or_default();
         if url.is_empty() {
             c.error("webhook_url", "required: create a Workflows webhook for the channel and paste its URL");
-        } else if !(url.starts_with("https://") || url.starts_with("http://")) {
-            c.error("webhook_url", "must be an http(s) URL");
         }
         url
     }

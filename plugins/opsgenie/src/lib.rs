@@ -27,11 +27,9 @@ impl Plugin for Opsgenie {
 
     fn config(c: &mut Config) -> Target {
         let api_key = c.required_secret("api_key", "An API integration's key (GenieKey)");
-        let api_url = c.optional_text("api_url", "API base: https://api.opsgenie.com (default) or https://api.eu.opsgenie.com");
-        let api_url = api_url.unwrap_or_else(|| "https://api.opsgenie.com".into()).trim_end_matches('/').to_string();
-        if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
-            c.error("api_url", "must be an http(s) URL");
-        }
+        let api_url =
+            c.url_or("api_url", "https://api.opsgenie.com", "API base: https://api.opsgenie.com (default) or https://api.eu.opsgenie.com");
+        let api_url = api_url.trim_end_matches('/').to_string();
         let mut responders = Vec::new();
         for r in c.text_list("responders", "Who is notified: team:<name>, user:<email>, escalation:<name>, schedule:<name>") {
             match r.split_once(':') {

@@ -29,11 +29,11 @@ impl Plugin for PagerDuty {
         if !routing_key.is_empty() && (routing_key.len() != 32 || !routing_key.chars().all(|ch| ch.is_ascii_alphanumeric())) {
             c.error("routing_key", "an Events API v2 integration key is 32 letters and digits");
         }
-        let url = c.optional_text("url", "Events API endpoint (default https://events.pagerduty.com/v2/enqueue)");
-        let url = url.unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            c.error("url", "must be an http(s) URL");
-        }
+        let url = c.url_or(
+            "url",
+            "https://events.pagerduty.com/v2/enqueue",
+            "Events API endpoint (default https://events.pagerduty.com/v2/enqueue)",
+        );
         let source = c.optional_text("source", "The incident's source (default: the `instance` label, else `belfry`)");
         Target { routing_key, url, source }
     }

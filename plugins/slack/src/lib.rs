@@ -1,6 +1,6 @@
 //! The Slack channel: an incoming webhook or `chat.postMessage` with a bot token; Block Kit with the severity's colour, the alerts as sections, their labels as fields and link buttons; within Slack's limits.
 
-use belfry_plugin_sdk::{Config, DeliveryError, DeliveryReport, Notification, Plugin, Urgency, export_plugin, http, pair, truncate};
+use belfry_plugin_sdk::{Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
 use serde_json::{Value, json};
 
 struct Slack;
@@ -30,23 +30,17 @@ impl Plugin for Slack {
     const DESCRIPTION: &'static str = "Slack messages with Block Kit, by incoming webhook or chat.postMessage";
 
     fn config(c: &mut Config) -> Target {
-        let webhook = c.secret("webhook_url", "Incoming webhook URL (https://hooks.slack.com/services/...)");
+        let webhook = c.secret_url("webhook_url", "Incoming webhook URL (https://hooks.slack.com/services/...)");
         let token = c.secret("token", "Bot token (xoxb-...) for chat.postMessage");
         let channel = c.optional_text("channel", "Channel for chat.postMessage (#alerts or C0123...)");
-        let api_url = c.optional_text("api_url", "Slack's API base URL (default https://slack.com/api)");
+        let api_url = c.url_or("api_url", "https://slack.com/api", "Slack's API base URL (default https://slack.com/api)");
         match (webhook, token, channel) {
-            (Some(url), None, None) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    c.error("webhook_url", "must be an http(s) URL, e.g. https://hooks.slack.com/services/T000/B000/XXXX");
-                }
-                Target::Webhook(url)
-            }
+            (Some(url), None, None) => Target::Webhook(url),
             (None, Some(token), Some(channel)) => {
                 if !token.starts_with("xox") {
                     c.error("token", "a Slack bot token starts with `xoxb-`");
                 }
-                let api_url = api_url.unwrap_or_else(|| "https://slack.com/api".into()).trim_end_matches('/').to_string();
-                Target::Api { token, channel, api_url }
+                Target::Api { token, channel, api_url: api_url.trim_end_matches('/').to_string() }
             }
             (None, Some(_), None) => {
                 c.error("channel", "chat.postMessage needs a channel");
@@ -149,18 +143,8 @@ fn message(n: &Notification) -> Value {
     }
     json!({
         "text": truncate(&title, MAX_TEXT),
-        "attachments": [{"color": colour(n), "blocks": blocks}],
+        "attachments": [{"color": belfry_plugin_sdk::urgency(n).colour(), "blocks": blocks}],
     })
-}
-
-/// Slack's palette: green when resolved, red, amber or blue by severity when firing.
-fn colour(n: &Notification) -> &'static str {
-    match belfry_plugin_sdk::urgency(n) {
-        Urgency::Resolved => "#2EB67D",
-        Urgency::Critical => "#E01E5A",
-        Urgency::Warning => "#ECB22E",
-        Urgency::Info => "#36C5F0",
-    }
 }
 
 fn section(text: &str) -> Value {

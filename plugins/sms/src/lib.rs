@@ -51,8 +51,8 @@ impl Plugin for Sms {
                 c.error("to", format!("`{number}` is not an E.164 number (+ and up to 15 digits, e.g. +33612345678)"));
             }
         }
-        let api_url = c.optional_text("api_url", "Twilio's API base (default https://api.twilio.com)");
-        let api_url = api_url.unwrap_or_else(|| "https://api.twilio.com".into()).trim_end_matches('/').to_string();
+        let api_url = c.url_or("api_url", "https://api.twilio.com", "Twilio's API base (default https://api.twilio.com)");
+        let api_url = api_url.trim_end_matches('/').to_string();
         Target { account_sid, auth_token, from, to, api_url }
     }
 

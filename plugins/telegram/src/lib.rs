@@ -31,8 +31,8 @@ impl Plugin for Telegram {
         if !chat_id.is_empty() && !(chat_id.starts_with('@') || chat_id.trim_start_matches('-').chars().all(|ch| ch.is_ascii_digit())) {
             c.error("chat_id", "a numeric chat id or an @channelname");
         }
-        let api_url = c.optional_text("api_url", "The Bot API base URL (default https://api.telegram.org)");
-        let api_url = api_url.unwrap_or_else(|| "https://api.telegram.org".into()).trim_end_matches('/').to_string();
+        let api_url = c.url_or("api_url", "https://api.telegram.org", "The Bot API base URL (default https://api.telegram.org)");
+        let api_url = api_url.trim_end_matches('/').to_string();
         Target { token, chat_id, api_url }
     }
 
