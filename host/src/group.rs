@@ -536,9 +536,7 @@ impl Groups {
         if let Some(ack) = self.acks.get(key)
             && !firing.iter().all(|fp| ack.covers.binary_search(fp).is_ok())
         {
-            let key = group.key.clone();
-            self.acks.remove(&key);
-            self.ack_changes.push((key, None));
+            self.clear_ack(key);
         }
         let acked = self.acks.contains_key(key);
         let group = self.groups.get_mut(key).expect("checked above");

@@ -312,14 +312,7 @@ impl Store for RedbStore {
         // tables, in order: the latest write of each key wins. Reading it first lets the tables
         // stream straight into the snapshot, instead of every record being copied into a map
         // first (that doubled the memory of a start, and fragmented it: docs/BENCHMARKS.md).
-        let mut journal: HashMap<(Table, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
-        for entry in txn.open_table(JOURNAL).map_err(|e| fail(&e))?.iter().map_err(|e| fail(&e))? {
-            let (_, v) = entry.map_err(|e| fail(&e))?;
-            let entries: Vec<Entry> = postcard::from_bytes(v.value()).map_err(|e| fail(&e))?;
-            for e in entries {
-                journal.insert((e.table, e.key), e.value);
-            }
-        }
+        let journal = journal_records(&txn.open_table(JOURNAL).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
         let mut snapshot = Snapshot::default();
         let mut probe = (Table::Alerts, Vec::new());
         for (table, def) in Table::ALL {
@@ -376,34 +369,52 @@ impl RedbStore {
     }
 }
 
-/// Apply every journal entry, oldest first, to the tables and empty the journal, in one
-/// transaction.
+/// The latest write of each key, by table, as journal entries record them.
+type Records = HashMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+/// The journal's entries, oldest first, folded into the latest write of each key.
+fn journal_records(journal: &impl redb::ReadableTable<u64, &'static [u8]>) -> Result<Records, String> {
+    let mut records = Records::new();
+    for entry in journal.iter().map_err(|e| e.to_string())? {
+        let (_, v) = entry.map_err(|e| e.to_string())?;
+        let entries: Vec<Entry> = postcard::from_bytes(v.value()).map_err(|e| e.to_string())?;
+        for e in entries {
+            records.insert((e.table, e.key), e.value);
+        }
+    }
+    Ok(records)
+}
+
+/// Put (or, for `None`, remove) each record in its table.
+fn write_records(txn: &redb::WriteTransaction, records: &Records) -> Result<(), String> {
+    let mut tables = Vec::with_capacity(Table::ALL.len());
+    for (table, def) in Table::ALL {
+        tables.push((table, txn.open_table(def).map_err(|e| e.to_string())?));
+    }
+    // Sorted keys: neighbouring records share pages, so each page is copied once.
+    let mut keys: Vec<&(Table, Vec<u8>)> = records.keys().collect();
+    keys.sort();
+    for k in keys {
+        let (_, table) = tables.iter_mut().find(|(t, _)| *t == k.0).expect("every table is open");
+        match &records[k] {
+            Some(v) => table.insert(k.1.as_slice(), v.as_slice()).map(|_| ()),
+            None => table.remove(k.1.as_slice()).map(|_| ()),
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Apply every journal entry to the tables and empty the journal, in one transaction.
 fn fold_journal(db: &redb::Database) -> Result<(), String> {
-    use redb::ReadableTable;
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         let mut journal = txn.open_table(JOURNAL).map_err(|e| e.to_string())?;
-        let mut latest: HashMap<(Table, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
-        for entry in journal.iter().map_err(|e| e.to_string())? {
-            let (_, v) = entry.map_err(|e| e.to_string())?;
-            let entries: Vec<Entry> = postcard::from_bytes(v.value()).map_err(|e| e.to_string())?;
-            for e in entries {
-                latest.insert((e.table, e.key), e.value);
-            }
-        }
-        if latest.is_empty() {
+        let records = journal_records(&journal)?;
+        if records.is_empty() {
             return Ok(());
         }
-        for (table, def) in Table::ALL {
-            let mut t = txn.open_table(def).map_err(|e| e.to_string())?;
-            for ((_, k), v) in latest.iter().filter(|((t, _), _)| *t == table) {
-                match v {
-                    Some(v) => t.insert(k.as_slice(), v.as_slice()).map(|_| ()),
-                    None => t.remove(k.as_slice()).map(|_| ()),
-                }
-                .map_err(|e| e.to_string())?;
-            }
-        }
+        write_records(&txn, &records)?;
         journal.retain(|_, _| false).map_err(|e| e.to_string())?;
     }
     txn.commit().map_err(|e| e.to_string())
@@ -430,7 +441,7 @@ struct Writer<'a> {
     /// Next journal sequence number.
     next_seq: u64,
     /// Journal entries not yet checkpointed, latest value per key.
-    pending: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    pending: Records,
     checkpoints: Checkpoints,
 }
 
@@ -515,25 +526,8 @@ impl<'a> Writer<'a> {
 
     fn checkpoint(&mut self) -> Result<(), String> {
         let txn = self.db.begin_write().map_err(|e| e.to_string())?;
-        {
-            let mut tables = Vec::with_capacity(Table::ALL.len());
-            for (table, def) in Table::ALL {
-                tables.push((table, txn.open_table(def).map_err(|e| e.to_string())?));
-            }
-            // Sorted keys: neighbouring records share pages, so each page is copied once.
-            let mut keys: Vec<&(Table, Vec<u8>)> = self.pending.keys().collect();
-            keys.sort();
-            for k in keys {
-                let (_, table) = tables.iter_mut().find(|(t, _)| *t == k.0).expect("every table is open");
-                match &self.pending[k] {
-                    Some(v) => table.insert(k.1.as_slice(), v.as_slice()).map(|_| ()),
-                    None => table.remove(k.1.as_slice()).map(|_| ()),
-                }
-                .map_err(|e| e.to_string())?;
-            }
-            let mut journal = txn.open_table(JOURNAL).map_err(|e| e.to_string())?;
-            journal.retain(|seq, _| seq >= self.next_seq).map_err(|e| e.to_string())?;
-        }
+        write_records(&txn, &self.pending)?;
+        txn.open_table(JOURNAL).map_err(|e| e.to_string())?.retain(|seq, _| seq >= self.next_seq).map_err(|e| e.to_string())?;
         txn.commit().map_err(|e| e.to_string())
     }
 }
