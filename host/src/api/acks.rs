@@ -86,7 +86,7 @@ pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, conf
     };
     let notifier = &tenant.notifier;
     if !confirm {
-        if let Some((_, ack)) = notifier.acks().into_iter().find(|(k, _)| *k == key) {
+        if let Some(ack) = notifier.ack_of(&key) {
             let text = format!("{key}\n\nwas acknowledged by {} at {}.", ack.by, format_time(ack.at));
             return page(StatusCode::OK, "Already acknowledged", &text, None);
         }

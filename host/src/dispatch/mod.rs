@@ -379,6 +379,11 @@ impl Notifier {
         Ok(removed)
     }
 
+    /// The ack of the group `key`, if it is acknowledged.
+    pub fn ack_of(&self, key: &str) -> Option<Ack> {
+        self.routing().groups.ack_of(key).cloned()
+    }
+
     /// The tenant's acknowledged groups, by key.
     pub fn acks(&self) -> Vec<(String, Ack)> {
         let mut acks: Vec<(String, Ack)> = self.routing().groups.acks().map(|(k, a)| (k.to_string(), a.clone())).collect();
