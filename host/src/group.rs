@@ -33,6 +33,10 @@ pub struct NotifyEntry {
 /// reloads, so it doubles as the dedup key channels collapse repeats with.
 pub type GroupKey = Arc<str>;
 
+/// The groups one alert is in: one unless its routes `continue`, so the first is kept inline
+/// (a `Vec` cost an allocation per held alert).
+type GroupKeys = smallvec::SmallVec<[GroupKey; 1]>;
+
 /// The key of the group `receiver` forms from `group_by` and `labels`.
 pub fn group_key(receiver: &str, group_by: &[String], labels: &LabelSet) -> String {
     format!("{receiver}/{}:{}", group_by.join(","), alert::format_label_set(labels))
@@ -102,7 +106,7 @@ pub enum FlushOutcome {
 pub struct Groups {
     groups: HashMap<GroupKey, Group>,
     /// Which groups each alert is in.
-    members: HashMap<Fingerprint, Vec<GroupKey>>,
+    members: HashMap<Fingerprint, GroupKeys>,
     /// `(when, group)`, earliest first.
     schedule: BTreeSet<(DateTime<Utc>, GroupKey)>,
     /// The notification log, by group key; it outlives groups across restarts and reloads.
@@ -136,7 +140,7 @@ pub struct DueEscalation {
 }
 
 /// What groups remember across restarts and reloads: the notification log and the acks.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct History {
     /// The notification log.
     pub log: HashMap<GroupKey, NotifyEntry>,
@@ -167,6 +171,11 @@ impl Groups {
         let mut groups = Groups::default();
         groups.set_history(history);
         groups
+    }
+
+    /// A copy of the log, the acks and the escalations.
+    pub fn history(&self) -> History {
+        History { log: self.log.clone(), acks: self.acks.clone(), escalations: self.escalations.clone() }
     }
 
     /// Take the log, the acks and the escalations (to carry them into rebuilt groups).
@@ -385,17 +394,23 @@ impl Groups {
     /// Put a routed alert into the groups of its routes; a new group flushes after
     /// `group_wait` (at once if the alert started more than `group_wait` ago, as Alertmanager
     /// does), an existing one at its next `group_interval` boundary.
+    ///
+    /// A group rebuilt after a restart (or a reload that regroups) is not new: its notification
+    /// log entry says when it last notified, and it keeps that cadence, so a restart neither
+    /// notifies early nor sends every changed group at once (Alertmanager starts each group
+    /// over, and notifies after `group_wait`).
     pub fn insert(&mut self, fp: Fingerprint, labels: &LabelSet, starts_at: DateTime<Utc>, routes: &[RouteTo], now: DateTime<Utc>) {
         for route in routes {
             let group_labels = route.options.group_by.group_labels(labels);
             let key: GroupKey = Arc::from(group_key(&route.receiver, &route.options.group_by.names(), &group_labels));
+            let log = &self.log;
             let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
                 key: key.clone(),
                 receiver: route.receiver.clone(),
                 options: route.options.clone(),
                 alerts: BTreeSet::new(),
                 created: now,
-                flushed_at: None,
+                flushed_at: log.get(&key).map(|entry| entry.at),
                 due: None,
             });
             if !group.alerts.insert(fp) {
@@ -651,7 +666,7 @@ fn span(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-fn unlink(members: &mut HashMap<Fingerprint, Vec<GroupKey>>, fp: Fingerprint, key: &str) {
+fn unlink(members: &mut HashMap<Fingerprint, GroupKeys>, fp: Fingerprint, key: &str) {
     if let Some(keys) = members.get_mut(&fp) {
         keys.retain(|k| &**k != key);
         if keys.is_empty() {
@@ -881,6 +896,25 @@ mod tests {
         assert!(restarted.tick(t("10:05:00")).is_empty(), "already notified before the restart");
         restarted.post(record("Down", "b", "10:05:00", "12:00:00"), t("10:06:00"));
         assert_eq!(restarted.tick(t("10:06:00")), [["a+", "b+"]]);
+    }
+
+    #[test]
+    fn a_group_rebuilt_after_a_restart_keeps_its_group_interval() {
+        let mut b = Bench::new(route(&[], 0, 300, 3600));
+        b.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+"]]);
+        let mut restarted = Bench::new(b.route.clone());
+        restarted.groups = Groups::with_history(b.groups.take_history());
+        // Restored, and a new alert joins, a minute after the last notification.
+        restarted.post(record("Down", "a", "10:00:00", "12:00:00"), t("10:01:00"));
+        restarted.post(record("Down", "b", "10:01:00", "12:00:00"), t("10:01:00"));
+        assert!(restarted.tick(t("10:01:00")).is_empty(), "not a new group: group_wait does not apply");
+        assert!(restarted.tick(t("10:04:59")).is_empty());
+        assert_eq!(restarted.tick(t("10:05:00")), [["a+", "b+"]], "at the group_interval boundary, as without the restart");
+        // A group the log does not know is new: group_wait (0 s here) applies.
+        let mut fresh = Bench::new(b.route.clone());
+        fresh.post(record("Down", "b", "10:01:00", "12:00:00"), t("10:01:00"));
+        assert_eq!(fresh.tick(t("10:01:00")), [["b+"]]);
     }
 
     #[test]

@@ -238,6 +238,25 @@ async fn the_notification_log_survives_kill_9_so_nothing_is_sent_twice() {
     assert_eq!(names, [vec!["Once"], vec!["Marker"]], "Once was not repeated after the restart: {got:?}");
 }
 
+#[tokio::test]
+async fn a_group_that_notified_before_a_restart_waits_out_its_group_interval_after_it() {
+    let sink = HttpSink::start().await;
+    let script = r#"fn route(alert) { #{ receiver: "fallback", group_by: ["alertname"], group_interval: "1h" } }"#;
+    let daemon = Daemon::start_with_files(BIN, &config(&sink, "", ""), &[("route.rhai", script)]).expect("daemon starts");
+    post(&daemon, r#"[{"labels":{"alertname":"Disk","instance":"a"}}]"#).await;
+    wait_for_receiver(&sink, "fallback", 1).await;
+    // Disk gains an alert: it waits for the hour's end, restart or not.
+    post(&daemon, r#"[{"labels":{"alertname":"Disk","instance":"b"}}]"#).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the log entry is written after delivery
+    let daemon = daemon.kill_9_and_restart(BIN).expect("restarts");
+    // Marker is a new group: group_wait (0 s), and a bound on the wait below.
+    post(&daemon, r#"[{"labels":{"alertname":"Marker"}}]"#).await;
+    wait_for_receiver(&sink, "fallback", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let names: Vec<Vec<String>> = payloads(&sink, "fallback").iter().map(alertnames).collect();
+    assert_eq!(names, [vec!["Disk"], vec!["Marker"]], "Disk's new alert waits for its group_interval");
+}
+
 #[test]
 fn route_test_prints_the_routes_and_verifies_receivers() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/multi-tenant");

@@ -192,9 +192,16 @@ impl Notifier {
     /// router right after the swap, so each alert is routed exactly once.
     pub fn rebuild(&self, router: Arc<Router>, now: DateTime<Utc>) {
         let mut fresh = Routing { router, groups: Groups::default(), generation: 0 };
+        // The log tells the rebuilt groups when each last notified (`Groups::insert`); the
+        // latest history replaces this copy at the swap below.
+        fresh.groups.set_history(self.routing().groups.history());
         fresh.groups.set_policies(self.escalation_policies.clone());
-        for (fp, record) in self.state.records(self.state.fingerprints()) {
-            fresh.route_into_groups(fp, &record, now);
+        // A thousand records at a time: all of them at once (100K alerts at a start) would
+        // be a transient copy of the whole state.
+        for chunk in self.state.fingerprints().chunks(1000) {
+            for (fp, record) in self.state.records(chunk.iter().copied()) {
+                fresh.route_into_groups(fp, &record, now);
+            }
         }
         let orphaned = {
             let mut routing = self.routing();
