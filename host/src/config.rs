@@ -53,6 +53,9 @@ pub struct Config {
     /// The default tenant's escalation policies.
     #[serde(default)]
     pub escalation_policies: Vec<EscalationPolicyConfig>,
+    /// The default tenant's on-call schedules.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
     /// The default tenant's template language and time zone.
     #[serde(default)]
     pub templates: TemplateDefaults,
@@ -163,6 +166,9 @@ pub struct TenantConfig {
     /// Its escalation policies.
     #[serde(default)]
     pub escalation_policies: Vec<EscalationPolicyConfig>,
+    /// Its on-call schedules.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
     /// Its template language and time zone.
     #[serde(default)]
     pub templates: TemplateDefaults,
@@ -255,6 +261,8 @@ pub struct TenantView<'a> {
     pub time_intervals: &'a [TimeIntervalConfig],
     /// Escalation policies.
     pub escalation_policies: &'a [EscalationPolicyConfig],
+    /// On-call schedules.
+    pub schedules: &'a [ScheduleConfig],
     /// Template language and time zone.
     pub templates: &'a TemplateDefaults,
     /// Its limits: the top-level `[limits]` with the tenant's overrides.
@@ -878,6 +886,51 @@ pub struct EscalationPolicyConfig {
     pub steps: Vec<EscalationStepConfig>,
 }
 
+/// `[[schedules]]`: an on-call schedule, named by escalation steps (`notify_on_call`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique within the tenant.
+    pub name: String,
+    /// IANA time zone of its handoffs and overrides (default UTC).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Layers of rotations; later ones override earlier ones where they apply.
+    #[serde(default)]
+    pub rotations: Vec<RotationConfig>,
+    /// Someone else on call for a while, over every rotation.
+    #[serde(default)]
+    pub overrides: Vec<OverrideConfig>,
+}
+
+/// One rotation of a schedule.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// Receivers of the tenant, on call in turn.
+    pub receivers: Vec<String>,
+    /// The first handoff, a local time (`2026-11-02T09:00`).
+    pub start: String,
+    /// Each turn (`1d`, `7d`, `12h`); at least 1m.
+    #[serde(with = "humantime_serde")]
+    pub length: Duration,
+    /// The rotation applies only while one of these time intervals is active. None: always.
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
+}
+
+/// An override of a schedule.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    /// The receiver on call.
+    pub receiver: String,
+    /// From (local time).
+    pub start: String,
+    /// Until (local time, exclusive).
+    pub end: String,
+}
+
 /// One step of an escalation policy.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -886,7 +939,11 @@ pub struct EscalationStepConfig {
     #[serde(with = "humantime_serde")]
     pub wait: Duration,
     /// Receivers of the tenant to notify.
+    #[serde(default)]
     pub notify: Vec<String>,
+    /// Schedules whose on-call receiver to notify (`[[schedules]]`).
+    #[serde(default)]
+    pub notify_on_call: Vec<String>,
     /// The step notifies only while one of these time intervals is active (business hours);
     /// outside them it is passed over. None: always.
     #[serde(default)]
@@ -1081,6 +1138,7 @@ impl Config {
             inhibit_rules: &self.inhibit_rules,
             time_intervals: &self.time_intervals,
             escalation_policies: &self.escalation_policies,
+            schedules: &self.schedules,
             templates: &self.templates,
             limits: self.limits.clone(),
         });
@@ -1095,6 +1153,7 @@ impl Config {
                 inhibit_rules: &t.config.inhibit_rules,
                 time_intervals: &t.config.time_intervals,
                 escalation_policies: &t.config.escalation_policies,
+                schedules: &t.config.schedules,
                 templates: &t.config.templates,
                 limits: self.limits.with(&t.config.limits),
             }))
@@ -1276,14 +1335,54 @@ impl Config {
                     if step.wait < Duration::from_secs(1) {
                         push(tenant.file, key(format!("steps[{j}].wait")), "must be at least 1s".into());
                     }
-                    if step.notify.is_empty() {
-                        push(tenant.file, key(format!("steps[{j}].notify")), "name at least one receiver".into());
+                    if step.notify.is_empty() && step.notify_on_call.is_empty() {
+                        push(
+                            tenant.file,
+                            key(format!("steps[{j}].notify")),
+                            "name at least one receiver (or a schedule in notify_on_call)".into(),
+                        );
+                    }
+                    for name in step.notify_on_call.iter().filter(|n| !tenant.schedules.iter().any(|s| &s.name == *n)) {
+                        push(
+                            tenant.file,
+                            key(format!("steps[{j}].notify_on_call")),
+                            format!("no schedule is named `{name}`; add a [[schedules]] entry"),
+                        );
                     }
                     for name in step.notify.iter().filter(|n| !tenant.receivers.iter().any(|r| &r.name == *n)) {
                         push(tenant.file, key(format!("steps[{j}].notify")), format!("no receiver is named `{name}`"));
                     }
                     for name in step.active_time_intervals.iter().filter(|n| !tenant.time_intervals.iter().any(|t| &t.name == *n)) {
                         push(tenant.file, key(format!("steps[{j}].active_time_intervals")), format!("no time interval is named `{name}`"));
+                    }
+                }
+            }
+            for (i, schedule) in tenant.schedules.iter().enumerate() {
+                let key = |k: &str| format!("schedules[{i}].{k}");
+                if tenant.schedules[..i].iter().any(|o| o.name == schedule.name) {
+                    push(tenant.file, key("name"), format!("`{}` is defined twice", schedule.name));
+                }
+                if let Err(problems) = crate::oncall::Schedule::from_config(schedule) {
+                    for (k, message) in problems {
+                        push(tenant.file, key(&k), message);
+                    }
+                }
+                let receivers = schedule
+                    .rotations
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(j, r)| r.receivers.iter().map(move |n| (format!("rotations[{j}].receivers"), n)));
+                let overrides = schedule.overrides.iter().enumerate().map(|(j, o)| (format!("overrides[{j}].receiver"), &o.receiver));
+                for (k, name) in receivers.chain(overrides).filter(|(_, n)| !tenant.receivers.iter().any(|r| &r.name == *n)) {
+                    push(tenant.file, key(&k), format!("no receiver is named `{name}`"));
+                }
+                for (j, r) in schedule.rotations.iter().enumerate() {
+                    for name in r.active_time_intervals.iter().filter(|n| !tenant.time_intervals.iter().any(|t| &t.name == *n)) {
+                        push(
+                            tenant.file,
+                            key(&format!("rotations[{j}].active_time_intervals")),
+                            format!("no time interval is named `{name}`"),
+                        );
                     }
                 }
             }

@@ -37,6 +37,8 @@ pub struct Step {
     pub wait: Duration,
     /// Receivers to notify.
     pub notify: Vec<String>,
+    /// Schedules whose on-call receiver to notify (docs/ESCALATION.md).
+    pub notify_on_call: Vec<String>,
     /// Only while one of these is active (none: always).
     pub active_time_intervals: Vec<String>,
 }
@@ -52,7 +54,12 @@ pub fn policies(configs: &[EscalationPolicyConfig]) -> Policies {
             let steps = c
                 .steps
                 .iter()
-                .map(|s| Step { wait: s.wait, notify: s.notify.clone(), active_time_intervals: s.active_time_intervals.clone() })
+                .map(|s| Step {
+                    wait: s.wait,
+                    notify: s.notify.clone(),
+                    notify_on_call: s.notify_on_call.clone(),
+                    active_time_intervals: s.active_time_intervals.clone(),
+                })
                 .collect();
             (c.name.clone(), Policy { name: c.name.clone(), steps, repeat: c.repeat })
         })
@@ -116,7 +123,12 @@ mod tests {
     }
 
     fn policy(repeat: u32) -> Policy {
-        let step = |wait: u64, who: &str| Step { wait: Duration::from_secs(wait), notify: vec![who.into()], active_time_intervals: vec![] };
+        let step = |wait: u64, who: &str| Step {
+            wait: Duration::from_secs(wait),
+            notify: vec![who.into()],
+            notify_on_call: vec![],
+            active_time_intervals: vec![],
+        };
         Policy { name: "p".into(), steps: vec![step(300, "oncall"), step(600, "manager")], repeat }
     }
 

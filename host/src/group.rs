@@ -994,7 +994,12 @@ mod tests {
 
     fn escalating(b: &mut Bench) {
         use crate::escalate::{Policy, Step};
-        let step = |wait: u64, who: &str| Step { wait: Duration::from_secs(wait), notify: vec![who.into()], active_time_intervals: vec![] };
+        let step = |wait: u64, who: &str| Step {
+            wait: Duration::from_secs(wait),
+            notify: vec![who.into()],
+            notify_on_call: vec![],
+            active_time_intervals: vec![],
+        };
         let policy = Policy { name: "page".into(), steps: vec![step(300, "oncall"), step(600, "manager")], repeat: 0 };
         b.groups.set_policies(Arc::new([("page".to_string(), policy)].into_iter().collect()));
         let mut options = (*b.route.options).clone();

@@ -15,6 +15,8 @@
 //! - [`route`]: each tenant's Rhai routing script: receivers, grouping and timing per alert.
 //! - [`group`]: aggregation groups, their schedule and the notification log (dedup).
 //! - [`silence`], [`inhibit`], [`timeinterval`]: what mutes a notification.
+//! - [`ack`], [`escalate`], [`oncall`]: acknowledgements, escalation policies and the on-call
+//!   schedules their steps page.
 //! - [`dispatch`]: ties these together per tenant, then delivers: outbox, rate limit, retry,
 //!   circuit breaker, failover.
 //! - [`watch`]: reloads a tenant's routing script when its file changes.
@@ -38,6 +40,7 @@ pub mod ingest;
 pub mod inhibit;
 pub mod matcher;
 pub mod metrics;
+pub mod oncall;
 pub mod plugin;
 pub mod route;
 pub mod secrets;

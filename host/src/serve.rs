@@ -161,6 +161,7 @@ impl Daemon {
                 templates: Arc::new(templates),
                 ack_links: self.ack_links.clone(),
                 escalation_policies: Arc::new(crate::escalate::policies(view.escalation_policies)),
+                schedules: Arc::new(crate::oncall::schedules(view.schedules)),
             });
             let hashes = view.tokens.iter().filter_map(|t| parse_token_hash(t).ok()).collect();
             built.push(Built { notifier: notifier.clone(), router, outbox: Vec::new() });

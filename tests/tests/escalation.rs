@@ -60,6 +60,48 @@ async fn an_unacknowledged_group_escalates_level_by_level_even_across_a_kill_9()
     assert!(metrics.contains("belfry_escalations_total{tenant=\"default\",policy=\"page\",level=\"2\"} 1"), "{metrics}");
 }
 
+/// A schedule `primary` in UTC: a weekly rotation of `receivers` and the given overrides.
+fn schedule(receivers: &str, overrides: &str) -> String {
+    format!(
+        "[[schedules]]\nname = \"primary\"\nlocation = \"UTC\"\n\n[[schedules.rotations]]\nreceivers = {receivers}\nstart = \"2026-10-19T09:00\"\nlength = \"7d\"\n\n{overrides}"
+    )
+}
+
+#[tokio::test]
+async fn a_step_pages_whoever_the_schedule_has_on_call_and_the_api_tells_who_that_is() {
+    let sink = HttpSink::start().await;
+    // The rotation has `oncall`; an override puts `manager` on call for the hour around now.
+    let local = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let now = chrono::Utc::now();
+    let overrides = format!(
+        "[[schedules.overrides]]\nreceiver = \"manager\"\nstart = \"{}\"\nend = \"{}\"\n\n",
+        local(now - chrono::Duration::minutes(30)),
+        local(now + chrono::Duration::minutes(30))
+    );
+    let policy =
+        "[[escalation_policies]]\nname = \"page\"\n\n[[escalation_policies.steps]]\nwait = \"1s\"\nnotify_on_call = [\"primary\"]\n\n";
+    let daemon = Daemon::start(BIN, &config(&sink, &format!("{policy}{}", schedule("[\"oncall\"]", &overrides)))).expect("daemon starts");
+    let (status, _) = http_request("POST", &daemon.url("/api/v2/alerts"), r#"[{"labels":{"alertname":"DiskFull"}}]"#).await;
+    assert_eq!(status, 200);
+    wait_for_path(&sink, "/manager").await;
+    assert_eq!(paths(&sink), ["/chat", "/manager"], "the override, not the rotation, is paged");
+    let records = daemon.audit_until(|r| r.iter().any(|r| r["action"] == "escalation.step")).await;
+    let step = records.iter().find(|r| r["action"] == "escalation.step").unwrap();
+    assert_eq!(step["on_call"], serde_json::json!({"primary": "manager"}));
+
+    let (status, body) = http_request("GET", &daemon.url("/api/belfry/v1/oncall"), "").await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["onCall"], serde_json::json!([{"schedule": "primary", "receiver": "manager", "source": "overrides[0]"}]));
+    let (_, body) = http_request("GET", &daemon.url("/api/belfry/v1/oncall?at=2030-01-01T12:00:00Z"), "").await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["onCall"][0]["receiver"], "oncall");
+    assert_eq!(body["onCall"][0]["source"], "rotations[0]");
+    let (status, body) = http_request("GET", &daemon.url("/api/belfry/v1/oncall?at=tomorrow"), "").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("at: `tomorrow` is not an RFC 3339 time"), "{body}");
+}
+
 #[test]
 fn bad_policies_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -72,6 +114,22 @@ fn bad_policies_are_refused_by_name() {
             "escalation_policies[0].steps[0].notify: no receiver is named `nobody`",
         ),
         (&POLICY.replace("wait = \"2s\"", "wait = \"0s\""), "escalation_policies[0].steps[0].wait: must be at least 1s"),
+        (
+            &POLICY.replace("notify = [\"oncall\"]", "notify_on_call = [\"primary\"]"),
+            "escalation_policies[0].steps[0].notify_on_call: no schedule is named `primary`; add a [[schedules]] entry",
+        ),
+        (
+            &format!("{POLICY}{}", schedule("[\"oncall\", \"nobody\"]", "")),
+            "schedules[0].rotations[0].receivers: no receiver is named `nobody`",
+        ),
+        (
+            &format!("{POLICY}{}", schedule("[\"oncall\"]", "").replace("length = \"7d\"", "length = \"10s\"")),
+            "schedules[0].rotations[0].length: must be at least 1m",
+        ),
+        (
+            &format!("{POLICY}{}", schedule("[\"oncall\"]", "").replace("2026-10-19T09:00", "monday")),
+            "schedules[0].rotations[0].start: `monday` is not a local date and time",
+        ),
     ] {
         std::fs::write(dir.path().join("belfry.toml"), config(&sink, policy)).unwrap();
         let out = std::process::Command::new(BIN).args(["check", "--config"]).arg(dir.path()).output().unwrap();

@@ -49,7 +49,13 @@ async fn tenants_are_isolated_on_every_endpoint() {
         BIN,
         &main_config(""),
         &[
-            ("tenants/acme/tenant.toml", &tenant_toml("token-a", "acme-hook", &sink_a)),
+            (
+                "tenants/acme/tenant.toml",
+                &format!(
+                    "{}\n[[schedules]]\nname = \"acme-primary\"\n[[schedules.rotations]]\nreceivers = [\"acme-hook\"]\nstart = \"2026-01-01T00:00\"\nlength = \"1d\"\n",
+                    tenant_toml("token-a", "acme-hook", &sink_a)
+                ),
+            ),
             ("tenants/bolt/tenant.toml", &tenant_toml("token-b", "bolt-hook", &sink_b)),
         ],
     )
@@ -57,6 +63,9 @@ async fn tenants_are_isolated_on_every_endpoint() {
     let (ha, hb) = (bearer("token-a"), bearer("token-b"));
     let a = [(ha.0, ha.1.as_str())];
     let b = [(hb.0, hb.1.as_str())];
+    // On-call schedules: each tenant sees its own.
+    assert_eq!(call(&daemon, "GET", "/api/belfry/v1/oncall", "", &a).await.1["onCall"][0]["schedule"], "acme-primary");
+    assert_eq!(call(&daemon, "GET", "/api/belfry/v1/oncall", "", &b).await.1["onCall"], serde_json::json!([]));
 
     // POST: each tenant's alert reaches only its own receiver.
     let (status, _) = call(&daemon, "POST", "/api/v2/alerts", r#"[{"labels":{"alertname":"AcmeDown","secret_project":"x1"}}]"#, &a).await;
@@ -145,6 +154,7 @@ async fn tenants_are_isolated_on_every_endpoint() {
         ("GET", "/api/belfry/v1/acks"),
         ("POST", "/api/belfry/v1/acks"),
         ("DELETE", "/api/belfry/v1/acks"),
+        ("GET", "/api/belfry/v1/oncall"),
     ] {
         for headers in [vec![], vec![("authorization", "Bearer nope")], vec![("x-scope-orgid", "acme")]] {
             let (status, body) = call(&daemon, method, path, r#"[{"labels":{"alertname":"X"}}]"#, &headers).await;

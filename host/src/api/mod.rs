@@ -76,7 +76,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 }
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 15] = [
+const ENDPOINTS: [(&str, &[Method]); 16] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
     ("/api/v2/alerts/groups", &[Method::GET]),
     ("/api/belfry/v1/alertmanager", &[Method::POST]),
@@ -88,6 +88,7 @@ const ENDPOINTS: [(&str, &[Method]); 15] = [
     ("/api/belfry/v1/receivers", &[Method::GET]),
     ("/api/belfry/v1/acks", &[Method::GET, Method::POST, Method::DELETE]),
     ("/api/belfry/v1/ack/{token}", &[Method::GET, Method::POST]),
+    ("/api/belfry/v1/oncall", &[Method::GET]),
     ("/-/healthy", &[Method::GET, Method::HEAD]),
     ("/-/ready", &[Method::GET, Method::HEAD]),
     ("/-/reload", &[Method::POST]),
@@ -190,6 +191,7 @@ async fn handle(
         ("/api/v2/status", _) => status::status(notifier, app.started),
         ("/api/v2/receivers", _) => status::receivers(notifier),
         ("/api/belfry/v1/receivers", _) => status::receiver_health(notifier),
+        ("/api/belfry/v1/oncall", _) => status::on_call(notifier, req.uri().query()),
         ("/api/belfry/v1/acks", &Method::POST) => match read_body(req, app.max_body_bytes).await {
             Ok(body) => acks::post(notifier, &body).await,
             Err(response) => response,

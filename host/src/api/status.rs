@@ -56,6 +56,34 @@ pub fn receiver_health(notifier: &Notifier) -> Response<Body> {
     super::json(StatusCode::OK, &json!(list))
 }
 
+/// Who each of the tenant's schedules has on call, now or `?at=<RFC 3339>`:
+/// `[{"schedule", "receiver", "source"}]` (`receiver` null in a gap of the schedule).
+pub fn on_call(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
+    let mut at = chrono::Utc::now();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (&*key, chrono::DateTime::parse_from_rfc3339(&value)) {
+            ("at", Ok(t)) => at = t.with_timezone(&chrono::Utc),
+            ("at", Err(_)) => {
+                return super::error(
+                    StatusCode::BAD_REQUEST,
+                    format!("at: `{value}` is not an RFC 3339 time such as 2026-11-24T09:00:00Z"),
+                );
+            }
+            _ => return super::error(StatusCode::BAD_REQUEST, format!("unknown parameter `{key}`; the one parameter is `at`")),
+        }
+    }
+    let mut names: Vec<&String> = notifier.schedules.keys().collect();
+    names.sort();
+    let list: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let found = notifier.on_call(name, at);
+            json!({"schedule": name, "receiver": found.as_ref().map(|o| &o.receiver), "source": found.as_ref().map(|o| &o.source)})
+        })
+        .collect();
+    super::json(StatusCode::OK, &json!({"at": format_time(at), "onCall": list}))
+}
+
 /// The tenant's receivers: `[{"name": ...}]`.
 pub fn receivers(notifier: &Notifier) -> Response<Body> {
     let mut names: Vec<&String> = notifier.channels.keys().collect();

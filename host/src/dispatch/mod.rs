@@ -89,6 +89,8 @@ pub struct Notifier {
     pub templates: Arc<crate::template::Templates>,
     /// Its escalation policies.
     pub escalation_policies: Arc<crate::escalate::Policies>,
+    /// Its on-call schedules, which escalation steps page.
+    pub schedules: Arc<crate::oncall::Schedules>,
     /// Signs the acknowledge links of firing notifications (set once the store is loaded).
     pub ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
 }
@@ -552,14 +554,37 @@ impl Notifier {
             return Vec::new();
         }
         let Some((_, labels, records)) = self.firing_of(&due.key, now) else { return Vec::new() };
+        // The step's receivers, then whoever each of its schedules has on call now.
+        let mut receivers = step.notify.clone();
+        let mut on_call = serde_json::Map::new();
+        for name in &step.notify_on_call {
+            let found = self.on_call(name, now);
+            if found.is_none() {
+                tracing::warn!(tenant = %self.tenant, group = %due.key, schedule = %name, "nobody is on call in the schedule: the step pages no one from it");
+            }
+            on_call.insert(name.clone(), found.as_ref().map(|o| o.receiver.clone()).into());
+            if let Some(o) = found
+                && !receivers.contains(&o.receiver)
+            {
+                receivers.push(o.receiver);
+            }
+        }
+        let fields = |skipped: bool| {
+            let mut fields = fields(skipped);
+            fields["notify"] = receivers.clone().into();
+            if !on_call.is_empty() {
+                fields["on_call"] = on_call.clone().into();
+            }
+            fields
+        };
         self.audit.record(&self.tenant, "escalation.step", "belfry", fields(false));
         let level = due.level.to_string();
         let metric =
             crate::metrics::with(crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "policy", &due.policy), "level", &level);
         self.metrics.escalations.get_or_create(&metric).inc();
-        tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, receivers = ?step.notify, "escalating");
+        tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, receivers = ?receivers, "escalating");
         let mut jobs = Vec::new();
-        for receiver in &step.notify {
+        for receiver in &receivers {
             let mut notification = notification(&self.tenant, receiver, &due.key, &labels, &records, &self.external_url, now);
             notification.escalation_level = due.level;
             if let Some(links) = self.ack_links.get() {
@@ -569,6 +594,12 @@ impl Notifier {
             jobs.push(self.outboxed(entry, None, ops));
         }
         jobs
+    }
+
+    /// Who schedule `name` has on call at `at`.
+    pub fn on_call(&self, name: &str, at: DateTime<Utc>) -> Option<crate::oncall::OnCall> {
+        let active = |interval: &str| self.time_intervals.get(interval).is_some_and(|i| i.contains(at));
+        self.schedules.get(name)?.on_call(at, &active)
     }
 
     /// Resubmit notifications a previous run left in the outbox (decided, not yet accepted).
