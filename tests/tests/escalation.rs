@@ -100,6 +100,14 @@ async fn a_step_pages_whoever_the_schedule_has_on_call_and_the_api_tells_who_tha
     let (status, body) = http_request("GET", &daemon.url("/api/belfry/v1/oncall?at=tomorrow"), "").await;
     assert_eq!(status, 400);
     assert!(body.contains("at: `tomorrow` is not an RFC 3339 time"), "{body}");
+
+    // Schedules are configuration: a reload without the override puts the rotation back.
+    daemon.write_file("belfry.toml", Some(&config(&sink, &format!("{policy}{}", schedule("[\"oncall\"]", "")))));
+    let (status, body) = http_request("POST", &daemon.url("/-/reload"), "").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = http_request("GET", &daemon.url("/api/belfry/v1/oncall"), "").await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["onCall"], serde_json::json!([{"schedule": "primary", "receiver": "oncall", "source": "rotations[0]"}]));
 }
 
 #[test]
