@@ -140,7 +140,7 @@ pub struct DueEscalation {
 }
 
 /// What groups remember across restarts and reloads: the notification log and the acks.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct History {
     /// The notification log.
     pub log: HashMap<GroupKey, NotifyEntry>,
@@ -173,9 +173,10 @@ impl Groups {
         groups
     }
 
-    /// A copy of the log, the acks and the escalations.
-    pub fn history(&self) -> History {
-        History { log: self.log.clone(), acks: self.acks.clone(), escalations: self.escalations.clone() }
+    /// Take a copy of `other`'s notification log: what groups built anew need to keep the
+    /// cadence of their last notification ([`Groups::insert`]).
+    pub fn copy_log_from(&mut self, other: &Groups) {
+        self.log = other.log.clone();
     }
 
     /// Take the log, the acks and the escalations (to carry them into rebuilt groups).

@@ -295,10 +295,9 @@ impl RedbStore {
         // the writer's checkpoints only fold what it journaled itself.
         fold_legacy_journal(&tables)
             .map_err(|e| fail(format!("cannot fold the journal kept in the store file by an older version: {e}")))?;
-        match journal_records(&journal).and_then(|records| checkpoint(&tables, &journal, &records, u64::MAX)) {
-            Ok(()) => {}
-            Err(e) => return Err(fail(format!("cannot fold the journal a previous run left: {e}"))),
-        }
+        journal_records(&journal)
+            .and_then(|records| checkpoint(&tables, &journal, &records, u64::MAX))
+            .map_err(|e| fail(format!("cannot fold the journal a previous run left: {e}")))?;
         let (tables, journal, folding) = (Arc::new(tables), Arc::new(journal), Arc::new(Mutex::new(())));
         let (writer, queue) = mpsc::channel();
         let checkpointer = Checkpointer::start(tables.clone(), journal.clone(), folding.clone(), path.display().to_string())
@@ -511,8 +510,8 @@ struct Writer<'a> {
 impl<'a> Writer<'a> {
     fn new(journal: &'a redb::Database, path: String, checkpoints: Checkpoints, checkpointer: Checkpointer) -> Self {
         use redb::ReadableTable;
-        // Continue after the last journal entry (numbers only ever grow, so a crash between a
-        // checkpoint's two commits cannot reorder entries).
+        // Continue after whatever the journal still holds (usually nothing: open folded and
+        // emptied it), so a new entry never overwrites one a previous run left.
         let next_seq = journal
             .begin_write()
             .ok()

@@ -100,14 +100,22 @@ impl Default for TestRuntime {
     }
 }
 
-/// A `[[receivers]]` TOML entry: the webhook plugin posting to `sink` at `/{name}`, with
-/// the sink allow-listed (loopback allowed), and a `[route]` to it that notifies each alert
-/// on its own at once (`group_by = ["..."]`, `group_wait = "0s"`, `group_interval = "50ms"`).
-pub fn webhook_receiver_toml(name: &str, sink: &HttpSink) -> String {
+/// A `[[receivers]]` TOML entry: the webhook plugin posting to `sink` at `/{name}`, with the
+/// sink allow-listed (loopback allowed), and `extra` keys (fallback, retry, ...).
+pub fn webhook_receiver(name: &str, sink: &HttpSink, extra: &str) -> String {
     format!(
-        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{host}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{url}\" }}\n\n[route]\nreceiver = \"{name}\"\ngroup_by = [\"...\"]\ngroup_wait = \"0s\"\ngroup_interval = \"50ms\"\n",
+        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{host}\"]\nallow_private_addresses = true\n{extra}\nconfig = {{ url = \"{url}\" }}\n\n",
         host = sink.host(),
         url = sink.url(&format!("/{name}")),
+    )
+}
+
+/// [`webhook_receiver`] `name`, and a `[route]` to it that notifies each alert on its own at
+/// once (`group_by = ["..."]`, `group_wait = "0s"`, `group_interval = "50ms"`).
+pub fn webhook_receiver_toml(name: &str, sink: &HttpSink) -> String {
+    format!(
+        "{}[route]\nreceiver = \"{name}\"\ngroup_by = [\"...\"]\ngroup_wait = \"0s\"\ngroup_interval = \"50ms\"\n",
+        webhook_receiver(name, sink, "")
     )
 }
 

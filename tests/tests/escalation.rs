@@ -1,17 +1,11 @@
 //! Black-box: escalation policies page the next receivers while a group fires unacknowledged, survive kill -9, are audited and counted, and bad policies are refused by name.
 
-use belfry_tests::{Daemon, HttpSink, PATIENCE, http_request, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, PATIENCE, http_request, webhook_receiver, webhook_wasm};
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
 fn config(sink: &HttpSink, policy: &str) -> String {
-    let receiver = |name: &str| {
-        format!(
-            "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{}\" }}\n\n",
-            sink.host(),
-            sink.url(&format!("/{name}"))
-        )
-    };
+    let receiver = |name: &str| webhook_receiver(name, sink, "");
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}{}{}{policy}\n[route]\nreceiver = \"chat\"\nescalation = \"page\"\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n",
         webhook_wasm().display(),

@@ -8,15 +8,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
-/// A webhook receiver `name` posting to `sink` at `/<name>`, with `extra` keys (fallback, retry...).
-fn receiver(name: &str, sink: &HttpSink, extra: &str) -> String {
-    format!(
-        "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{}\"]\nallow_private_addresses = true\n{extra}\nconfig = {{ url = \"{}\" }}\n\n",
-        sink.host(),
-        sink.url(&format!("/{name}"))
-    )
-}
-
 /// A daemon config whose every alert is its own group, notified at once, to `route_to`.
 fn config(receivers: &str, route_to: &str) -> String {
     format!(
@@ -57,7 +48,7 @@ fn verify_audit(daemon: &Daemon) -> String {
 async fn a_429_is_retried_after_its_retry_after_and_every_attempt_is_audited() {
     let sink = HttpSink::start().await;
     sink.reply_with(429, &[("Retry-After", "1")], "slow down");
-    let daemon = Daemon::start(BIN, &config(&receiver("hook", &sink, "retry = { initial_backoff = \"10ms\" }"), "hook")).unwrap();
+    let daemon = Daemon::start(BIN, &config(&webhook_receiver("hook", &sink, "retry = { initial_backoff = \"10ms\" }"), "hook")).unwrap();
     post(&daemon, "Throttled").await;
     let first = sink.wait_for(1).await;
     sink.reply_with(200, &[], "ok");
@@ -79,11 +70,11 @@ async fn a_429_is_retried_after_its_retry_after_and_every_attempt_is_audited() {
 async fn exhausted_retries_fail_over_to_the_fallback() {
     let (primary, backup) = (HttpSink::start().await, HttpSink::start().await);
     primary.reply_with(503, &[], "down");
-    let receivers = receiver(
+    let receivers = webhook_receiver(
         "pager",
         &primary,
         "fallback = \"email\"\nretry = { max_attempts = 3, initial_backoff = \"10ms\", max_backoff = \"20ms\" }\nbreaker = { failure_threshold = 100 }",
-    ) + receiver("email", &backup, "").as_str();
+    ) + webhook_receiver("email", &backup, "").as_str();
     let daemon = Daemon::start(BIN, &config(&receivers, "pager")).unwrap();
     post(&daemon, "DiskFull").await;
     let got = backup.wait_for(1).await;
@@ -113,7 +104,7 @@ async fn exhausted_retries_fail_over_to_the_fallback() {
 async fn a_notification_every_receiver_refused_is_sent_again_at_the_next_group_interval() {
     let sink = HttpSink::start().await;
     sink.reply_with(400, &[], "bad request");
-    let receivers = receiver("pager", &sink, "retry = { max_attempts = 1 }\nbreaker = { failure_threshold = 100 }");
+    let receivers = webhook_receiver("pager", &sink, "retry = { max_attempts = 1 }\nbreaker = { failure_threshold = 100 }");
     let daemon = Daemon::start(BIN, &config(&receivers, "pager")).unwrap();
     post(&daemon, "Refused").await;
     daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.dropped")).await;
@@ -130,11 +121,11 @@ async fn a_notification_every_receiver_refused_is_sent_again_at_the_next_group_i
 async fn an_open_breaker_sends_straight_to_the_fallback() {
     let (primary, backup) = (HttpSink::start().await, HttpSink::start().await);
     primary.reply_with(500, &[], "broken");
-    let receivers = receiver(
+    let receivers = webhook_receiver(
         "slack",
         &primary,
         "fallback = \"email\"\nretry = { max_attempts = 1 }\nbreaker = { failure_threshold = 2, open_for = \"1h\" }",
-    ) + receiver("email", &backup, "").as_str();
+    ) + webhook_receiver("email", &backup, "").as_str();
     let daemon = Daemon::start(BIN, &config(&receivers, "slack")).unwrap();
     for (i, name) in ["A", "B", "C", "D"].into_iter().enumerate() {
         post(&daemon, name).await;
@@ -169,7 +160,8 @@ async fn an_open_breaker_sends_straight_to_the_fallback() {
 #[tokio::test]
 async fn a_rate_limit_spaces_notifications_out() {
     let sink = HttpSink::start().await;
-    let daemon = Daemon::start(BIN, &config(&receiver("chat", &sink, "rate_limit = { messages = 1, per = \"200ms\" }"), "chat")).unwrap();
+    let daemon =
+        Daemon::start(BIN, &config(&webhook_receiver("chat", &sink, "rate_limit = { messages = 1, per = \"200ms\" }"), "chat")).unwrap();
     let body: Vec<String> = (0..4).map(|i| format!(r#"{{"labels":{{"alertname":"R{i}"}}}}"#)).collect();
     assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), &format!("[{}]", body.join(","))).await.0, 200);
     let got = sink.wait_for(4).await;
@@ -184,7 +176,7 @@ async fn an_undelivered_notification_survives_kill_9_and_is_delivered_after_rest
     let sink = HttpSink::start().await;
     sink.reply_with(503, &[], "down");
     let retrying = "retry = { max_attempts = 1000, initial_backoff = \"50ms\", max_backoff = \"50ms\" }";
-    let daemon = Daemon::start(BIN, &config(&receiver("hook", &sink, retrying), "hook")).unwrap();
+    let daemon = Daemon::start(BIN, &config(&webhook_receiver("hook", &sink, retrying), "hook")).unwrap();
     post(&daemon, "Outboxed").await;
     // A few retries in: the outbox entry, written with the decision, has long been committed.
     let before = sink.wait_for(4).await;
@@ -232,7 +224,7 @@ fn bad_delivery_settings_are_named() {
 #[tokio::test]
 async fn silence_changes_and_reloads_are_audited() {
     let sink = HttpSink::start().await;
-    let daemon = Daemon::start(BIN, &config(&receiver("hook", &sink, ""), "hook")).unwrap();
+    let daemon = Daemon::start(BIN, &config(&webhook_receiver("hook", &sink, ""), "hook")).unwrap();
     let silence = serde_json::json!({
         "matchers": [{"name": "alertname", "value": "Noisy", "isRegex": false, "isEqual": true}],
         "startsAt": chrono::Utc::now().to_rfc3339(),

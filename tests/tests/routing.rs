@@ -11,13 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 /// Receivers `pager`, `chat` and `fallback`, each posting to `sink` at `/<name>`; `[route]`
 /// runs `route.rhai` with `route_extra` keys, and `extra` is appended.
 fn config(sink: &HttpSink, route_extra: &str, extra: &str) -> String {
-    let receiver = |name: &str| {
-        format!(
-            "[[receivers]]\nname = \"{name}\"\nplugin = \"webhook\"\nallowed_hosts = [\"{}\"]\nallow_private_addresses = true\nconfig = {{ url = \"{}\" }}\n",
-            sink.host(),
-            sink.url(&format!("/{name}"))
-        )
-    };
+    let receiver = |name: &str| webhook_receiver(name, sink, "");
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]\npath = \"{}\"\n\n{}{}{}\n[route]\nreceiver = \"fallback\"\nscript = \"route.rhai\"\ngroup_wait = \"0s\"\ngroup_interval = \"50ms\"\n{route_extra}\n{extra}",
         webhook_wasm().display(),

@@ -195,8 +195,8 @@ impl Notifier {
     pub fn rebuild(&self, router: Arc<Router>, now: DateTime<Utc>) {
         let mut fresh = Routing { router, groups: Groups::default(), generation: 0 };
         // The log tells the rebuilt groups when each last notified (`Groups::insert`); the
-        // latest history replaces this copy at the swap below.
-        fresh.groups.set_history(self.routing().groups.history());
+        // live history (acks and escalations too) replaces this copy at the swap below.
+        fresh.groups.copy_log_from(&self.routing().groups);
         fresh.groups.set_policies(self.escalation_policies.clone());
         // A thousand records at a time: all of them at once (100K alerts at a start) would
         // be a transient copy of the whole state.
@@ -546,10 +546,16 @@ impl Notifier {
     /// of the step, at that level, unless the step's time intervals are all inactive.
     fn escalation_jobs(&self, due: &crate::group::DueEscalation, now: DateTime<Utc>, ops: &mut Vec<Op>) -> Vec<Job> {
         let step = &due.step;
-        let fields = |skipped: bool| serde_json::json!({"group": &*due.key, "policy": due.policy, "level": due.level, "notify": step.notify, "skipped": skipped});
-        let active = |name: &String| self.time_intervals.get(name).is_some_and(|i| i.contains(now));
-        if !step.active_time_intervals.is_empty() && !step.active_time_intervals.iter().any(active) {
-            self.audit.record(&self.tenant, "escalation.step", "belfry", fields(true));
+        let fields = |skipped: bool, notify: &[String], on_call: &serde_json::Map<String, serde_json::Value>| {
+            let mut fields =
+                serde_json::json!({"group": &*due.key, "policy": due.policy, "level": due.level, "notify": notify, "skipped": skipped});
+            if !on_call.is_empty() {
+                fields["on_call"] = on_call.clone().into();
+            }
+            fields
+        };
+        if !step.active_time_intervals.is_empty() && !step.active_time_intervals.iter().any(|name| self.interval_active(name, now)) {
+            self.audit.record(&self.tenant, "escalation.step", "belfry", fields(true, &step.notify, &serde_json::Map::new()));
             tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, "escalation step passed over: outside its time intervals");
             return Vec::new();
         }
@@ -569,15 +575,7 @@ impl Notifier {
                 receivers.push(o.receiver);
             }
         }
-        let fields = |skipped: bool| {
-            let mut fields = fields(skipped);
-            fields["notify"] = receivers.clone().into();
-            if !on_call.is_empty() {
-                fields["on_call"] = on_call.clone().into();
-            }
-            fields
-        };
-        self.audit.record(&self.tenant, "escalation.step", "belfry", fields(false));
+        self.audit.record(&self.tenant, "escalation.step", "belfry", fields(false, &receivers, &on_call));
         let level = due.level.to_string();
         let metric =
             crate::metrics::with(crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "policy", &due.policy), "level", &level);
@@ -598,8 +596,12 @@ impl Notifier {
 
     /// Who schedule `name` has on call at `at`.
     pub fn on_call(&self, name: &str, at: DateTime<Utc>) -> Option<crate::oncall::OnCall> {
-        let active = |interval: &str| self.time_intervals.get(interval).is_some_and(|i| i.contains(at));
-        self.schedules.get(name)?.on_call(at, &active)
+        self.schedules.get(name)?.on_call(at, &|interval| self.interval_active(interval, at))
+    }
+
+    /// Whether the tenant's time interval `name` is active at `at` (an unknown name never is).
+    fn interval_active(&self, name: &str, at: DateTime<Utc>) -> bool {
+        self.time_intervals.get(name).is_some_and(|i| i.contains(at))
     }
 
     /// Resubmit notifications a previous run left in the outbox (decided, not yet accepted).
@@ -622,7 +624,7 @@ impl Notifier {
 
     /// Whether the route's time intervals hold notifications back at `now`.
     fn time_muted(&self, options: &RouteOptions, now: DateTime<Utc>) -> bool {
-        let active = |name: &String| self.time_intervals.get(name).is_some_and(|i| i.contains(now));
+        let active = |name: &String| self.interval_active(name, now);
         options.mute_time_intervals.iter().any(active)
             || (!options.active_time_intervals.is_empty() && !options.active_time_intervals.iter().any(active))
     }
