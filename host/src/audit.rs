@@ -1,10 +1,13 @@
 //! The audit trail: append-only JSON lines, each carrying the SHA-256 of the line before, so an edited, removed or reordered record is detected.
 //!
-//! A record is one line holding a JSON object: `seq` (1, 2, ...), `time`, `tenant`, `action`,
-//! `actor`, the action's own fields and `prev` (the previous record's `hash`; 64 zeros for the
-//! first), then, last, `hash`: the SHA-256 of the line's bytes up to `,"hash"` with a closing `}`
-//! in its place. Hashing the bytes as written (not a re-serialization) makes the chain
-//! independent of JSON formatting details. [`verify`] recomputes the chain.
+//! A record is one line holding a JSON object: `time`, `tenant`, `action`, `actor`, the
+//! action's own fields, `seq` (1, 2, ...) and `prev` (the previous record's `hash`; 64 zeros
+//! for the first), then, last, `hash`: the SHA-256 of the line's bytes up to `,"hash"` with a
+//! closing `}` in its place. Hashing the bytes as written (not a re-serialization) makes the
+//! chain independent of JSON formatting details. [`verify`] recomputes the chain.
+//!
+//! Records are chained and written by the trail's own thread, so a delivery never waits on the
+//! file or on another delivery's record; what queues up meanwhile goes in one `write`.
 //!
 //! When the live file reaches its size limit it is renamed `<name>.1`, `<name>.2`, ... (the
 //! highest number the newest) and a new live file continues the chain: its first record's
@@ -12,8 +15,9 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, mpsc};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// The `prev` of the first record.
@@ -22,19 +26,57 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 /// How much of the file's end is read at start to find the last record.
 const TAIL_BYTES: u64 = 1 << 20;
 
-/// An open audit trail. Appends are serialized; each is one `write` of one line.
+/// An open audit trail. [`AuditLog::record`] hands a record to the trail's writer thread,
+/// which chains and writes whatever has queued in one `write`; [`AuditLog::append`] writes at
+/// once. Either way a record's `seq`, `prev` and `hash` are set when it is written.
 pub struct AuditLog {
+    trail: Arc<Trail>,
+    queue: mpsc::Sender<Queued>,
+}
+
+/// The file and its chain, shared with the writer thread.
+struct Trail {
     path: PathBuf,
     max_bytes: u64,
     chain: Mutex<Chain>,
 }
 
+/// What the writer thread is handed.
+enum Queued {
+    /// A record's body: `{"time":...` up to its last field, without `seq`, `prev`, `hash`.
+    Record(Vec<u8>),
+    /// Answer once everything queued before is written.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// How long the writer thread lets records gather after a write.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Most records the writer thread chains into one `write`.
+const MAX_RECORDS_PER_WRITE: usize = 1024;
+
 struct Chain {
     file: std::fs::File,
     /// Bytes in the live file.
     bytes: u64,
+    /// The last record written: its `seq` and `hash`.
     seq: u64,
     prev: String,
+}
+
+impl Chain {
+    /// Append `lines` (chained up to `seq`, whose hash is `last`) and move the chain there.
+    fn commit(&mut self, lines: &mut Vec<u8>, seq: u64, last: &str) -> Result<(), String> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(lines).map_err(|e| format!("cannot append: {e}"))?;
+        self.bytes += lines.len() as u64;
+        self.seq = seq;
+        self.prev = last.to_string();
+        lines.clear();
+        Ok(())
+    }
 }
 
 /// The rotated files of the trail at `path` (`<name>.<n>`), oldest first.
@@ -120,7 +162,127 @@ impl AuditLog {
             },
         };
         let (seq, prev) = last.unwrap_or((0, GENESIS.to_string()));
-        Ok(AuditLog { path: path.to_path_buf(), max_bytes: max_bytes.max(1), chain: Mutex::new(Chain { file, bytes, seq, prev }) })
+        let trail =
+            Arc::new(Trail { path: path.to_path_buf(), max_bytes: max_bytes.max(1), chain: Mutex::new(Chain { file, bytes, seq, prev }) });
+        let (queue, queued) = mpsc::channel();
+        let writer = trail.clone();
+        std::thread::Builder::new()
+            .name("belfry-audit".into())
+            .spawn(move || writer.write_queued(queued))
+            .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
+        Ok(AuditLog { trail, queue })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.trail.path
+    }
+
+    /// Append one record now: `action` by `actor` for `tenant`, with `fields`: a struct or map
+    /// whose keys are the record's own (anything else is kept under `detail`). The keys the
+    /// trail sets (`time`, `tenant`, `action`, `actor`, `seq`, `prev`, `hash`) are not for fields.
+    pub fn append(&self, tenant: &str, action: &str, actor: &str, fields: &impl Serialize) -> Result<(), AuditError> {
+        self.trail.write([body(tenant, action, actor, fields)])
+    }
+
+    /// Queue one record (as [`AuditLog::append`]) for the writer thread: the caller never waits
+    /// on the file, and records that queue up meanwhile share one `write`. A delivery writes
+    /// one for every notification (docs/BENCHMARKS.md). A failure is logged.
+    pub fn record(&self, tenant: &str, action: &str, actor: &str, fields: &impl Serialize) {
+        if let Err(mpsc::SendError(Queued::Record(body))) = self.queue.send(Queued::Record(body(tenant, action, actor, fields)))
+            && let Err(e) = self.trail.write([body])
+        {
+            tracing::error!(error = %e, action, "an audit record was not written");
+        }
+    }
+
+    /// Wait until every record queued so far is written (at shutdown).
+    pub fn flush(&self) {
+        let (done, written) = mpsc::sync_channel(1);
+        if self.queue.send(Queued::Flush(done)).is_ok() {
+            let _ = written.recv();
+        }
+    }
+}
+
+/// A record's body: `{"time":..,"tenant":..,"action":..,"actor":..` and the fields' keys,
+/// built without an intermediate map.
+fn body(tenant: &str, action: &str, actor: &str, fields: &impl Serialize) -> Vec<u8> {
+    let mut line = Vec::with_capacity(512);
+    line.extend_from_slice(b"{\"time\":\"");
+    line.extend_from_slice(crate::alert::format_time(chrono::Utc::now()).as_bytes());
+    line.push(b'"');
+    for (key, value) in [("tenant", tenant), ("action", action), ("actor", actor)] {
+        line.extend_from_slice(format!(",\"{key}\":").as_bytes());
+        serde_json::to_writer(&mut line, value).expect("a string serializes");
+    }
+    let at = line.len();
+    line.push(b',');
+    serde_json::to_writer(&mut line, fields).expect("audit fields serialize to JSON");
+    if line[at + 1] == b'{' {
+        // An object: its keys join the record's (none for `{}`).
+        line.remove(at + 1);
+        line.pop();
+        if line.len() == at + 1 {
+            line.pop();
+        }
+    } else if &line[at + 1..] == b"null" {
+        line.truncate(at);
+    } else {
+        line.splice(at + 1..at + 1, b"\"detail\":".iter().copied());
+    }
+    line
+}
+
+impl Trail {
+    /// The writer thread: chain and write what is queued, until the log is dropped.
+    fn write_queued(&self, queued: mpsc::Receiver<Queued>) {
+        let mut batch = Vec::with_capacity(MAX_RECORDS_PER_WRITE);
+        while let Ok(first) = queued.recv() {
+            let mut flushes = Vec::new();
+            for item in std::iter::once(first).chain(std::iter::from_fn(|| queued.try_recv().ok())) {
+                match item {
+                    Queued::Record(body) => batch.push(body),
+                    Queued::Flush(done) => flushes.push(done),
+                }
+                if batch.len() == MAX_RECORDS_PER_WRITE {
+                    break;
+                }
+            }
+            let records = batch.len();
+            if let Err(e) = self.write(batch.drain(..)) {
+                tracing::error!(error = %e, records, "audit records were not written");
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
+            // Let records gather: under load a wake-up per record would cost more than the record.
+            if records < MAX_RECORDS_PER_WRITE {
+                std::thread::sleep(GATHER);
+            }
+        }
+    }
+
+    /// Chain `bodies` and append them: one `write` (more when the file rotates in between).
+    /// The chain advances only past what was written.
+    fn write(&self, bodies: impl IntoIterator<Item = Vec<u8>>) -> Result<(), AuditError> {
+        let fail = |message: String| AuditError { path: self.path.display().to_string(), message };
+        let mut chain = self.chain.lock().expect("audit lock");
+        let (mut seq, mut prev) = (chain.seq, chain.prev.clone());
+        let mut out = Vec::new();
+        for mut line in bodies {
+            line.extend_from_slice(format!(",\"seq\":{},\"prev\":\"{prev}\"}}", seq + 1).as_bytes());
+            let hash = sha256_hex(&line);
+            line.pop(); // the closing brace
+            line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
+            out.extend_from_slice(&line);
+            (seq, prev) = (seq + 1, hash);
+            if chain.bytes + out.len() as u64 >= self.max_bytes {
+                chain.commit(&mut out, seq, &prev).map_err(fail)?;
+                self.rotate(&mut chain).map_err(fail)?;
+            }
+        }
+        chain.commit(&mut out, seq, &prev).map_err(fail)
     }
 
     /// Rename the live file to the next `<name>.<n>` and start a new one.
@@ -136,53 +298,6 @@ impl AuditLog {
             .map_err(|e| format!("cannot start a new file after rotating: {e}"))?;
         chain.bytes = 0;
         Ok(())
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Append one record: `action` by `actor` for `tenant`, with `fields` (an object's keys).
-    pub fn append(&self, tenant: &str, action: &str, actor: &str, fields: Value) -> Result<(), AuditError> {
-        let mut record = match fields {
-            Value::Object(map) => map,
-            Value::Null => Map::new(),
-            other => Map::from_iter([("detail".to_string(), other)]),
-        };
-        record.insert("time".into(), Value::String(crate::alert::format_time(chrono::Utc::now())));
-        record.insert("tenant".into(), tenant.into());
-        record.insert("action".into(), action.into());
-        record.insert("actor".into(), actor.into());
-        let mut chain = self.chain.lock().expect("audit lock");
-        record.insert("seq".into(), (chain.seq + 1).into());
-        record.insert("prev".into(), Value::String(chain.prev.clone()));
-        record.remove("hash");
-        let mut line = serde_json::to_vec(&record).expect("a JSON map serializes");
-        let hash = sha256_hex(&line);
-        line.pop(); // the closing brace
-        line.extend_from_slice(b",\"hash\":\"");
-        line.extend_from_slice(hash.as_bytes());
-        line.extend_from_slice(b"\"}\n");
-        chain
-            .file
-            .write_all(&line)
-            .map_err(|e| AuditError { path: self.path.display().to_string(), message: format!("cannot append: {e}") })?;
-        chain.seq += 1;
-        chain.prev = hash;
-        chain.bytes += line.len() as u64;
-        if chain.bytes >= self.max_bytes {
-            self.rotate(&mut chain).map_err(|message| AuditError { path: self.path.display().to_string(), message })?;
-        }
-        Ok(())
-    }
-
-    /// [`AuditLog::append`], logging a failure instead of returning it (the delivery it records
-    /// has happened either way).
-    pub fn record(&self, tenant: &str, action: &str, actor: &str, fields: Value) {
-        if let Err(e) = self.append(tenant, action, actor, fields) {
-            tracing::error!(error = %e, action, "an audit record was not written");
-        }
     }
 }
 
@@ -291,7 +406,7 @@ mod tests {
         let path = dir.join("audit.jsonl");
         let log = AuditLog::open(&path, u64::MAX).unwrap();
         for i in 0..records {
-            log.append("acme", "notify", "belfry", json!({"receiver": "pager", "attempt": i})).unwrap();
+            log.append("acme", "notify", "belfry", &json!({"receiver": "pager", "attempt": i})).unwrap();
         }
         path
     }
@@ -305,8 +420,44 @@ mod tests {
         let path = trail("intact", 3);
         let first = verify(&path).unwrap();
         assert_eq!(first.records, 3);
-        AuditLog::open(&path, u64::MAX).unwrap().append("acme", "reload", "admin", Value::Null).unwrap();
+        AuditLog::open(&path, u64::MAX).unwrap().append("acme", "reload", "admin", &Value::Null).unwrap();
         assert_eq!(verify(&path).unwrap().records, 4, "a reopened trail continues the chain");
+    }
+
+    #[test]
+    fn fields_of_every_shape_become_the_records_keys_and_verify() {
+        #[derive(Serialize)]
+        struct Attempt<'a> {
+            plugin: &'a str,
+            attempt: u32,
+            remote_id: Option<&'a str>,
+        }
+        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-shapes", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(&path, u64::MAX).unwrap();
+        log.append("acme", "notify", "belfry", &Attempt { plugin: "slack", attempt: 2, remote_id: None }).unwrap();
+        log.append("acme", "silence.set", "ana \"the\" admin", &json!({"comment": "line\nbreak"})).unwrap();
+        log.append("acme", "reload", "api", &json!({})).unwrap();
+        log.append("acme", "reload", "api", &Value::Null).unwrap();
+        log.append("acme", "odd", "api", &json!(["a", 1])).unwrap();
+        assert_eq!(verify(&path).unwrap().records, 5);
+        let records: Vec<Map<String, Value>> = lines(&path).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let keys = |r: &Map<String, Value>| r.keys().cloned().collect::<std::collections::BTreeSet<String>>();
+        let base = ["action", "actor", "hash", "prev", "seq", "tenant", "time"].map(String::from);
+        let with = |extra: &[&str]| base.iter().cloned().chain(extra.iter().map(|k| k.to_string())).collect();
+        assert_eq!(keys(&records[0]), with(&["attempt", "plugin", "remote_id"]));
+        assert_eq!(
+            (records[0]["plugin"].as_str(), records[0]["attempt"].as_u64(), &records[0]["remote_id"]),
+            (Some("slack"), Some(2), &Value::Null)
+        );
+        assert_eq!(records[1]["actor"], "ana \"the\" admin");
+        assert_eq!(records[1]["comment"], "line\nbreak");
+        assert_eq!(keys(&records[2]), with(&[]));
+        assert_eq!(keys(&records[3]), with(&[]));
+        assert_eq!(records[4]["detail"], json!(["a", 1]));
+        assert_eq!(records[4]["seq"], 5);
+        assert_eq!(records[4]["prev"], records[3]["hash"]);
     }
 
     #[test]
@@ -344,7 +495,7 @@ mod tests {
         let path = dir.join("audit.jsonl");
         let log = AuditLog::open(&path, 600).unwrap();
         for i in 0..10 {
-            log.append("acme", "notify", "belfry", json!({"attempt": i})).unwrap();
+            log.append("acme", "notify", "belfry", &json!({"attempt": i})).unwrap();
         }
         drop(log);
         let rotated = rotated_files(&path);
@@ -354,7 +505,7 @@ mod tests {
         // from the newest rotated file.
         let next = format!("{}.{}", path.display(), rotated.len() + 1);
         std::fs::rename(&path, &next).unwrap();
-        AuditLog::open(&path, 600).unwrap().append("acme", "reload", "api", Value::Null).unwrap();
+        AuditLog::open(&path, 600).unwrap().append("acme", "reload", "api", &Value::Null).unwrap();
         assert_eq!(verify(&path).unwrap().records, 11);
         let rotated = rotated_files(&path);
         // A removed middle file is caught at the first record after the gap.
@@ -369,7 +520,7 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":3,\"ti").unwrap();
         drop(f);
-        AuditLog::open(&path, u64::MAX).unwrap().append("acme", "notify", "belfry", Value::Null).unwrap();
+        AuditLog::open(&path, u64::MAX).unwrap().append("acme", "notify", "belfry", &Value::Null).unwrap();
         assert_eq!(verify(&path).unwrap().records, 3);
     }
 }

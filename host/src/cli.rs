@@ -464,6 +464,7 @@ async fn run_serve(config_path: PathBuf) -> Result<(), StartError> {
     let _ = std::io::stdout().flush();
     tracing::info!(addr = %running.addr, tenants = running.daemon.tenants().all().count(), "belfry is serving");
     running.server.await.map_err(|e| anyhow::anyhow!("the server task failed: {e}"))?;
+    running.daemon.audit.flush();
     tracing::info!("belfry stopped");
     Ok(())
 }

@@ -59,7 +59,7 @@ pub struct Daemon {
     /// Every metric.
     metrics: Arc<crate::metrics::Metrics>,
     /// The audit trail (reloads here; deliveries in the pipeline, silences in the API).
-    audit: Arc<AuditLog>,
+    pub(crate) audit: Arc<AuditLog>,
     /// The store file, for its size.
     store_path: PathBuf,
     /// Rate limits and breakers by (tenant, receiver); a reload keeps those whose settings stay.
@@ -261,7 +261,7 @@ impl Daemon {
         let now = chrono::Utc::now();
         for name in &live {
             self.metrics.reloaded(name, true, now.timestamp());
-            self.audit.record(name, "config.load", by, serde_json::json!({"config": self.config_path.display().to_string()}));
+            self.audit.record(name, "config.load", by, &serde_json::json!({"config": self.config_path.display().to_string()}));
         }
         let mut scripts = Vec::new();
         for b in built {
@@ -297,7 +297,7 @@ impl Daemon {
                         &tenant.name,
                         "script.load",
                         "file-watcher",
-                        serde_json::json!({"script": file.display().to_string()}),
+                        &serde_json::json!({"script": file.display().to_string()}),
                     );
                     let since_write_ms = written.and_then(|w| w.elapsed().ok()).map_or(-1.0, |d| d.as_secs_f64() * 1e3);
                     tracing::info!(tenant = %tenant.name, script = %file.display(), since_write_ms, "routing script reloaded");
@@ -305,7 +305,7 @@ impl Daemon {
                 Err(e) => {
                     self.metrics.reloaded(&tenant.name, false, 0);
                     let fields = serde_json::json!({"script": file.display().to_string(), "error": e.to_string()});
-                    self.audit.record(&tenant.name, "script.rejected", "file-watcher", fields);
+                    self.audit.record(&tenant.name, "script.rejected", "file-watcher", &fields);
                     tracing::error!(tenant = %tenant.name, error = %e, "routing script rejected; the previous script keeps routing")
                 }
             }
@@ -325,7 +325,7 @@ impl Daemon {
             for tenant in self.tenants().all() {
                 self.metrics.reloaded(&tenant.name, false, 0);
                 let fields = serde_json::json!({"config": self.config_path.display().to_string(), "error": e.to_string()});
-                self.audit.record(&tenant.name, "config.rejected", by, fields);
+                self.audit.record(&tenant.name, "config.rejected", by, &fields);
             }
         })?;
         let count = self.commit(tenants, built, by);

@@ -222,6 +222,7 @@ pub struct HttpSink {
     requests: Arc<Mutex<Vec<Recorded>>>,
     arrived: Arc<Notify>,
     reply: Arc<Mutex<Reply>>,
+    hold: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl HttpSink {
@@ -232,14 +233,15 @@ impl HttpSink {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
         let reply = Arc::new(Mutex::new(Reply { status: 200, headers: Vec::new(), body: b"ok".to_vec() }));
-        let (r, a, rep) = (requests.clone(), arrived.clone(), reply.clone());
+        let hold = Arc::new(tokio::sync::watch::Sender::new(false));
+        let (r, a, rep, h) = (requests.clone(), arrived.clone(), reply.clone(), hold.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (r, a, rep) = (r.clone(), a.clone(), rep.clone());
+                let (r, a, rep, h) = (r.clone(), a.clone(), rep.clone(), h.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (r, a, rep) = (r.clone(), a.clone(), rep.clone());
+                        let (r, a, rep, mut held) = (r.clone(), a.clone(), rep.clone(), h.subscribe());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -253,6 +255,7 @@ impl HttpSink {
                                 received,
                             });
                             a.notify_waiters();
+                            let _ = held.wait_for(|held| !*held).await;
                             let reply = rep.lock().unwrap().clone();
                             let mut response = hyper::Response::builder().status(reply.status);
                             for (k, v) in &reply.headers {
@@ -265,7 +268,13 @@ impl HttpSink {
                 });
             }
         });
-        HttpSink { addr, requests, arrived, reply }
+        HttpSink { addr, requests, arrived, reply, hold }
+    }
+
+    /// While `true`, requests are recorded but not answered (a channel that hangs); `false`
+    /// answers the waiting ones.
+    pub fn hold_replies(&self, hold: bool) {
+        self.hold.send_replace(hold);
     }
 
     /// `http://127.0.0.1:PORT{path}`.

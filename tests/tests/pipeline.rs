@@ -178,7 +178,7 @@ async fn an_undelivered_notification_survives_kill_9_and_is_delivered_after_rest
     let retrying = "retry = { max_attempts = 1000, initial_backoff = \"50ms\", max_backoff = \"50ms\" }";
     let daemon = Daemon::start(BIN, &config(&webhook_receiver("hook", &sink, retrying), "hook")).unwrap();
     post(&daemon, "Outboxed").await;
-    // A few retries in: the outbox entry, written with the decision, has long been committed.
+    // A few retries in: the outbox entry, written when the first attempt failed, has long been committed.
     let before = sink.wait_for(4).await;
     let daemon = daemon.kill_9_and_restart(BIN).unwrap();
     sink.reply_with(200, &[], "ok");
@@ -195,6 +195,31 @@ async fn an_undelivered_notification_survives_kill_9_and_is_delivered_after_rest
     // Delivered once, and not again: the group's log says it was notified, the outbox is empty.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.count(), after.len());
+}
+
+#[tokio::test]
+async fn a_notification_whose_first_attempt_a_kill_9_interrupts_is_decided_again_after_restart() {
+    let sink = HttpSink::start().await;
+    sink.hold_replies(true);
+    let daemon = Daemon::start(BIN, &config(&webhook_receiver("hook", &sink, ""), "hook")).unwrap();
+    post(&daemon, "Interrupted").await;
+    // The first attempt is under way (the channel hangs): nothing of the decision is written yet.
+    let before = sink.wait_for(1).await;
+    let daemon = daemon.kill_9_and_restart(BIN).unwrap();
+    sink.hold_replies(false);
+    let records = daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.delivered")).await;
+    let after = sink.requests();
+    let delivered = after.last().unwrap();
+    assert_eq!(after.len(), 2, "the interrupted attempt, then one delivery: {after:?}");
+    assert_eq!(delivered.json()["commonLabels"]["alertname"], "Interrupted");
+    assert_eq!(before[0].json()["groupKey"], delivered.json()["groupKey"], "a stable dedup key across the restart");
+    // Not from the outbox (it never got there): the group, rebuilt from its stored alert, decided again.
+    assert!(!daemon.stderr().contains("redelivering a notification from the outbox"), "{}", daemon.stderr());
+    assert_eq!(records.iter().filter(|r| r["action"] == "notify.delivered").count(), 1);
+    verify_audit(&daemon);
+    // And not again: this time the log entry was written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 2);
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
     if let Some(s) = notifier.silences.get(&id) {
         // `createdBy` is what the client claims; the token it authenticated with names the tenant.
         let fields = json!({"via": "api", "silence": id, "matchers": s.matchers, "startsAt": format_time(s.starts_at), "endsAt": format_time(s.ends_at), "comment": s.comment});
-        notifier.audit.record(&notifier.tenant, "silence.set", &s.created_by, fields);
+        notifier.audit.record(&notifier.tenant, "silence.set", &s.created_by, &fields);
     }
     super::json(StatusCode::OK, &json!({ "silenceID": id }))
 }
@@ -111,6 +111,6 @@ pub async fn delete(notifier: &Notifier, id: &str) -> Response<Body> {
         return response;
     }
     tracing::info!(tenant = %notifier.tenant, silence = %id, "silence expired");
-    notifier.audit.record(&notifier.tenant, "silence.expire", "api", json!({"silence": id}));
+    notifier.audit.record(&notifier.tenant, "silence.expire", "api", &json!({"silence": id}));
     Response::builder().status(StatusCode::OK).body(Body::default()).expect("static response")
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 pub use breaker::{Admission, Breaker, BreakerState, Verdict};
-pub use pipeline::{Channel, Channels, Dispatcher, Gate, Health, Job, OutboxEntry};
+pub use pipeline::{Channel, Channels, Decision, Dispatcher, Gate, Health, Job, OutboxEntry};
 pub use ratelimit::{RateLimit, TokioClock};
 pub use retry::Backoff;
 
@@ -358,7 +358,7 @@ impl Notifier {
             drop(self.store.submit(ops));
             self.dispatcher.submit(job).await;
         }
-        self.audit.record(&self.tenant, "group.ack", by, serde_json::json!({"group": key, "comment": comment, "via": via.as_str()}));
+        self.audit.record(&self.tenant, "group.ack", by, &serde_json::json!({"group": key, "comment": comment, "via": via.as_str()}));
         self.metrics.acks.get_or_create(&crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "via", via.as_str())).inc();
         tracing::info!(tenant = %self.tenant, group = %key, by, via = via.as_str(), "group acknowledged");
         Ok(Some(ack))
@@ -370,7 +370,7 @@ impl Notifier {
         let mut notification = notification(&self.tenant, &receiver, key, &labels, &records, &self.external_url, now);
         notification.acked_by = Some(by.to_string());
         let entry = OutboxEntry { receiver, notification, decided_at: now };
-        Some(self.outboxed(entry, None, ops))
+        Some(self.outboxed(entry, ops))
     }
 
     /// Withdraw the ack of the group `key`: it repeats again. Whether it was acked.
@@ -382,7 +382,7 @@ impl Notifier {
         };
         if removed {
             self.persist(changes).await?;
-            self.audit.record(&self.tenant, "group.unack", by, serde_json::json!({"group": key}));
+            self.audit.record(&self.tenant, "group.unack", by, &serde_json::json!({"group": key}));
             self.wake.notify_one();
         }
         Ok(removed)
@@ -436,10 +436,23 @@ impl Notifier {
     }
 
     /// A job for `entry`, and its outbox write added to `ops`.
-    fn outboxed(&self, entry: OutboxEntry, redecide: Option<Redecide>, ops: &mut Vec<Op>) -> Job {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: id.clone(), entry: Box::new(entry.clone()) });
-        Job { tenant: self.tenant.clone(), id, entry, channels: self.channels.clone(), templates: self.templates.clone(), redecide }
+    fn outboxed(&self, entry: OutboxEntry, ops: &mut Vec<Op>) -> Job {
+        let job = self.job(entry, None, Decision::InOutbox);
+        ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: job.id.clone(), entry: Box::new(job.entry.clone()) });
+        job
+    }
+
+    /// A job for `entry` whose store writes stand as `decision` says.
+    fn job(&self, entry: OutboxEntry, redecide: Option<Redecide>, decision: Decision) -> Job {
+        Job {
+            tenant: self.tenant.clone(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            entry,
+            channels: self.channels.clone(),
+            templates: self.templates.clone(),
+            redecide,
+            decision,
+        }
     }
 
     fn redecide(&self) -> Redecide {
@@ -504,8 +517,9 @@ impl Notifier {
             let outcome = self.routing().groups.flush(&key, now, alerts, time_muted, send_resolved);
             match outcome {
                 FlushOutcome::Notify(flush) => {
-                    ops.push(Op::PutNotifyLog { tenant: self.tenant.clone(), group: flush.key.to_string(), entry: flush.entry.clone() });
+                    let log = Op::PutNotifyLog { tenant: self.tenant.clone(), group: flush.key.to_string(), entry: flush.entry.clone() };
                     if flush.alerts.is_empty() {
+                        ops.push(log);
                         continue;
                     }
                     let mut notification = group_notification(&self.tenant, &flush, &self.external_url, now);
@@ -515,8 +529,10 @@ impl Notifier {
                         notification.ack_url = Some(links.link(&self.external_url, &self.tenant, &flush.key, now));
                     }
                     let entry = OutboxEntry { receiver: flush.receiver.clone(), notification, decided_at: now };
-                    // Same batch as the log entry: after a crash, either both are there or neither is.
-                    jobs.push(self.outboxed(entry, Some(self.redecide()), &mut ops));
+                    // The log entry goes with the job: the pipeline writes it, with the outbox
+                    // entry if delivery has to wait or fails. Until then a crash leaves the
+                    // group's alerts stored and its log as it was, so the restart decides again.
+                    jobs.push(self.job(entry, Some(self.redecide()), Decision::Deferred(log)));
                 }
                 FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
@@ -555,7 +571,7 @@ impl Notifier {
             fields
         };
         if !step.active_time_intervals.is_empty() && !step.active_time_intervals.iter().any(|name| self.interval_active(name, now)) {
-            self.audit.record(&self.tenant, "escalation.step", "belfry", fields(true, &step.notify, &serde_json::Map::new()));
+            self.audit.record(&self.tenant, "escalation.step", "belfry", &fields(true, &step.notify, &serde_json::Map::new()));
             tracing::info!(tenant = %self.tenant, group = %due.key, level = due.level, "escalation step passed over: outside its time intervals");
             return Vec::new();
         }
@@ -575,7 +591,7 @@ impl Notifier {
                 receivers.push(o.receiver);
             }
         }
-        self.audit.record(&self.tenant, "escalation.step", "belfry", fields(false, &receivers, &on_call));
+        self.audit.record(&self.tenant, "escalation.step", "belfry", &fields(false, &receivers, &on_call));
         let level = due.level.to_string();
         let metric =
             crate::metrics::with(crate::metrics::with(crate::metrics::tenant_labels(&self.tenant), "policy", &due.policy), "level", &level);
@@ -589,7 +605,7 @@ impl Notifier {
                 notification.ack_url = Some(links.link(&self.external_url, &self.tenant, &due.key, now));
             }
             let entry = OutboxEntry { receiver: receiver.clone(), notification, decided_at: now };
-            jobs.push(self.outboxed(entry, None, ops));
+            jobs.push(self.outboxed(entry, ops));
         }
         jobs
     }
@@ -617,6 +633,7 @@ impl Notifier {
                 channels: self.channels.clone(),
                 templates: self.templates.clone(),
                 redecide,
+                decision: Decision::InOutbox,
             };
             self.dispatcher.submit(job).await;
         }

@@ -1,11 +1,14 @@
 //! The delivery pipeline, composed in one place: outbox → render → breaker → rate limit → plugin → retry with backoff → failover → audit.
 //!
-//! A notification decided by a group flush is written to the outbox (in the same store batch
-//! as its notification-log entry) and submitted here as a [`Job`]. [`Pipeline::run`] takes it
-//! through its receiver and, when that receiver's breaker is open or its retries are exhausted,
-//! through the receiver's fallback chain; every attempt and outcome is audited. Only then does
-//! the job leave the outbox, so a crash at any point means a redelivery (at least once), never a
-//! loss. The group key travels with every attempt as a stable dedup key.
+//! A notification decided by a group flush is submitted here as a [`Job`] with its
+//! notification-log entry. [`Pipeline::run`] takes it through its receiver and, when that
+//! receiver's breaker is open or its retries are exhausted, through the receiver's fallback
+//! chain; every attempt and outcome is audited. A job is written to the outbox (with its log
+//! entry) as soon as it has to wait for a rate limit or a breaker or an attempt fails, and
+//! leaves it when done. One delivered at its first attempt writes only its log entry: until
+//! then a crash leaves its group's alerts stored and the log as it was, so the restart decides
+//! the notification again. Either way a crash means a redelivery (at least once), never a loss.
+//! The group key travels with every attempt as a stable dedup key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,6 +108,20 @@ pub struct Job {
     pub templates: Arc<crate::template::Templates>,
     /// For a group's notification: puts the group back in line when every receiver refuses it.
     pub redecide: Option<super::Redecide>,
+    /// Where the decision stands in the store.
+    pub decision: Decision,
+}
+
+/// Where a job's decision stands in the store.
+#[derive(Debug)]
+pub enum Decision {
+    /// In the outbox: removed when the job is done.
+    InOutbox,
+    /// Not written yet; this is its notification-log entry. A crash now leaves the group's
+    /// alerts stored and its log as it was, so the restart decides the notification again.
+    Deferred(Op),
+    /// Delivered at its first attempt, its log entry written: nothing to remove.
+    Logged,
 }
 
 /// Why a receiver did not take a notification.
@@ -139,20 +156,20 @@ pub struct Pipeline {
     in_flight: Semaphore,
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
-    /// Finished jobs' outbox entries, removed from the store in batches.
-    finished: mpsc::UnboundedSender<(String, String)>,
+    /// Jobs' store writes (log entries, outbox entries and their removal), written in batches.
+    writes: mpsc::UnboundedSender<Op>,
 }
 
-/// Most outbox removals in one store batch.
-const MAX_REMOVALS_PER_BATCH: usize = 1024;
+/// Most writes in one store batch.
+const MAX_WRITES_PER_BATCH: usize = 1024;
 
-/// Removes finished jobs from the outbox: whatever finished meanwhile goes in one batch.
-async fn remove_finished(store: Arc<dyn Store>, mut finished: mpsc::UnboundedReceiver<(String, String)>) {
-    let mut done = Vec::with_capacity(MAX_REMOVALS_PER_BATCH);
-    while finished.recv_many(&mut done, MAX_REMOVALS_PER_BATCH).await > 0 {
-        let ops = done.drain(..).map(|(tenant, id)| Op::DeleteOutbox { tenant, id }).collect();
-        // Not awaited: should this write be lost in a crash, the jobs are redelivered (at least once).
-        drop(store.submit(ops));
+/// Writes what jobs hand over, in order: whatever arrived meanwhile goes in one batch.
+async fn write_behind(store: Arc<dyn Store>, mut writes: mpsc::UnboundedReceiver<Op>) {
+    let mut ops = Vec::with_capacity(MAX_WRITES_PER_BATCH);
+    while writes.recv_many(&mut ops, MAX_WRITES_PER_BATCH).await > 0 {
+        // Not awaited: should a write be lost in a crash, the notification is decided or
+        // delivered again (at least once).
+        drop(store.submit(std::mem::replace(&mut ops, Vec::with_capacity(MAX_WRITES_PER_BATCH))));
     }
 }
 
@@ -165,11 +182,11 @@ impl Dispatcher {
         audit: Arc<AuditLog>,
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
-        let (finished, removals) = mpsc::unbounded_channel();
-        tokio::spawn(remove_finished(store, removals));
+        let (writes, queued) = mpsc::unbounded_channel();
+        tokio::spawn(write_behind(store, queued));
         Dispatcher {
             pending: Arc::new(Semaphore::new(max_pending.max(1))),
-            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), audit, metrics, finished }),
+            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), audit, metrics, writes }),
         }
     }
 
@@ -201,16 +218,17 @@ impl Pipeline {
     /// The whole pipeline for one job: its receiver, then its fallbacks, then out of the outbox.
     async fn run(&self, mut job: Job) {
         self.render(&mut job);
+        let channels = job.channels.clone();
         let mut target = job.entry.receiver.clone();
         let mut tried: Vec<String> = Vec::new();
         loop {
-            let Some(channel) = job.channels.get(&target) else {
+            let Some(channel) = channels.get(&target) else {
                 self.audit(&job, &target, "notify.dropped", json!({"reason": "unknown_receiver"}));
                 tracing::error!(receiver = %target, "no such receiver any more; the notification is dropped");
                 break;
             };
             tried.push(target.clone());
-            let outcome = self.deliver(&job, &target, channel).await;
+            let outcome = self.deliver(&mut job, &target, channel).await;
             let labels = receiver_labels(&job.tenant, &target, channel.receiver.plugin_name());
             self.metrics.notifications.get_or_create(&labels).inc();
             if let Err(refusal) = &outcome {
@@ -238,7 +256,30 @@ impl Pipeline {
                 },
             }
         }
-        let _ = self.finished.send((job.tenant.clone(), job.id.clone()));
+        self.settle(&mut job);
+        if let Decision::InOutbox = job.decision {
+            let _ = self.writes.send(Op::DeleteOutbox { tenant: job.tenant, id: job.id });
+        }
+    }
+
+    /// The job has to wait, or an attempt failed: into the outbox with its log entry, if not there yet.
+    fn hold(&self, job: &mut Job) {
+        if let Decision::Deferred(_) = job.decision
+            && let Decision::Deferred(log) = std::mem::replace(&mut job.decision, Decision::InOutbox)
+        {
+            let entry = Box::new(job.entry.clone());
+            let _ = self.writes.send(Op::PutOutbox { tenant: job.tenant.clone(), id: job.id.clone(), entry });
+            let _ = self.writes.send(log);
+        }
+    }
+
+    /// The job is done without having been held: its log entry alone.
+    fn settle(&self, job: &mut Job) {
+        if let Decision::Deferred(_) = job.decision
+            && let Decision::Deferred(log) = std::mem::replace(&mut job.decision, Decision::Logged)
+        {
+            let _ = self.writes.send(log);
+        }
     }
 
     /// The render stage, on this job's own task (so the flusher that decides notifications
@@ -272,12 +313,13 @@ impl Pipeline {
     }
 
     /// One receiver's stages: breaker → rate limit → plugin → verdict → retry or return.
-    async fn deliver(&self, job: &Job, name: &str, channel: &Channel) -> Result<DeliveryReport, Refusal> {
+    async fn deliver(&self, job: &mut Job, name: &str, channel: &Channel) -> Result<DeliveryReport, Refusal> {
         let gate = &channel.gate;
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Admission::Refused { retry_at } = gate.breaker.admit(Instant::now()) {
+                self.hold(job);
                 // With a fallback, fail over at once; without one, wait for the probe, within the retry budget.
                 if channel.fallback.is_some() || !channel.backoff.may_retry(attempt) {
                     return Err(Refusal::BreakerOpen);
@@ -285,7 +327,10 @@ impl Pipeline {
                 tokio::time::sleep_until(retry_at).await;
                 continue;
             }
-            if let Some(rate) = &gate.rate {
+            if let Some(rate) = &gate.rate
+                && rate.try_acquire().is_err()
+            {
+                self.hold(job);
                 rate.acquire().await;
             }
             let plugin = channel.receiver.plugin_name();
@@ -318,11 +363,13 @@ impl Pipeline {
             }
             let failure = match outcome {
                 Ok(report) => {
+                    self.settle(job);
                     self.audit_attempt(job, name, channel, attempt, &Ok(&report), None);
                     return Ok(report);
                 }
                 Err(failure) => failure,
             };
+            self.hold(job);
             if !failure.is_retryable() || !channel.backoff.may_retry(attempt) {
                 self.audit_attempt(job, name, channel, attempt, &Err(&failure), None);
                 return Err(Refusal::Failed(failure));
@@ -352,12 +399,8 @@ impl Pipeline {
         match outcome {
             Ok(report) => {
                 tracing::debug!(receiver = %name, plugin = %plugin, alerts, attempt, remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered");
-                self.audit(
-                    job,
-                    name,
-                    "notify.delivered",
-                    json!({"plugin": plugin, "attempt": attempt, "response_status": report.status, "remote_id": report.remote_id}),
-                );
+                let fields = Delivered { plugin, attempt, response_status: report.status, remote_id: report.remote_id.as_deref() };
+                self.audit(job, name, "notify.delivered", fields);
             }
             Err(failure) => {
                 let retry_in_ms = retry_in.map(|d| d.as_millis() as u64);
@@ -386,15 +429,39 @@ impl Pipeline {
         }
     }
 
-    fn audit(&self, job: &Job, receiver: &str, action: &str, mut fields: serde_json::Value) {
+    /// One audit record of `job`: the action's `fields`, then what every record of a job says.
+    fn audit(&self, job: &Job, receiver: &str, action: &str, fields: impl Serialize) {
         let n = &job.entry.notification;
-        if let Some(map) = fields.as_object_mut() {
-            map.insert("receiver".into(), receiver.into());
-            map.insert("group_key".into(), n.group_key.clone().into());
-            map.insert("notification".into(), job.id.clone().into());
-            map.insert("alerts".into(), n.alerts.len().into());
-            map.insert("status".into(), if n.status == crate::plugin::AlertStatus::Firing { "firing" } else { "resolved" }.into());
-        }
-        self.audit.record(&job.tenant, action, "belfry", fields);
+        let record = JobRecord {
+            fields,
+            receiver,
+            group_key: &n.group_key,
+            notification: &job.id,
+            alerts: n.alerts.len(),
+            status: if n.status == crate::plugin::AlertStatus::Firing { "firing" } else { "resolved" },
+        };
+        self.audit.record(&job.tenant, action, "belfry", &record);
     }
+}
+
+/// An audit record of a job: the action's own fields, then the job's.
+#[derive(Serialize)]
+struct JobRecord<'a, F> {
+    #[serde(flatten)]
+    fields: F,
+    receiver: &'a str,
+    group_key: &'a str,
+    /// The outbox id: the correlation id of the job's records and log lines.
+    notification: &'a str,
+    alerts: usize,
+    status: &'static str,
+}
+
+/// The fields of `notify.delivered`, one per notification: a struct, not a JSON map, to keep it cheap.
+#[derive(Serialize)]
+struct Delivered<'a> {
+    plugin: &'a str,
+    attempt: u32,
+    response_status: Option<u16>,
+    remote_id: Option<&'a str>,
 }
