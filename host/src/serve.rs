@@ -784,7 +784,7 @@ async fn sweep(daemon: Arc<Daemon>, interval: std::time::Duration) {
             expired.extend(notifier.silences.collect_garbage(now));
             if !expired.is_empty() {
                 tracing::debug!(tenant = %tenant.name, records = expired.len(), "collected expired alerts and silences");
-                drop(notifier.store.submit(expired));
+                notifier.store.submit_background(expired);
             }
         }
         last = now;

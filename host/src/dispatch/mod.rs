@@ -111,7 +111,7 @@ impl Redecide {
         let Some(routing) = self.routing.upgrade() else { return };
         let forgotten = routing.lock().expect("routing lock").groups.forget_refused(key, decided_at, Utc::now());
         if forgotten {
-            drop(self.store.submit(vec![Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }]));
+            self.store.submit_background(vec![Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }]);
             self.wake.notify_one();
             tracing::info!(group = %key, "the group will notify again at its next group_interval");
         }
@@ -229,7 +229,7 @@ impl Notifier {
                     [Op::DeleteNotifyLog { tenant: tenant.clone(), group: group.clone() }, Op::DeleteAck { tenant, group }]
                 })
                 .collect();
-            drop(self.store.submit(ops));
+            self.store.submit_background(ops);
         }
         self.wake.notify_one();
     }
@@ -291,7 +291,7 @@ impl Notifier {
             let mut ops = acks;
             ops.extend(ended.iter().map(|k| Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: k.to_string() }));
             if !ops.is_empty() {
-                drop(self.store.submit(ops));
+                self.store.submit_background(ops);
             }
             self.wake.notify_one();
             tokio::task::yield_now().await;
@@ -355,7 +355,7 @@ impl Notifier {
         // Tell the group's receiver: PagerDuty and Opsgenie acknowledge their incident too.
         let mut ops = Vec::new();
         if let Some(job) = self.ack_notification(key, by, now, &mut ops) {
-            drop(self.store.submit(ops));
+            self.store.submit_background(ops);
             self.dispatcher.submit(job).await;
         }
         self.audit.record(&self.tenant, "group.ack", by, &serde_json::json!({"group": key, "comment": comment, "via": via.as_str()}));
@@ -551,7 +551,7 @@ impl Notifier {
         }
         if !ops.is_empty() {
             // Not awaited: losing a log entry in a crash means notifying again (at least once).
-            drop(self.store.submit(ops));
+            self.store.submit_background(ops);
         }
         for job in jobs {
             self.dispatcher.submit(job).await;

@@ -169,7 +169,7 @@ async fn write_behind(store: Arc<dyn Store>, mut writes: mpsc::UnboundedReceiver
     while writes.recv_many(&mut ops, MAX_WRITES_PER_BATCH).await > 0 {
         // Not awaited: should a write be lost in a crash, the notification is decided or
         // delivered again (at least once).
-        drop(store.submit(std::mem::replace(&mut ops, Vec::with_capacity(MAX_WRITES_PER_BATCH))));
+        store.submit_background(std::mem::replace(&mut ops, Vec::with_capacity(MAX_WRITES_PER_BATCH)));
     }
 }
 
