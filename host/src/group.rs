@@ -687,8 +687,10 @@ fn needs_update(
     now: DateTime<Utc>,
 ) -> bool {
     let Some(entry) = entry else {
-        // Never notified: notify unless there are only resolved alerts.
-        return !firing.is_empty();
+        // Not in the log: notify unless there are only resolved alerts, or an ack covers the
+        // firing ones (someone is on it: acked through the API before any notification, or
+        // the log entry was lost in a crash after the notification it records).
+        return !firing.is_empty() && !acked;
     };
     let subset = |of: &[u64], set: &[u64]| set.iter().all(|x| of.binary_search(x).is_ok());
     if !subset(&entry.firing, firing) {
@@ -941,6 +943,25 @@ mod tests {
         b.post(record("Down", "b", "13:30:00", "13:45:00"), t("13:45:00"));
         assert_eq!(b.tick(t("13:45:00")), [["a-", "b-"]]);
         assert!(b.groups.is_empty() && b.groups.ack_of(&key).is_none());
+    }
+
+    #[test]
+    fn an_acked_group_missing_from_the_log_is_not_notified_again() {
+        let mut b = Bench::new(route(&[], 0, 60, 3600));
+        b.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:00:00"));
+        assert_eq!(b.tick(t("10:00:00")), [["a+"]]);
+        let key = b.groups.iter().next().unwrap().key.clone();
+        b.groups.ack(&key, "alice", "", t("10:01:00"));
+        // A restart after a crash that lost the log entry (written after the delivery) but not the ack.
+        let mut history = b.groups.take_history();
+        history.log.clear();
+        let mut restarted = Bench::new(b.route.clone());
+        restarted.groups = Groups::with_history(history);
+        restarted.post(record("Down", "a", "10:00:00", "14:00:00"), t("10:02:00"));
+        assert!(restarted.tick(t("10:02:00")).is_empty(), "the ack covers the firing alert");
+        // A new alert is not covered: the group is re-triggered and notified.
+        restarted.post(record("Down", "b", "10:03:00", "14:00:00"), t("10:03:00"));
+        assert_eq!(restarted.tick(t("10:03:00")), [["a+", "b+"]]);
     }
 
     #[test]

@@ -163,13 +163,26 @@ pub struct Pipeline {
 /// Most writes in one store batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
 
-/// Writes what jobs hand over, in order: whatever arrived meanwhile goes in one batch.
+/// How long the writes of finished jobs gather before they go to the store as one batch.
+const GATHER_WRITES: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Writes what jobs hand over, in order: what arrives within [`GATHER_WRITES`] of the first goes
+/// in one batch. Not awaited: should a write be lost in a crash, the notification is decided or
+/// delivered again (at least once).
 async fn write_behind(store: Arc<dyn Store>, mut writes: mpsc::UnboundedReceiver<Op>) {
-    let mut ops = Vec::with_capacity(MAX_WRITES_PER_BATCH);
+    let mut ops = Vec::new();
     while writes.recv_many(&mut ops, MAX_WRITES_PER_BATCH).await > 0 {
-        // Not awaited: should a write be lost in a crash, the notification is decided or
-        // delivered again (at least once).
-        store.submit_background(std::mem::replace(&mut ops, Vec::with_capacity(MAX_WRITES_PER_BATCH)));
+        // Under load a batch (and a wake-up of the store's writer) per finished job cost 4 % of
+        // the daemon's CPU in the 20K burst.
+        if ops.len() < MAX_WRITES_PER_BATCH {
+            tokio::time::sleep(GATHER_WRITES).await;
+            while ops.len() < MAX_WRITES_PER_BATCH
+                && let Ok(op) = writes.try_recv()
+            {
+                ops.push(op);
+            }
+        }
+        store.submit_background(std::mem::take(&mut ops));
     }
 }
 
