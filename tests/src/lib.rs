@@ -418,11 +418,11 @@ impl Daemon {
         let path = self.dir.path().join("data/audit.jsonl");
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
-                .collect();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            // Complete lines only: the trail's thread may be writing the next ones.
+            let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            let records: Vec<serde_json::Value> =
+                complete.lines().map(|l| serde_json::from_str(l).expect("every audit line is JSON")).collect();
             if done(&records) {
                 return records;
             }

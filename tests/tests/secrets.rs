@@ -56,6 +56,8 @@ async fn secrets_reach_the_plugin_and_nothing_else_and_keys_rotate() {
         assert!(std::time::Instant::now() < deadline, "{}", daemon.stderr());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // The audit trail's own thread writes the failure's record.
+    daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.failed")).await;
     let mut seen = vec![("log", daemon.stderr())];
     seen.push(("audit", std::fs::read_to_string(daemon.dir.path().join("data/audit.jsonl")).unwrap()));
     for path in ["/api/v2/status", "/api/v2/receivers", "/api/belfry/v1/receivers", "/api/v2/alerts", "/metrics"] {
