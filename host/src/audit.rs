@@ -461,6 +461,20 @@ mod tests {
     }
 
     #[test]
+    fn flush_returns_once_every_queued_record_is_written() {
+        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-flush", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(&path, u64::MAX).unwrap();
+        for i in 0..100 {
+            log.record("acme", "notify", "belfry", &json!({"attempt": i}));
+        }
+        log.flush();
+        assert_eq!(lines(&path).len(), 100);
+        assert_eq!(verify(&path).unwrap().records, 100);
+    }
+
+    #[test]
     fn an_edited_record_is_named() {
         let path = trail("edited", 4);
         let mut l = lines(&path);
