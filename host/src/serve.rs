@@ -348,11 +348,13 @@ impl Daemon {
         let mut channels = HashMap::new();
         for (i, r) in view.receivers.iter().enumerate() {
             let Some(receiver) = bind_receiver(view, config, plugins, i, None, errors).await else { continue };
+            let meters = crate::metrics::Meters::new(&self.metrics, view.name, &r.name, receiver.plugin_name());
             let channel = Channel {
                 receiver: Arc::new(receiver),
                 fallback: r.fallback.clone(),
                 backoff: Backoff::from(&r.retry),
                 gate: self.gate(view.name, r),
+                meters,
             };
             channels.insert(r.name.clone(), channel);
         }

@@ -49,6 +49,8 @@ pub struct Channel {
     pub backoff: Backoff,
     /// Rate limit and breaker; shared with the next configuration while its settings stay.
     pub gate: Arc<Gate>,
+    /// Its metric series.
+    pub meters: crate::metrics::Meters,
 }
 
 /// The per-receiver state that outlives a reload.
@@ -242,17 +244,17 @@ impl Pipeline {
             };
             tried.push(target.clone());
             let outcome = self.deliver(&mut job, &target, channel).await;
-            let labels = receiver_labels(&job.tenant, &target, channel.receiver.plugin_name());
-            self.metrics.notifications.get_or_create(&labels).inc();
+            channel.meters.notifications.inc();
+            let labels = || receiver_labels(&job.tenant, &target, channel.receiver.plugin_name());
             if let Err(refusal) = &outcome {
-                self.metrics.notifications_failed.get_or_create(&with(labels.clone(), "reason", refusal.reason())).inc();
+                self.metrics.notifications_failed.get_or_create(&with(labels(), "reason", refusal.reason())).inc();
             }
             match outcome {
                 Ok(_) => break,
                 Err(refusal) => match &channel.fallback {
                     Some(next) if !tried.contains(next) => {
                         tracing::warn!(from = %target, to = %next, reason = refusal.reason(), "failing over");
-                        self.metrics.failovers.get_or_create(&with(labels, "reason", refusal.reason())).inc();
+                        self.metrics.failovers.get_or_create(&with(labels(), "reason", refusal.reason())).inc();
                         self.audit(&job, &target, "notify.failover", json!({"to": next, "reason": refusal.reason()}));
                         target = next.clone();
                     }
@@ -351,24 +353,22 @@ impl Pipeline {
                 let _slot = self.in_flight.acquire().await.expect("the semaphore is never closed");
                 let started = Instant::now();
                 let (outcome, usage) = channel.receiver.deliver_measured(&job.entry.notification).await;
-                let integration = vec![("integration", plugin.to_string())];
-                self.metrics.notification_latency.get_or_create(&integration).observe(started.elapsed().as_secs_f64());
-                let by_plugin = vec![("plugin", plugin.to_string())];
-                self.metrics.plugin_cpu.get_or_create(&by_plugin).inc_by(usage.guest_time.as_secs_f64());
-                let memory = self.metrics.plugin_memory.get_or_create(&by_plugin);
-                memory.set(memory.get().max(usage.memory_bytes as i64));
-                drop(memory);
+                let meters = &channel.meters;
+                meters.latency.observe(started.elapsed().as_secs_f64());
+                meters.plugin_cpu.inc_by(usage.guest_time.as_secs_f64());
+                meters.plugin_memory.set(meters.plugin_memory.get().max(usage.memory_bytes as i64));
                 if let Err(f) = &outcome
                     && f.blame == crate::plugin::Blame::Plugin
                 {
-                    self.metrics.plugin_traps.get_or_create(&with(by_plugin, "kind", f.kind.as_str())).inc();
+                    let by_plugin = vec![("plugin", plugin.to_string()), ("kind", f.kind.as_str().to_string())];
+                    self.metrics.plugin_traps.get_or_create(&by_plugin).inc();
                 }
                 outcome
             };
-            let labels = receiver_labels(&job.tenant, name, plugin);
-            self.metrics.notification_requests.get_or_create(&labels).inc();
+            channel.meters.requests.inc();
             if let Err(failure) = &outcome {
-                self.metrics.notification_requests_failed.get_or_create(&with(labels, "reason", failure.kind.as_str())).inc();
+                let labels = with(receiver_labels(&job.tenant, name, plugin), "reason", failure.kind.as_str());
+                self.metrics.notification_requests_failed.get_or_create(&labels).inc();
             }
             gate.note(&outcome);
             if gate.breaker.record(Verdict::of(&outcome), Instant::now()) {
