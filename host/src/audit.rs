@@ -213,7 +213,7 @@ fn body(tenant: &str, action: &str, actor: &str, fields: &impl Serialize) -> Vec
     line.extend_from_slice(crate::alert::format_time(chrono::Utc::now()).as_bytes());
     line.push(b'"');
     for (key, value) in [("tenant", tenant), ("action", action), ("actor", actor)] {
-        line.extend_from_slice(format!(",\"{key}\":").as_bytes());
+        write!(line, ",\"{key}\":").expect("writing to a Vec cannot fail");
         serde_json::to_writer(&mut line, value).expect("a string serializes");
     }
     let at = line.len();
@@ -240,7 +240,7 @@ impl Trail {
         let mut batch = Vec::with_capacity(MAX_RECORDS_PER_WRITE);
         while let Ok(first) = queued.recv() {
             let mut flushes = Vec::new();
-            for item in std::iter::once(first).chain(std::iter::from_fn(|| queued.try_recv().ok())) {
+            for item in std::iter::once(first).chain(queued.try_iter()) {
                 match item {
                     Queued::Record(body) => batch.push(body),
                     Queued::Flush(done) => flushes.push(done),
@@ -271,10 +271,10 @@ impl Trail {
         let (mut seq, mut prev) = (chain.seq, chain.prev.clone());
         let mut out = Vec::new();
         for mut line in bodies {
-            line.extend_from_slice(format!(",\"seq\":{},\"prev\":\"{prev}\"}}", seq + 1).as_bytes());
+            write!(line, ",\"seq\":{},\"prev\":\"{prev}\"}}", seq + 1).expect("writing to a Vec cannot fail");
             let hash = sha256_hex(&line);
             line.pop(); // the closing brace
-            line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
+            writeln!(line, ",\"hash\":\"{hash}\"}}").expect("writing to a Vec cannot fail");
             out.extend_from_slice(&line);
             (seq, prev) = (seq + 1, hash);
             if chain.bytes + out.len() as u64 >= self.max_bytes {

@@ -560,12 +560,7 @@ impl<'a> Writer<'a> {
                 }
             };
             let mut group = vec![first];
-            while group.len() < MAX_BATCHES_PER_COMMIT {
-                match queue.try_recv() {
-                    Ok(more) => group.push(more),
-                    Err(_) => break,
-                }
-            }
+            take_queued(&queue, &mut group);
             gather_background(&queue, &mut group);
             let result = self.append(&group).map_err(|message| StoreError { path: self.path.clone(), message });
             if let Err(e) = &result {
@@ -632,14 +627,15 @@ fn gather_background(queue: &mpsc::Receiver<Queued>, group: &mut Vec<Queued>) {
         let waited_for = more.done.is_some();
         group.push(more);
         if waited_for {
-            while group.len() < MAX_BATCHES_PER_COMMIT
-                && let Ok(more) = queue.try_recv()
-            {
-                group.push(more);
-            }
+            take_queued(queue, group);
             return;
         }
     }
+}
+
+/// Add to `group` whatever is queued already, up to [`MAX_BATCHES_PER_COMMIT`].
+fn take_queued(queue: &mpsc::Receiver<Queued>, group: &mut Vec<Queued>) {
+    group.extend(queue.try_iter().take(MAX_BATCHES_PER_COMMIT.saturating_sub(group.len())));
 }
 
 /// Add a journaled write to what the next checkpoint folds.

@@ -437,16 +437,16 @@ impl Notifier {
 
     /// A job for `entry`, and its outbox write added to `ops`.
     fn outboxed(&self, entry: OutboxEntry, ops: &mut Vec<Op>) -> Job {
-        let job = self.job(entry, None, Decision::InOutbox);
+        let job = self.job(new_outbox_id(), entry, None, Decision::InOutbox);
         ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: job.id.clone(), entry: Box::new(job.entry.clone()) });
         job
     }
 
-    /// A job for `entry` whose store writes stand as `decision` says.
-    fn job(&self, entry: OutboxEntry, redecide: Option<Redecide>, decision: Decision) -> Job {
+    /// Job `id` for `entry`, whose store writes stand as `decision` says.
+    fn job(&self, id: String, entry: OutboxEntry, redecide: Option<Redecide>, decision: Decision) -> Job {
         Job {
             tenant: self.tenant.clone(),
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             entry,
             channels: self.channels.clone(),
             templates: self.templates.clone(),
@@ -532,7 +532,7 @@ impl Notifier {
                     // The log entry goes with the job: the pipeline writes it, with the outbox
                     // entry if delivery has to wait or fails. Until then a crash leaves the
                     // group's alerts stored and its log as it was, so the restart decides again.
-                    jobs.push(self.job(entry, Some(self.redecide()), Decision::Deferred(log)));
+                    jobs.push(self.job(new_outbox_id(), entry, Some(self.redecide()), Decision::Deferred(log)));
                 }
                 FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
@@ -626,16 +626,7 @@ impl Notifier {
             tracing::info!(tenant = %self.tenant, receiver = %entry.receiver, id = %id, "redelivering a notification from the outbox");
             // An acknowledgement's notification is not a group's decision: nothing to redo.
             let redecide = entry.notification.acked_by.is_none().then(|| self.redecide());
-            let job = Job {
-                tenant: self.tenant.clone(),
-                id,
-                entry,
-                channels: self.channels.clone(),
-                templates: self.templates.clone(),
-                redecide,
-                decision: Decision::InOutbox,
-            };
-            self.dispatcher.submit(job).await;
+            self.dispatcher.submit(self.job(id, entry, redecide, Decision::InOutbox)).await;
         }
     }
 
@@ -645,6 +636,11 @@ impl Notifier {
         options.mute_time_intervals.iter().any(active)
             || (!options.active_time_intervals.is_empty() && !options.active_time_intervals.iter().any(active))
     }
+}
+
+/// A fresh outbox id (also the job's correlation id in logs and audit records).
+fn new_outbox_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The notification for a flushed group.

@@ -114,6 +114,19 @@ pub struct Job {
     pub decision: Decision,
 }
 
+impl Job {
+    /// The deferred log entry, if the decision is not written yet; the decision is `next` after.
+    fn take_deferred(&mut self, next: Decision) -> Option<Op> {
+        if !matches!(self.decision, Decision::Deferred(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut self.decision, next) {
+            Decision::Deferred(log) => Some(log),
+            _ => None,
+        }
+    }
+}
+
 /// Where a job's decision stands in the store.
 #[derive(Debug)]
 pub enum Decision {
@@ -279,9 +292,7 @@ impl Pipeline {
 
     /// The job has to wait, or an attempt failed: into the outbox with its log entry, if not there yet.
     fn hold(&self, job: &mut Job) {
-        if let Decision::Deferred(_) = job.decision
-            && let Decision::Deferred(log) = std::mem::replace(&mut job.decision, Decision::InOutbox)
-        {
+        if let Some(log) = job.take_deferred(Decision::InOutbox) {
             let entry = Box::new(job.entry.clone());
             let _ = self.writes.send(Op::PutOutbox { tenant: job.tenant.clone(), id: job.id.clone(), entry });
             let _ = self.writes.send(log);
@@ -290,9 +301,7 @@ impl Pipeline {
 
     /// The job is done without having been held: its log entry alone.
     fn settle(&self, job: &mut Job) {
-        if let Decision::Deferred(_) = job.decision
-            && let Decision::Deferred(log) = std::mem::replace(&mut job.decision, Decision::Logged)
-        {
+        if let Some(log) = job.take_deferred(Decision::Logged) {
             let _ = self.writes.send(log);
         }
     }
