@@ -732,6 +732,7 @@ pub async fn start(
     tokio::spawn(crate::watch::reload_changed_scripts(daemon.clone(), script_events));
     tokio::spawn(flusher(daemon.clone()));
     tokio::spawn(sweep(daemon.clone(), config.alerts.sweep_interval));
+    tokio::spawn(crate::alloc::return_freed_memory());
     let app = Arc::new(App {
         daemon: daemon.clone(),
         max_body_bytes: config.server.max_body_bytes,

@@ -188,6 +188,7 @@ fn main() {
         let e2e_only = std::env::var_os("BELFRY_BENCH_E2E_ONLY").is_some();
         let bodies: Vec<Bytes> = (0..200).map(|p| batch(p * 100, 100, 0)).collect();
         let burst_cpu = cpu_seconds(daemon.pid());
+        let bench_cpu = cpu_seconds(std::process::id());
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..if e2e_only { 0 } else { 4 } {
@@ -206,6 +207,7 @@ fn main() {
         wait_for_requests(&sink, if e2e_only { 0 } else { 20_000 }).await;
         let delivered = started.elapsed();
         let burst_cpu = cpu_seconds(daemon.pid()) - burst_cpu;
+        let bench_cpu = cpu_seconds(std::process::id()) - bench_cpu;
         println!("\n## 20,000 unique alerts (each its own group) to delivered through the webhook plugin\n");
         println!("| measure | value |");
         println!("|---|---|");
@@ -214,6 +216,10 @@ fn main() {
         println!(
             "| daemon CPU in that time (user + system) | {burst_cpu:.2} core-seconds, {:.0} µs per alert |",
             burst_cpu * 1e6 / 20_000.0
+        );
+        println!(
+            "| this bench's client and HTTP sink in that time | {bench_cpu:.2} core-seconds, {:.0} µs per alert |",
+            bench_cpu * 1e6 / 20_000.0
         );
         if std::env::var_os("BELFRY_BENCH_BURST_ONLY").is_some() {
             return;
