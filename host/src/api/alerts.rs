@@ -92,12 +92,14 @@ async fn accept(
         .state
         .ingest(alerts, now, notifier.store.as_ref(), notifier.limits.max_alerts)
         .map_err(|message| error(StatusCode::TOO_MANY_REQUESTS, message))?;
+    // Grouping (and delivery) go ahead while the batch is written: a notification never waits
+    // for the disk. The sender's answer does, so an alert it was told is accepted survives a crash.
+    notifier.on_ingested(&touched, now);
     match commit.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry"))),
         Err(_) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the store stopped; retry".into())),
     }
-    notifier.on_ingested(&touched, now);
     let tenant = crate::metrics::tenant_labels(&notifier.tenant);
     notifier.metrics.alerts_received.get_or_create(&crate::metrics::with(tenant.clone(), "status", "firing")).inc_by(firing);
     notifier.metrics.alerts_received.get_or_create(&crate::metrics::with(tenant, "status", "resolved")).inc_by(resolved);
