@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::breaker::{Admission, Breaker, Verdict};
 use super::ratelimit::RateLimit;
@@ -222,23 +221,14 @@ impl Dispatcher {
     pub async fn submit(&self, job: Job) {
         let permit = self.pending.clone().acquire_owned().await.expect("the semaphore is never closed");
         let pipeline = self.pipeline.clone();
-        let plugin = job.channels.get(&job.entry.receiver).map_or("", |c| c.receiver.plugin_name());
-        // `id` is the correlation id: the outbox id, also in every audit record of this job.
-        let span = tracing::info_span!(
-            "delivery",
-            tenant = %job.tenant,
-            receiver = %job.entry.receiver,
-            plugin = %plugin,
-            group_key = %job.entry.notification.group_key,
-            id = %job.id,
-        );
-        tokio::spawn(
-            async move {
-                pipeline.run(job).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        // No tracing span per job: building one cost ~4 % of the daemon's CPU in the 20K burst
+        // (docs/BENCHMARKS.md). The job's log lines carry its tenant and `notification` id (the
+        // correlation id of its audit records) themselves; the plugin's carry tenant, receiver
+        // and plugin.
+        tokio::spawn(async move {
+            pipeline.run(job).await;
+            drop(permit);
+        });
     }
 }
 
@@ -252,7 +242,7 @@ impl Pipeline {
         loop {
             let Some(channel) = channels.get(&target) else {
                 self.audit(&job, &target, "notify.dropped", json!({"reason": "unknown_receiver"}));
-                tracing::error!(receiver = %target, "no such receiver any more; the notification is dropped");
+                tracing::error!(tenant = %job.tenant, notification = %job.id, receiver = %target, "no such receiver any more; the notification is dropped");
                 break;
             };
             tried.push(target.clone());
@@ -266,13 +256,20 @@ impl Pipeline {
                 Ok(_) => break,
                 Err(refusal) => match &channel.fallback {
                     Some(next) if !tried.contains(next) => {
-                        tracing::warn!(from = %target, to = %next, reason = refusal.reason(), "failing over");
+                        tracing::warn!(tenant = %job.tenant, notification = %job.id, from = %target, to = %next, reason = refusal.reason(), "failing over");
                         self.metrics.failovers.get_or_create(&with(labels(), "reason", refusal.reason())).inc();
                         self.audit(&job, &target, "notify.failover", json!({"to": next, "reason": refusal.reason()}));
                         target = next.clone();
                     }
                     _ => {
-                        tracing::error!(receiver = %target, reason = refusal.reason(), "giving up on the notification");
+                        tracing::error!(
+                            tenant = %job.tenant,
+                            notification = %job.id,
+                            group_key = %job.entry.notification.group_key,
+                            receiver = %target,
+                            reason = refusal.reason(),
+                            "giving up on the notification"
+                        );
                         self.audit(&job, &target, "notify.dropped", json!({"reason": refusal.reason()}));
                         // As Alertmanager: what was not delivered is not logged as notified, so
                         // the group's next flush (a group_interval on) tries again.
@@ -328,7 +325,7 @@ impl Pipeline {
         let n = &mut job.entry.notification;
         let rendered = job.templates.render(n, Utc::now());
         for failure in &rendered.failures {
-            tracing::warn!(receiver = %n.receiver, error = %failure, "template failed; the default template was used");
+            tracing::warn!(tenant = %job.tenant, receiver = %n.receiver, error = %failure, "template failed; the default template was used");
             let labels = with(crate::metrics::tenant_labels(&job.tenant), "receiver", &n.receiver);
             self.metrics.template_failures.get_or_create(&labels).inc();
         }
@@ -381,7 +378,7 @@ impl Pipeline {
             }
             gate.note(&outcome);
             if gate.breaker.record(Verdict::of(&outcome), Instant::now()) {
-                tracing::warn!(receiver = %name, "circuit breaker opened");
+                tracing::warn!(tenant = %job.tenant, receiver = %name, "circuit breaker opened");
             }
             let failure = match outcome {
                 Ok(report) => {
@@ -420,13 +417,19 @@ impl Pipeline {
         let plugin = channel.receiver.plugin_name();
         match outcome {
             Ok(report) => {
-                tracing::debug!(receiver = %name, plugin = %plugin, alerts, attempt, remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered");
+                tracing::debug!(
+                    tenant = %job.tenant, notification = %job.id, receiver = %name, plugin = %plugin, alerts, attempt,
+                    remote_id = report.remote_id.as_deref().unwrap_or(""), status = report.status, "delivered"
+                );
                 let fields = Delivered { plugin, attempt, response_status: report.status, remote_id: report.remote_id.as_deref() };
                 self.audit(job, name, "notify.delivered", fields);
             }
             Err(failure) => {
                 let retry_in_ms = retry_in.map(|d| d.as_millis() as u64);
                 tracing::warn!(
+                    tenant = %job.tenant,
+                    notification = %job.id,
+                    group_key = %job.entry.notification.group_key,
                     receiver = %name, plugin = %plugin, alerts, attempt,
                     blame = failure.blame.as_str(),
                     kind = failure.kind.as_str(),

@@ -127,6 +127,7 @@ impl Runtime {
         let describe_grants = Arc::new(Grants {
             tenant: String::new(),
             receiver: String::new(),
+            plugin: String::new(),
             limits: Limits::default(),
             http: None,
             smtp: None,
@@ -243,6 +244,7 @@ impl Plugin {
         let grants = Arc::new(Grants {
             tenant: spec.tenant.clone(),
             receiver: spec.name.clone(),
+            plugin: self.info.name.clone(),
             limits: spec.limits.clone(),
             http,
             smtp: spec.smtp,

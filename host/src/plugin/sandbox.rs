@@ -20,6 +20,8 @@ pub struct Grants {
     pub tenant: String,
     /// Receiver name.
     pub receiver: String,
+    /// The plugin's name (for log lines).
+    pub plugin: String,
     /// Limits on each call.
     pub limits: Limits,
     /// Outbound HTTP, `None` when the receiver allows no host.
@@ -142,7 +144,8 @@ impl http::Host for State {
         // Time spent waiting on the network is not the guest's CPU time.
         self.call.host_time += started.elapsed();
         if let Err(e) = &result {
-            tracing::debug!(error = ?e, "plugin HTTP request failed");
+            let g = &self.grants;
+            tracing::debug!(tenant = %g.tenant, receiver = %g.receiver, plugin = %g.plugin, error = ?e, "plugin HTTP request failed");
         }
         result
     }
@@ -177,28 +180,29 @@ impl smtp::Host for State {
 
 impl log::Host for State {
     fn write(&mut self, level: log::Level, message: String) {
-        let max = self.grants.limits.max_log_lines;
+        let g = &self.grants;
+        let max = g.limits.max_log_lines;
         self.call.log_lines += 1;
         if self.call.log_lines > max {
             if self.call.log_lines == max + 1 {
-                tracing::warn!(limit = max, "plugin log line limit reached; dropping further lines of this call");
+                tracing::warn!(tenant = %g.tenant, receiver = %g.receiver, plugin = %g.plugin, limit = max, "plugin log line limit reached; dropping further lines of this call");
             }
             return;
         }
         const MAX_LINE: usize = 4096;
-        let mut message = self.grants.secrets.redact(&message);
+        let mut message = g.secrets.redact(&message);
         if message.len() > MAX_LINE {
             let cut = (0..=MAX_LINE).rev().find(|i| message.is_char_boundary(*i)).unwrap_or(0);
             message.truncate(cut);
             message.push('…');
         }
-        // tenant, receiver and plugin come from the enclosing delivery span.
+        let (tenant, receiver, plugin) = (&g.tenant, &g.receiver, &g.plugin);
         match level {
-            log::Level::Trace => tracing::trace!(target: "belfry::plugin_log", "{message}"),
-            log::Level::Debug => tracing::debug!(target: "belfry::plugin_log", "{message}"),
-            log::Level::Info => tracing::info!(target: "belfry::plugin_log", "{message}"),
-            log::Level::Warn => tracing::warn!(target: "belfry::plugin_log", "{message}"),
-            log::Level::Error => tracing::error!(target: "belfry::plugin_log", "{message}"),
+            log::Level::Trace => tracing::trace!(target: "belfry::plugin_log", %tenant, %receiver, %plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "belfry::plugin_log", %tenant, %receiver, %plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "belfry::plugin_log", %tenant, %receiver, %plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "belfry::plugin_log", %tenant, %receiver, %plugin, "{message}"),
+            log::Level::Error => tracing::error!(target: "belfry::plugin_log", %tenant, %receiver, %plugin, "{message}"),
         }
     }
 }
