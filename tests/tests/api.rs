@@ -40,8 +40,12 @@ async fn get_alerts_lists_unresolved_alerts_with_filters() {
     assert_eq!(a["generatorURL"], "http://g/a");
     assert_eq!(a["receivers"], serde_json::json!([{"name": "team-hook"}]));
     assert_eq!(a["status"]["state"], "active");
-    assert_eq!(a["status"]["silencedBy"], serde_json::json!([]));
+    assert_eq!(a["status"], serde_json::json!({"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []}));
     assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
+    // Alertmanager's gettableAlert, no field more or less.
+    let mut keys: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["annotations", "endsAt", "fingerprint", "generatorURL", "labels", "receivers", "startsAt", "status", "updatedAt"]);
     assert!(a["updatedAt"].as_str().unwrap().ends_with('Z'));
     assert!(a["endsAt"].as_str().unwrap() > "2026-11-23T10:00:00Z", "endsAt from resolve_timeout");
 

@@ -1,9 +1,10 @@
 //! `/api/v2/alerts`: POST decodes, merges into the tenant's state, makes it durable, then notifies what changed; GET lists with Alertmanager's filters.
 
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::alert::format_time;
+use crate::alert::{LabelSet, format_time};
 use crate::matcher::Matcher;
 use hyper::{Response, StatusCode};
 
@@ -146,31 +147,63 @@ fn matching(notifier: &Notifier, query: Option<&str>) -> Result<Vec<Listed>, Str
     Ok(out)
 }
 
-/// Alertmanager's `gettableAlert`.
-fn gettable(l: &Listed) -> Value {
+/// Alertmanager's `gettableAlert`, serialized straight from the stored alert: a `serde_json::Value`
+/// per alert cost ~6 KiB each while a listing was built (65 MiB for 10K alerts). Fields in
+/// name order, as the `Value` it replaced wrote them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Gettable<'a> {
+    annotations: &'a LabelSet,
+    ends_at: String,
+    fingerprint: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: &'a str,
+    labels: &'a LabelSet,
+    receivers: Vec<Named<'a>>,
+    starts_at: String,
+    status: GettableStatus<'a>,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct Named<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GettableStatus<'a> {
+    inhibited_by: &'a [String],
+    /// Alertmanager's time-interval mutes of an alert; Belfry mutes groups, not alerts.
+    muted_by: [&'a str; 0],
+    silenced_by: &'a [String],
+    state: &'static str,
+}
+
+fn gettable(l: &Listed) -> Gettable<'_> {
     let a = &l.alert;
-    json!({
-        "labels": a.labels,
-        "annotations": a.annotations,
-        "startsAt": format_time(a.starts_at),
-        "endsAt": format_time(a.ends_at),
-        "updatedAt": format_time(a.updated_at),
-        "generatorURL": a.generator_url,
-        "fingerprint": a.fingerprint().to_string(),
-        "receivers": l.receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
-        "status": {
-            "state": if l.silenced_by.is_empty() && l.inhibited_by.is_empty() { "active" } else { "suppressed" },
-            "silencedBy": l.silenced_by,
-            "inhibitedBy": l.inhibited_by,
-            "mutedBy": [],
+    Gettable {
+        annotations: &a.annotations,
+        ends_at: format_time(a.ends_at),
+        fingerprint: a.fingerprint().to_string(),
+        generator_url: &a.generator_url,
+        labels: &a.labels,
+        receivers: l.receivers.iter().map(|name| Named { name }).collect(),
+        starts_at: format_time(a.starts_at),
+        status: GettableStatus {
+            inhibited_by: &l.inhibited_by,
+            muted_by: [],
+            silenced_by: &l.silenced_by,
+            state: if l.silenced_by.is_empty() && l.inhibited_by.is_empty() { "active" } else { "suppressed" },
         },
-    })
+        updated_at: format_time(a.updated_at),
+    }
 }
 
 /// `GET /api/v2/alerts`.
 pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
     match matching(notifier, query) {
-        Ok(listed) => super::json(StatusCode::OK, &Value::Array(listed.iter().map(gettable).collect())),
+        Ok(listed) => super::json(StatusCode::OK, &listed.iter().map(gettable).collect::<Vec<_>>()),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
@@ -190,7 +223,7 @@ pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         .filter_map(|g| {
             let members: Vec<&&Listed> = g.alerts.iter().filter_map(|fp| by_fingerprint.get(fp)).collect();
             let labels = g.options.group_by.group_labels(&members.first()?.alert.labels);
-            let alerts: Vec<Value> = members.into_iter().map(|l| gettable(l)).collect();
+            let alerts: Vec<Gettable> = members.into_iter().map(|l| gettable(l)).collect();
             // Belfry's additions: the key that acks and notifications name, and the ack if any.
             let ack = routing
                 .groups

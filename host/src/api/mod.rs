@@ -219,10 +219,11 @@ pub fn error(status: StatusCode, message: String) -> Response<Body> {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("API answers serialize (string keys, no failing Serialize impls)");
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .expect("static response parts are valid")
 }
