@@ -68,6 +68,7 @@ async fn a_notification_link_acks_its_group_until_a_new_alert_fires() {
     let groups: Value = serde_json::from_str(&groups).unwrap();
     assert_eq!(groups[0]["groupKey"], group_key.as_str());
     assert_eq!(groups[0]["ack"]["ackedBy"], "link");
+    assert!(groups[0]["ack"]["ackedAt"].as_str().unwrap().ends_with('Z') && groups[0]["ack"]["comment"].is_string(), "{groups}");
     daemon.audit_until(|r| r.iter().any(|r| r["action"] == "group.ack" && r["via"] == "link")).await;
     let (_, metrics) = http_request("GET", &daemon.url("/metrics"), "").await;
     assert!(metrics.contains("belfry_acknowledgements_total{tenant=\"default\",via=\"link\"} 1"), "{metrics}");

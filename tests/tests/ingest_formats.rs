@@ -26,6 +26,11 @@ async fn alert_groups_have_alertmanagers_shape_and_filters() {
     assert_eq!(groups.as_array().unwrap().len(), 2, "{groups}");
     let a = groups.as_array().unwrap().iter().find(|g| g["labels"]["alertname"] == "A").unwrap();
     assert_eq!(a["receiver"], json!({"name": "hook"}));
+    // Alertmanager's alertGroup, with Belfry's groupKey and ack (null until acknowledged).
+    let mut keys: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["ack", "alerts", "groupKey", "labels", "receiver"]);
+    assert!(a["ack"].is_null() && a["groupKey"].as_str().unwrap().contains("alertname"), "{a}");
     assert_eq!(a["alerts"][0]["labels"], json!({"alertname": "A", "team": "db"}));
     assert_eq!(a["alerts"][0]["status"]["state"], "active");
     let (_, filtered) = call(&daemon, "GET", "/api/v2/alerts/groups?filter=team%3D%22web%22", "").await;

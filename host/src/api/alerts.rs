@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::alert::{LabelSet, format_time};
 use crate::matcher::Matcher;
@@ -217,24 +217,47 @@ pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
     };
     let by_fingerprint: std::collections::HashMap<_, &Listed> = listed.iter().map(|l| (l.alert.fingerprint(), l)).collect();
     let routing = notifier.routing.lock().expect("routing lock");
-    let mut groups: Vec<(String, Value)> = routing
+    let mut groups: Vec<GettableGroup> = routing
         .groups
         .iter()
         .filter_map(|g| {
             let members: Vec<&&Listed> = g.alerts.iter().filter_map(|fp| by_fingerprint.get(fp)).collect();
             let labels = g.options.group_by.group_labels(&members.first()?.alert.labels);
-            let alerts: Vec<Gettable> = members.into_iter().map(|l| gettable(l)).collect();
-            // Belfry's additions: the key that acks and notifications name, and the ack if any.
-            let ack = routing
-                .groups
-                .ack_of(&g.key)
-                .map(|a| json!({"ackedBy": a.by, "ackedAt": crate::alert::format_time(a.at), "comment": a.comment}));
-            let group = json!({ "labels": labels, "receiver": {"name": g.receiver}, "alerts": alerts, "groupKey": &*g.key, "ack": ack });
-            Some((g.key.to_string(), group))
+            Some(GettableGroup {
+                ack: routing.groups.ack_of(&g.key).map(|a| GettableAck {
+                    acked_at: format_time(a.at),
+                    acked_by: &a.by,
+                    comment: &a.comment,
+                }),
+                alerts: members.into_iter().map(|l| gettable(l)).collect(),
+                group_key: &g.key,
+                labels,
+                receiver: Named { name: &g.receiver },
+            })
         })
         .collect();
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
-    super::json(StatusCode::OK, &Value::Array(groups.into_iter().map(|(_, g)| g).collect()))
+    groups.sort_by(|a, b| a.group_key.cmp(b.group_key));
+    super::json(StatusCode::OK, &groups)
+}
+
+/// Alertmanager's `alertGroup`, and Belfry's additions: the key that acks and notifications
+/// name, and the ack if any. Fields in name order, as for [`Gettable`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GettableGroup<'a> {
+    ack: Option<GettableAck<'a>>,
+    alerts: Vec<Gettable<'a>>,
+    group_key: &'a str,
+    labels: LabelSet,
+    receiver: Named<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GettableAck<'a> {
+    acked_at: String,
+    acked_by: &'a str,
+    comment: &'a str,
 }
 
 /// The query parameters of `GET /api/v2/alerts`.

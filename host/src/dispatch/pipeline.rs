@@ -116,12 +116,12 @@ pub struct Job {
 impl Job {
     /// The deferred log entry, if the decision is not written yet; the decision is `next` after.
     fn take_deferred(&mut self, next: Decision) -> Option<Op> {
-        if !matches!(self.decision, Decision::Deferred(_)) {
-            return None;
-        }
         match std::mem::replace(&mut self.decision, next) {
             Decision::Deferred(log) => Some(log),
-            _ => None,
+            settled => {
+                self.decision = settled;
+                None
+            }
         }
     }
 }
