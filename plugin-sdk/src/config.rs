@@ -9,7 +9,14 @@ use crate::{ConfigError, ConfigField, ConfigValue, FieldKind};
 /// bad field at once; getters return a placeholder (empty string, default) for bad fields.
 pub struct Config {
     values: Vec<(String, ConfigValue)>,
+    /// Which of `values` a getter has read.
+    read: Vec<bool>,
+    /// The declared fields, only while describing: every delivery reads the configuration
+    /// again, and copying each field's description there cost the call more than the rest of
+    /// the decoding.
     schema: Vec<ConfigField>,
+    /// The declared fields' names, `, `-separated, for the unknown-field message.
+    declared: String,
     errors: Vec<ConfigError>,
     /// Only collecting the schema (`describe`): no values, so nothing is "missing".
     describing: bool,
@@ -17,7 +24,8 @@ pub struct Config {
 
 impl Config {
     pub(crate) fn new(values: Vec<(String, ConfigValue)>) -> Self {
-        Config { values, schema: Vec::new(), errors: Vec::new(), describing: false }
+        let read = vec![false; values.len()];
+        Config { values, read, schema: Vec::new(), declared: String::new(), errors: Vec::new(), describing: false }
     }
 
     pub(crate) fn schema_only() -> Self {
@@ -30,11 +38,10 @@ impl Config {
 
     /// Every problem found; also rejects fields no getter declared (likely typos).
     pub(crate) fn finish(mut self) -> Result<(), Vec<ConfigError>> {
-        for (name, _) in &self.values {
-            if !self.schema.iter().any(|f| &f.name == name) {
-                let known: Vec<&str> = self.schema.iter().map(|f| f.name.as_str()).collect();
+        for ((name, _), read) in self.values.iter().zip(&self.read) {
+            if !read {
                 self.errors
-                    .push(ConfigError { field: name.clone(), message: format!("unknown field; this plugin reads: {}", known.join(", ")) });
+                    .push(ConfigError { field: name.clone(), message: format!("unknown field; this plugin reads: {}", self.declared) });
             }
         }
         if self.errors.is_empty() { Ok(()) } else { Err(self.errors) }
@@ -46,8 +53,18 @@ impl Config {
     }
 
     fn declare(&mut self, name: &str, kind: FieldKind, required: bool, secret: bool, description: &str) -> Option<ConfigValue> {
-        self.schema.push(ConfigField { name: name.to_string(), kind, required, secret, description: description.to_string() });
-        let value = self.values.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        if self.describing {
+            self.schema.push(ConfigField { name: name.to_string(), kind, required, secret, description: description.to_string() });
+        }
+        if !self.declared.is_empty() {
+            self.declared.push_str(", ");
+        }
+        self.declared.push_str(name);
+        let position = self.values.iter().position(|(n, _)| n == name);
+        let value = position.map(|i| {
+            self.read[i] = true;
+            self.values[i].1.clone()
+        });
         if value.is_none() && required && !self.describing {
             self.error(name, "required field is missing");
         }
@@ -229,7 +246,15 @@ mod tests {
         assert_eq!(fields, ["url", "max", "name", "typo"]);
         assert!(errors[0].message.contains("http://"));
         assert!(errors[2].message.contains("missing"));
-        assert!(errors[3].message.contains("unknown field"));
+        assert_eq!(errors[3].message, "unknown field; this plugin reads: url, max, name");
+    }
+
+    #[test]
+    fn decoding_a_configuration_builds_no_schema() {
+        let mut c = cfg(&[("url", ConfigValue::Text("https://example.com/hook".into()))]);
+        assert_eq!(c.url("url", "Where to send"), "https://example.com/hook");
+        assert!(c.schema.is_empty(), "only describe needs the schema; deliveries skip copying it");
+        assert!(c.finish().is_ok());
     }
 
     #[test]

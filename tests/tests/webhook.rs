@@ -48,6 +48,9 @@ async fn payload_is_alertmanagers_webhook_message_v4() {
             }],
         })
     );
+    // Label sets are written in name order, as Alertmanager does (Go marshals maps sorted).
+    let raw = String::from_utf8_lossy(&req.body);
+    assert!(raw.contains(r#""labels":{"alertname":"DiskFull","severity":"page"}"#), "{raw}");
 }
 
 #[tokio::test]

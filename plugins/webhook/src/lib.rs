@@ -2,8 +2,7 @@
 //! existing Alertmanager webhook consumer works unchanged. The template for new plugins.
 
 use belfry_plugin_sdk::{Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Serialize, Serializer};
 
 struct Webhook;
 
@@ -81,9 +80,9 @@ struct Payload {
     receiver: String,
     status: &'static str,
     alerts: Vec<PayloadAlert>,
-    group_labels: Map<String, Value>,
-    common_labels: Map<String, Value>,
-    common_annotations: Map<String, Value>,
+    group_labels: Object,
+    common_labels: Object,
+    common_annotations: Object,
     #[serde(rename = "externalURL")]
     external_url: String,
     version: &'static str,
@@ -95,8 +94,8 @@ struct Payload {
 #[serde(rename_all = "camelCase")]
 struct PayloadAlert {
     status: &'static str,
-    labels: Map<String, Value>,
-    annotations: Map<String, Value>,
+    labels: Object,
+    annotations: Object,
     starts_at: String,
     ends_at: String,
     #[serde(rename = "generatorURL")]
@@ -115,9 +114,9 @@ impl Payload {
             receiver: n.receiver,
             status: status(n.status),
             alerts: n.alerts.into_iter().take(kept).map(PayloadAlert::from).collect(),
-            group_labels: object(n.group_labels),
-            common_labels: object(n.common_labels),
-            common_annotations: object(n.common_annotations),
+            group_labels: Object(n.group_labels),
+            common_labels: Object(n.common_labels),
+            common_annotations: Object(n.common_annotations),
             external_url: n.external_url,
             version: "4",
             group_key: n.group_key,
@@ -130,8 +129,8 @@ impl From<Alert> for PayloadAlert {
     fn from(a: Alert) -> Self {
         PayloadAlert {
             status: status(a.status),
-            labels: object(a.labels),
-            annotations: object(a.annotations),
+            labels: Object(a.labels),
+            annotations: Object(a.annotations),
             starts_at: a.starts_at,
             ends_at: a.ends_at.unwrap_or_else(|| ZERO_TIME.to_string()),
             generator_url: a.generator_url,
@@ -147,6 +146,13 @@ fn status(s: AlertStatus) -> &'static str {
     }
 }
 
-fn object(pairs: Vec<(String, String)>) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect()
+/// A label or annotation set as a JSON object, written straight from its pairs. The host
+/// passes them sorted by name, names unique (WIT `pairs`), which is the order Alertmanager
+/// writes (Go marshals maps sorted); building a map first only cost allocations.
+struct Object(Vec<(String, String)>);
+
+impl Serialize for Object {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+    }
 }
