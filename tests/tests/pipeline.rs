@@ -178,8 +178,12 @@ async fn an_undelivered_notification_survives_kill_9_and_is_delivered_after_rest
     let retrying = "retry = { max_attempts = 1000, initial_backoff = \"50ms\", max_backoff = \"50ms\" }";
     let daemon = Daemon::start(BIN, &config(&webhook_receiver("hook", &sink, retrying), "hook")).unwrap();
     post(&daemon, "Outboxed").await;
-    // A few retries in: the outbox entry, written when the first attempt failed, has long been committed.
+    // A few retries in, and half a second more: the outbox entry, written when the first
+    // attempt failed, has long been committed. (The 5th failure opens the breaker, so the
+    // retries cannot be waited for longer; and a CI run under full load once killed the
+    // daemon after the 4th attempt, before the commit's fsync had returned.)
     let before = sink.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let daemon = daemon.kill_9_and_restart(BIN).unwrap();
     sink.reply_with(200, &[], "ok");
     let seen = sink.count();
