@@ -5,6 +5,8 @@
 //! this process. Figures go to docs/BENCHMARKS.md.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use belfry::alert::Alert;
@@ -186,51 +188,30 @@ fn main() {
         // 20,000 unique alerts, each its own group, from the first POST to all delivered.
         let epoch = Instant::now();
         let e2e_only = std::env::var_os("BELFRY_BENCH_E2E_ONLY").is_some();
-        let bodies: Vec<Bytes> = (0..200).map(|p| batch(p * 100, 100, 0)).collect();
-        let burst_cpu = cpu_seconds(daemon.pid());
-        let bench_cpu = cpu_seconds(std::process::id());
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..if e2e_only { 0 } else { 4 } {
-            let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(4).cloned().collect();
-            tasks.push(tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                for body in mine {
-                    post_alerts(&mut sender, addr, body).await;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let accepted = started.elapsed();
-        wait_for_requests(&sink, if e2e_only { 0 } else { 20_000 }).await;
-        let delivered = started.elapsed();
-        let burst_cpu = cpu_seconds(daemon.pid()) - burst_cpu;
-        let bench_cpu = cpu_seconds(std::process::id()) - bench_cpu;
+        let burst = if e2e_only { Burst::default() } else { burst(addr, &sink, daemon.pid()).await };
         println!("\n## 20,000 unique alerts (each its own group) to delivered through the webhook plugin\n");
         println!("| measure | value |");
         println!("|---|---|");
-        println!("| all 200 POSTs answered | {:.3} s |", accepted.as_secs_f64());
-        println!("| first POST to the 20,000th webhook request at the sink | {:.3} s |", delivered.as_secs_f64());
+        println!("| all 200 POSTs answered | {:.3} s |", burst.accepted.as_secs_f64());
+        println!("| first POST to the 20,000th webhook request at the sink | {:.3} s |", burst.delivered.as_secs_f64());
         println!(
-            "| daemon CPU in that time (user + system) | {burst_cpu:.2} core-seconds, {:.0} µs per alert |",
-            burst_cpu * 1e6 / 20_000.0
+            "| daemon CPU in that time (user + system) | {:.2} core-seconds, {:.0} µs per alert |",
+            burst.server_cpu,
+            burst.server_cpu * 1e6 / 20_000.0
         );
         println!(
-            "| this bench's client and HTTP sink in that time | {bench_cpu:.2} core-seconds, {:.0} µs per alert |",
-            bench_cpu * 1e6 / 20_000.0
+            "| this bench's client and HTTP sink in that time | {:.2} core-seconds, {:.0} µs per alert |",
+            burst.bench_cpu,
+            burst.bench_cpu * 1e6 / 20_000.0
         );
         if std::env::var_os("BELFRY_BENCH_BURST_ONLY").is_some() {
+            drop(daemon);
+            compare_with_alertmanager(&burst, None).await;
             return;
         }
 
         // Idle: 20K live groups with a 1 s group_interval and nothing changing.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let pid = daemon.pid();
-        let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
-        tokio::time::sleep(Duration::from_secs(if e2e_only { 1 } else { 20 })).await;
-        let idle = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+        let idle = idle_cores(daemon.pid(), if e2e_only { 1 } else { 20 }).await;
         println!("| daemon CPU while idle with 20,000 live groups (group_interval 1s, 20 s window) | {idle:.4} cores |");
 
         // End to end at 10,000 alerts/s: 100 new alerts every 10 ms for 5 s.
@@ -284,7 +265,149 @@ fn main() {
             ms(percentile(&rerouted, 0.5)),
             ms(*rerouted.last().unwrap())
         );
+        drop(daemon);
+        if !e2e_only {
+            compare_with_alertmanager(&burst, Some(idle)).await;
+        }
     });
+}
+
+/// What the 20,000-alert burst took: wall times from the first POST, and the CPU of the
+/// server under test and of this bench (client and sink).
+#[derive(Default)]
+struct Burst {
+    accepted: Duration,
+    delivered: Duration,
+    server_cpu: f64,
+    bench_cpu: f64,
+}
+
+/// POST 20,000 unique alerts (200 POSTs of 100 over 4 keep-alive connections) to the server at
+/// `addr` (process `pid`) and wait until `sink` has 20,000 more requests.
+async fn burst(addr: SocketAddr, sink: &HttpSink, pid: u32) -> Burst {
+    let bodies: Vec<Bytes> = (0..200).map(|p| batch(p * 100, 100, 0)).collect();
+    let before = sink.count();
+    let (server_cpu, bench_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(4).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr).await;
+            for body in mine {
+                post_alerts(&mut sender, addr, body).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let accepted = started.elapsed();
+    wait_for_requests(sink, before + 20_000).await;
+    Burst {
+        accepted,
+        delivered: started.elapsed(),
+        server_cpu: cpu_seconds(pid) - server_cpu,
+        bench_cpu: cpu_seconds(std::process::id()) - bench_cpu,
+    }
+}
+
+/// The CPU process `pid` uses over `seconds`, after a second to settle, in cores.
+async fn idle_cores(pid: u32, seconds: u64) -> f64 {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64()
+}
+
+/// Alertmanager, the program the issue's targets compare with, if this machine has it
+/// (Debian's `prometheus-alertmanager`, which `scripts/test` installs for the client tests).
+fn alertmanager_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BELFRY_BENCH_ALERTMANAGER") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).flat_map(|dir| [dir.join("prometheus-alertmanager"), dir.join("alertmanager")]).find(|p| p.is_file())
+}
+
+/// An Alertmanager process with the same route as Belfry's above: every alert its own group
+/// (`group_by: ['...']`), `group_wait: 0s`, `group_interval: 1s`, a webhook to the sink.
+struct Alertmanager {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    async fn start(bin: &Path, sink: &HttpSink) -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: hook\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 4h\n\
+                 receivers:\n- name: hook\n  webhook_configs:\n  - url: '{}'\n    send_resolved: false\n",
+                sink.url("/hook")
+            ),
+        )
+        .unwrap();
+        // A free port: Alertmanager does not report the one it was given for :0.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start alertmanager");
+        let am = Alertmanager { child, addr, _dir: dir };
+        let ready = format!("http://{addr}/-/ready");
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() && belfry_tests::http_request("GET", &ready, "").await.0 == 200 {
+                return am;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("alertmanager did not become ready on {addr}");
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same burst (and, when Belfry's is given, the same idle measure) against Alertmanager,
+/// with the ratios: the issue's targets are stated against Alertmanager 0.25 on this machine.
+async fn compare_with_alertmanager(belfry: &Burst, belfry_idle: Option<f64>) {
+    let Some(bin) = alertmanager_binary() else {
+        println!("\n(No Alertmanager on PATH: install Debian's prometheus-alertmanager to compare.)");
+        return;
+    };
+    let version = std::process::Command::new(&bin).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+    let version = String::from_utf8_lossy(&version).split_whitespace().nth(2).unwrap_or("?").to_string();
+    let sink = HttpSink::start().await;
+    let am = Alertmanager::start(&bin, &sink).await;
+    let theirs = burst(am.addr, &sink, am.child.id()).await;
+    println!("\n## The same against Alertmanager {version} ({})\n", bin.display());
+    println!("| measure | Belfry | Alertmanager | ratio |");
+    println!("|---|---|---|---|");
+    let (b, a) = (belfry.delivered.as_secs_f64(), theirs.delivered.as_secs_f64());
+    println!("| 20K: first POST to the 20,000th webhook request | {b:.3} s | {a:.3} s | {:.1}x faster |", a / b);
+    let (b, a) = (belfry.server_cpu * 1e6 / 20_000.0, theirs.server_cpu * 1e6 / 20_000.0);
+    println!("| 20K: server CPU per alert | {b:.0} µs | {a:.0} µs | {:.1}x less |", a / b);
+    if let Some(b) = belfry_idle {
+        let a = idle_cores(am.child.id(), 20).await;
+        println!(
+            "| CPU while idle with 20,000 live groups (group_interval 1s, 20 s window) | {b:.4} cores | {a:.4} cores | {:.0}x less |",
+            a / b
+        );
+    }
 }
 
 async fn daemon_alerts(daemon: &Daemon) -> usize {
