@@ -400,15 +400,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn trail(name: &str, records: usize) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
+    /// A trail of `records` records in a fresh directory, removed when the guard drops.
+    fn trail(records: usize) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path, u64::MAX).unwrap();
         for i in 0..records {
             log.append("acme", "notify", "belfry", &json!({"receiver": "pager", "attempt": i})).unwrap();
         }
-        path
+        (dir, path)
     }
 
     fn lines(path: &Path) -> Vec<String> {
@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn an_untouched_trail_verifies_and_continues_across_reopen() {
-        let path = trail("intact", 3);
+        let (_dir, path) = trail(3);
         let first = verify(&path).unwrap();
         assert_eq!(first.records, 3);
         AuditLog::open(&path, u64::MAX).unwrap().append("acme", "reload", "admin", &Value::Null).unwrap();
@@ -432,9 +432,8 @@ mod tests {
             attempt: u32,
             remote_id: Option<&'a str>,
         }
-        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-shapes", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path, u64::MAX).unwrap();
         log.append("acme", "notify", "belfry", &Attempt { plugin: "slack", attempt: 2, remote_id: None }).unwrap();
         log.append("acme", "silence.set", "ana \"the\" admin", &json!({"comment": "line\nbreak"})).unwrap();
@@ -462,9 +461,8 @@ mod tests {
 
     #[test]
     fn flush_returns_once_every_queued_record_is_written() {
-        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-flush", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path, u64::MAX).unwrap();
         for i in 0..100 {
             log.record("acme", "notify", "belfry", &json!({"attempt": i}));
@@ -476,7 +474,7 @@ mod tests {
 
     #[test]
     fn an_edited_record_is_named() {
-        let path = trail("edited", 4);
+        let (_dir, path) = trail(4);
         let mut l = lines(&path);
         l[2] = l[2].replace("\"pager\"", "\"slack\"");
         std::fs::write(&path, l.join("\n") + "\n").unwrap();
@@ -487,13 +485,13 @@ mod tests {
 
     #[test]
     fn a_removed_or_reordered_record_is_named() {
-        let path = trail("removed", 4);
+        let (_dir, path) = trail(4);
         let mut l = lines(&path);
         l.remove(1);
         std::fs::write(&path, l.join("\n") + "\n").unwrap();
         assert_eq!(verify(&path).unwrap_err().line, 2);
 
-        let path = trail("reordered", 4);
+        let (_dir, path) = trail(4);
         let mut l = lines(&path);
         l.swap(2, 3);
         std::fs::write(&path, l.join("\n") + "\n").unwrap();
@@ -504,9 +502,8 @@ mod tests {
 
     #[test]
     fn rotation_by_size_keeps_one_chain_across_files() {
-        let dir = std::env::temp_dir().join(format!("belfry-audit-{}-rotated", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
         let log = AuditLog::open(&path, 600).unwrap();
         for i in 0..10 {
             log.append("acme", "notify", "belfry", &json!({"attempt": i})).unwrap();
@@ -530,7 +527,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_cut_off_at_open() {
-        let path = trail("torn", 2);
+        let (_dir, path) = trail(2);
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"seq\":3,\"ti").unwrap();
         drop(f);

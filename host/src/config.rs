@@ -1519,9 +1519,8 @@ mod tests {
     "#;
 
     fn load(text: &str) -> Result<Config, ConfigErrors> {
-        let dir = std::env::temp_dir().join(format!("belfry-config-{}-{}", std::process::id(), text.len()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("belfry.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("belfry.toml");
         std::fs::write(&file, text).unwrap();
         Config::load(&file)
     }

@@ -196,14 +196,14 @@ mod tests {
     use super::*;
 
     fn keyring(ids: &[&str]) -> Keyring {
-        let dir = std::env::temp_dir().join(format!("belfry-keys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let mut sources = BTreeMap::new();
         for id in ids {
             std::fs::write(dir.join(id), new_key()).unwrap();
             sources.insert(id.to_string(), format!("file:{}", dir.join(id).display()));
         }
-        Keyring::load(&sources, &dir).unwrap()
+        Keyring::load(&sources, dir).unwrap()
     }
 
     #[test]
@@ -232,11 +232,11 @@ mod tests {
         assert_eq!(resolve("costs $${HOME} and $5", &k, Path::new("/")).unwrap().value, "costs ${HOME} and $5");
         let err = resolve("${BELFRY_TEST_UNSET_VAR}", &k, Path::new("/")).unwrap_err();
         assert!(err.contains("`BELFRY_TEST_UNSET_VAR` is not set"), "{err}");
-        let dir = std::env::temp_dir().join(format!("belfry-secret-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("pw"), "hunter2\n").unwrap();
-        assert_eq!(resolve("${file:pw}", &k, &dir).unwrap().value, "hunter2");
-        assert_eq!(resolve("plain", &k, &dir).unwrap(), Resolved { value: "plain".into(), secrets: vec![] });
+        assert_eq!(resolve("${file:pw}", &k, dir).unwrap().value, "hunter2");
+        assert_eq!(resolve("plain", &k, dir).unwrap(), Resolved { value: "plain".into(), secrets: vec![] });
     }
 
     #[test]
