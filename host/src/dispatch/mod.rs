@@ -516,13 +516,13 @@ impl Notifier {
             let send_resolved = self.send_resolved.contains(&receiver);
             let outcome = self.routing().groups.flush(&key, now, alerts, time_muted, send_resolved);
             match outcome {
-                FlushOutcome::Notify(flush) => {
+                FlushOutcome::Notify(mut flush) => {
                     let log = Op::PutNotifyLog { tenant: self.tenant.clone(), group: flush.key.to_string(), entry: flush.entry.clone() };
                     if flush.alerts.is_empty() {
                         ops.push(log);
                         continue;
                     }
-                    let mut notification = group_notification(&self.tenant, &flush, &self.external_url, now);
+                    let mut notification = group_notification(&self.tenant, &mut flush, &self.external_url, now);
                     if notification.status == AlertStatus::Firing
                         && let Some(links) = self.ack_links.get()
                     {
@@ -643,9 +643,10 @@ fn new_outbox_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// The notification for a flushed group.
-pub fn group_notification(tenant: &str, flush: &Flush, external_url: &str, now: DateTime<Utc>) -> Notification {
-    notification(tenant, &flush.receiver, &flush.key, &flush.labels, &flush.alerts, external_url, now)
+/// The notification for a flushed group; takes the flush's alerts rather than copying them.
+pub fn group_notification(tenant: &str, flush: &mut Flush, external_url: &str, now: DateTime<Utc>) -> Notification {
+    let alerts = std::mem::take(&mut flush.alerts);
+    notification_of(tenant, &flush.receiver, &flush.key, &flush.labels, alerts, external_url, now)
 }
 
 /// A notification of `alerts` (at least one) to `receiver`, as the plugins receive it.
@@ -658,14 +659,30 @@ pub fn notification(
     external_url: &str,
     now: DateTime<Utc>,
 ) -> Notification {
+    notification_of(tenant, receiver, group_key, group_labels, alerts.to_vec(), external_url, now)
+}
+
+/// [`notification`], taking the alerts: their labels and annotations move into it.
+fn notification_of(
+    tenant: &str,
+    receiver: &str,
+    group_key: &str,
+    group_labels: &alert::LabelSet,
+    alerts: Vec<AlertRecord>,
+    external_url: &str,
+    now: DateTime<Utc>,
+) -> Notification {
     let pairs = |set: &alert::LabelSet| set.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
-    let common = |pick: fn(&AlertRecord) -> &alert::LabelSet| -> alert::LabelSet {
-        let mut common = alerts.first().map(|a| pick(a).clone()).unwrap_or_default();
-        for a in &alerts[1.min(alerts.len())..] {
-            common.retain(|k, v| pick(a).get(k) == Some(v));
-        }
-        common
+    // The pairs every alert has, in the first alert's (sorted) order.
+    let common = |pick: fn(&AlertRecord) -> &alert::LabelSet| -> Vec<(String, String)> {
+        let Some((first, rest)) = alerts.split_first() else { return Vec::new() };
+        pick(first)
+            .iter()
+            .filter(|(k, v)| rest.iter().all(|a| pick(a).get(*k) == Some(*v)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
+    let (common_labels, common_annotations) = (common(|a| &a.labels), common(|a| &a.annotations));
     let firing = alerts.iter().any(|a| a.status_at(now) == Status::Firing);
     Notification {
         tenant: tenant.to_string(),
@@ -673,24 +690,24 @@ pub fn notification(
         status: if firing { AlertStatus::Firing } else { AlertStatus::Resolved },
         group_key: group_key.to_string(),
         group_labels: pairs(group_labels),
-        common_labels: pairs(&common(|a| &a.labels)),
-        common_annotations: pairs(&common(|a| &a.annotations)),
+        common_labels,
+        common_annotations,
         alerts: alerts
-            .iter()
+            .into_iter()
             .map(|a| {
                 let status = wit_status(a.status_at(now));
                 plugin::Alert {
                     fingerprint: a.fingerprint().to_string(),
                     status,
-                    labels: pairs(&a.labels),
-                    annotations: pairs(&a.annotations),
                     starts_at: alert::format_time(a.starts_at),
                     // Alertmanager sends a zero endsAt for alerts that are still firing.
                     ends_at: match status {
                         AlertStatus::Resolved => Some(alert::format_time(a.ends_at)),
                         AlertStatus::Firing => None,
                     },
-                    generator_url: a.generator_url.clone(),
+                    labels: a.labels.into_iter().collect(),
+                    annotations: a.annotations.into_iter().collect(),
+                    generator_url: a.generator_url,
                 }
             })
             .collect(),
