@@ -676,11 +676,7 @@ fn notification_of(
     // The pairs every alert has, in the first alert's (sorted) order.
     let common = |pick: fn(&AlertRecord) -> &alert::LabelSet| -> Vec<(String, String)> {
         let Some((first, rest)) = alerts.split_first() else { return Vec::new() };
-        pick(first)
-            .iter()
-            .filter(|(k, v)| rest.iter().all(|a| pick(a).get(*k) == Some(*v)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        pick(first).iter().filter(|(k, v)| rest.iter().all(|a| pick(a).get(*k) == Some(*v))).map(|(k, v)| (k.clone(), v.clone())).collect()
     };
     let (common_labels, common_annotations) = (common(|a| &a.labels), common(|a| &a.annotations));
     let firing = alerts.iter().any(|a| a.status_at(now) == Status::Firing);
