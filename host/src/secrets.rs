@@ -217,7 +217,11 @@ mod tests {
         let err = k.decrypt(&moved).unwrap_err();
         assert!(err.contains("cannot decrypt with key `k2`") && !err.contains("xoxb"), "{err}");
         let mut tampered = sealed.clone();
-        tampered.replace_range(tampered.len() - 6..tampered.len() - 5, if tampered.ends_with("A=") { "B" } else { "A" });
+        // Flip one base64 digit of the ciphertext (to another digit, whatever it was).
+        let at = tampered.len() - 6;
+        let flipped = if &tampered[at..at + 1] == "A" { "B" } else { "A" };
+        tampered.replace_range(at..at + 1, flipped);
+        assert_ne!(tampered, sealed);
         assert!(k.decrypt(&tampered).is_err());
         assert!(k.decrypt("enc:v1:nope:AAAA").unwrap_err().contains("no master key `nope`"));
     }
