@@ -6,7 +6,8 @@
 //! so 100K groups cost what their memory costs. Everything here is pure state with the time
 //! passed in: the caller (dispatch.rs) fetches alerts, decides muting and delivers.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};

@@ -202,7 +202,7 @@ pub struct Router {
     time_intervals: HashSet<String>,
     script: Option<Script>,
     /// Distinct option sets, shared by every decision that uses them.
-    options: Mutex<HashSet<Arc<RouteOptions>>>,
+    options: Mutex<foldhash::HashSet<Arc<RouteOptions>>>,
     failures: AtomicU64,
 }
 
@@ -266,7 +266,7 @@ impl Router {
             time_intervals: spec.time_intervals.clone(),
             spec,
             script,
-            options: Mutex::new(HashSet::new()),
+            options: Mutex::default(),
             failures: AtomicU64::new(0),
         };
         router.run_self_tests()?;

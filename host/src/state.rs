@@ -4,7 +4,7 @@
 //! and a moving `endsAt`: that is one alert, updated, not a new one. What was notified about
 //! each alert is not kept here but in the groups' notification log (`group.rs`).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

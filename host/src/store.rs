@@ -21,7 +21,7 @@
 //! thread while appends go on: sharing one file, and so redb's one write transaction, every
 //! checkpoint stalled every commit, which halved ingest (docs/BENCHMARKS.md).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -438,7 +438,7 @@ fn journal_records(journal: &redb::Database) -> Result<Records, String> {
 }
 
 fn records_of(journal: &impl redb::ReadableTable<u64, &'static [u8]>) -> Result<Records, String> {
-    let mut records = Records::new();
+    let mut records = Records::default();
     for entry in journal.iter().map_err(|e| e.to_string())? {
         let (_, v) = entry.map_err(|e| e.to_string())?;
         let entries: Vec<Entry> = postcard::from_bytes(v.value()).map_err(|e| e.to_string())?;
@@ -541,7 +541,7 @@ impl<'a> Writer<'a> {
                 Some(last + 1)
             })
             .unwrap_or(0);
-        Writer { journal, path, next_seq, pending: HashMap::new(), checkpoints, checkpointer }
+        Writer { journal, path, next_seq, pending: HashMap::default(), checkpoints, checkpointer }
     }
 
     fn run(mut self, queue: mpsc::Receiver<Queued>) {
@@ -959,7 +959,7 @@ mod tests {
             key: key.as_bytes().to_vec(),
             value: value.map(|v| v.as_bytes().to_vec()),
         };
-        let mut pending = Records::new();
+        let mut pending = Records::default();
         note(&mut pending, entry(Table::Outbox, "fresh", Some("n")));
         note(&mut pending, entry(Table::Outbox, "fresh", None));
         assert!(pending.is_empty(), "never reached the table: nothing to remove from it");
