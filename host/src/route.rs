@@ -320,11 +320,14 @@ impl Router {
         EVAL_NOW_MS.with(|c| c.set(now.timestamp_millis()));
         let input = self.alert_map(alert, now, script.uses);
         let mut scope = Scope::new();
-        let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let result = script
-            .engine
-            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, "route", (input,))
-            .map_err(|e| describe_eval_error(&e))?;
+        let options = || rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let result = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "route", (input,)).map_err(|e| {
+            let at = locate(script, &e, |engine| {
+                let input = self.alert_map(alert, now, script.uses);
+                engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "route", (input,))
+            });
+            describe_eval_error(&e, at)
+        })?;
         self.interpret(result).map_err(|why| format!("route() returned {why}"))
     }
 
@@ -449,11 +452,12 @@ impl Router {
         }
         let fail = |line: Option<usize>, message: String| ScriptError { file: script.file.clone(), line, message };
         let mut scope = Scope::new();
-        let options = rhai::CallFnOptions::new().eval_ast(false);
-        let cases = script
-            .engine
-            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, "tests", ())
-            .map_err(|e| fail(line_of(&e), format!("tests() failed: {}", describe_eval_error(&e))))?;
+        let options = || rhai::CallFnOptions::new().eval_ast(false);
+        let cases = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "tests", ()).map_err(|e| {
+            let at =
+                locate(script, &e, |engine| engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "tests", ()));
+            fail(at.line(), format!("tests() failed: {}", describe_eval_error(&e, at)))
+        })?;
         let cases = cases.try_cast::<Array>().ok_or_else(|| fail(None, "tests() must return an array of test maps".into()))?;
         for (i, case) in cases.into_iter().enumerate() {
             let case = case.try_cast::<Map>().ok_or_else(|| fail(None, format!("tests()[{i}] must be a map")))?;
@@ -661,8 +665,36 @@ fn duration(v: Dynamic) -> Result<Duration, String> {
     humantime_serde::re::humantime::parse_duration(&s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
 }
 
-fn line_of(e: &EvalAltResult) -> Option<usize> {
-    innermost(e).position().line()
+/// Where in the script `error` happened.
+///
+/// Rhai gives most errors their position, but reports its limits (operations, string, array
+/// and map sizes, call depth) at the call of the script's function, which for `route` and
+/// `tests` has none. For those, `call` is run again in an engine like the script's with a
+/// debugger that remembers the position of every step: the last one is where the limit was
+/// hit. Only a failing call pays for this, at most once more its bounded cost.
+fn locate(script: &Script, error: &EvalAltResult, call: impl FnOnce(&Engine) -> Result<Dynamic, Box<EvalAltResult>>) -> Position {
+    let inner = innermost(error);
+    if !inner.position().is_none() || !inner.is_system_exception() {
+        return inner.position();
+    }
+    let last = Arc::new(Mutex::new(Position::NONE));
+    let mut engine = sandboxed_engine(&script.file);
+    // The first run already printed; this one is silent.
+    engine.on_print(|_| {}).on_debug(|_, _, _| {});
+    let seen = last.clone();
+    #[allow(deprecated)] // "not deprecated, but considered volatile" (Rhai's words)
+    engine.register_debugger(
+        |_, debugger| debugger,
+        move |_, event, _, _, position| {
+            if matches!(event, rhai::debugger::DebuggerEvent::Step) && !position.is_none() {
+                *seen.lock().expect("position lock") = position;
+            }
+            Ok(rhai::debugger::DebuggerCommand::StepInto)
+        },
+    );
+    // The same limit stops the run again; its outcome is known and ignored.
+    let _ = call(&engine);
+    *last.lock().expect("position lock")
 }
 
 fn innermost(e: &EvalAltResult) -> &EvalAltResult {
@@ -672,13 +704,22 @@ fn innermost(e: &EvalAltResult) -> &EvalAltResult {
     }
 }
 
-/// The error with its script line, without Rhai's function-call wrapping.
-fn describe_eval_error(e: &EvalAltResult) -> String {
+/// The error with its script line (`at`, from [`locate`]), without Rhai's function-call wrapping.
+fn describe_eval_error(e: &EvalAltResult, at: Position) -> String {
     let inner = innermost(e);
     let what = match inner {
         EvalAltResult::ErrorTooManyOperations(_) => {
             format!("exceeded {} operations (an endless loop?)", limits::OPERATIONS)
         }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            format!("functions called more than {} deep (endless recursion?)", limits::CALL_LEVELS)
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => match what.as_str() {
+            "Length of string" => format!("a string grew past {} bytes", limits::STRING_BYTES),
+            "Size of array/BLOB" => format!("an array grew past {} items", limits::COLLECTION_ITEMS),
+            "Size of object map" => format!("a map grew past {} entries", limits::COLLECTION_ITEMS),
+            other => format!("{other} is over its limit"),
+        },
         other => {
             let mut text = other.to_string();
             // Rhai appends " (line L, position P)"; the line is reported separately.
@@ -688,9 +729,9 @@ fn describe_eval_error(e: &EvalAltResult) -> String {
             text
         }
     };
-    match inner.position() {
-        p if p == Position::NONE => what,
-        p => format!("line {}: {what}", p.line().unwrap_or(0)),
+    match at.line() {
+        None => what,
+        Some(line) => format!("line {line}: {what}"),
     }
 }
 
@@ -837,15 +878,16 @@ mod tests {
     fn runtime_errors_and_limits_fall_back_and_are_counted() {
         for (script, needle) in [
             ("fn route(alert) { throw \"boom\"; }", "line 1"),
-            ("fn route(alert) { loop { } }", "operations"),
+            ("fn route(alert) { loop { } }", "line 1: exceeded 50000 operations"),
             ("fn route(alert) { \"nobody\" }", "`nobody`"),
             ("fn route(alert) { #{ receiver: \"pager\", group_wait: \"soon\" } }", "group_wait"),
             ("fn route(alert) { #{ receiver: \"pager\", colour: 1 } }", "`colour`"),
             ("fn route(alert) { #{ receiver: \"pager\", mute_time_intervals: [\"lunch\"] } }", "`lunch`"),
             ("fn route(alert) { #{ receiver: \"pager\", escalation: \"page-everyone\" } }", "[[escalation_policies]]"),
             ("fn route(alert) { matches(\"x\", \"(\") }", "not a valid regex"),
-            ("fn route(alert) { let s = \"x\"; loop { s += s; } }", "too large"),
-            ("fn f(n) { f(n + 1) } fn route(alert) { f(0) }", "Stack overflow"),
+            ("fn route(alert) { let s = \"x\"; loop { s += s; } }", "a string grew past 65536 bytes"),
+            ("fn route(alert) { let a = []; loop { a.push(1); } }", "an array grew past 4096 items"),
+            ("fn f(n) { f(n + 1) } fn route(alert) { f(0) }", "functions called more than 16 deep"),
             ("fn route(alert) { 42 }", "i64"),
         ] {
             let r = router(script).unwrap();
@@ -855,6 +897,26 @@ mod tests {
             assert!(why.contains(needle), "{script}: {why}");
             assert_eq!(r.failures(), 1);
         }
+    }
+
+    #[test]
+    fn a_limit_is_reported_at_the_line_that_hit_it() {
+        // Rhai reports its limits without a position; the router finds the line by running
+        // the failing call again under a debugger.
+        for (script, line) in [
+            ("fn route(alert) {\n  let n = 0;\n  loop {\n    n += 1;\n  }\n}", 4),
+            ("fn route(alert) {\n  let s = \"x\";\n\n  for i in 0..40 { s += s; }\n}", 4),
+            ("fn deeper(n) {\n  deeper(n + 1)\n}\nfn route(alert) {\n  deeper(0)\n}", 2),
+            ("fn grow(a) {\n  for i in 0..5000 {\n    a.push(i);\n  }\n}\nfn route(alert) {\n  let a = [];\n  grow(a);\n}", 3),
+        ] {
+            let r = router(script).unwrap();
+            let why = r.route(&alert(&[("alertname", "A")]), now()).failure.expect(script);
+            assert!(why.starts_with(&format!("line {line}: ")), "{script}: {why}");
+        }
+        // The same in tests(), which runs before the script goes live.
+        let e = router("fn route(alert) { () }\nfn tests() {\n  let t = [];\n  loop { t += 1; }\n}").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("line 4: an array grew past 4096 items"), "{e}");
     }
 
     #[test]
