@@ -1,4 +1,4 @@
-//! Allocator tuning for the binaries: mimalloc commits arena memory only as used, and returns freed memory 100 ms later, idle or not.
+//! The binaries' allocator: mimalloc, committing arena memory only as used, returning freed memory 100 ms later, and metering what a routing script holds.
 //!
 //! Without it, the ingest path's transient peaks (request bodies, decoded records,
 //! notifications) stay resident: docs/BENCHMARKS.md measured 235 MiB at 100K alerts with
@@ -15,7 +15,84 @@
 //! mimalloc only purges from inside an allocation, so an idle daemon would keep what a burst
 //! freed: [`return_freed_memory`] lets it purge every [`COLLECT_EVERY`].
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
 use std::time::Duration;
+
+/// The binaries' global allocator: mimalloc, which also keeps count of the bytes the current
+/// thread holds while a [`Meter`] runs on it. A routing script's evaluation runs under one, so
+/// that a script cannot hold more memory than [`crate::route::limits::MEMORY_BYTES`] (Rhai
+/// bounds sizes, not memory: docs/ROUTING.md). Off a meter it costs one thread-local read per
+/// allocation.
+pub struct Metered;
+
+thread_local! {
+    /// Bytes allocated minus bytes freed on this thread since its meter started; `None`
+    /// without one. A const, destructor-free thread-local: reading it never allocates.
+    static METERED: Cell<Option<isize>> = const { Cell::new(None) };
+}
+
+fn count(bytes: isize) {
+    METERED.with(|m| {
+        if let Some(held) = m.get() {
+            m.set(Some(held + bytes));
+        }
+    });
+}
+
+// SAFETY: every method forwards to mimalloc's, with the same arguments; counting allocates
+// nothing.
+unsafe impl GlobalAlloc for Metered {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Counts what the current thread allocates (less what it frees) until dropped. Meters nest:
+/// an inner one counts from zero, and the outer one resumes when it ends. Counts nothing
+/// unless the global allocator is [`Metered`].
+pub struct Meter {
+    outer: Option<isize>,
+}
+
+impl Meter {
+    /// Start counting from zero on this thread.
+    pub fn start() -> Meter {
+        Meter { outer: METERED.with(|m| m.replace(Some(0))) }
+    }
+
+    /// The bytes this thread allocated, less those it freed, since this meter started.
+    pub fn held() -> isize {
+        METERED.with(|m| m.get().unwrap_or(0))
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let inner = METERED.with(|m| m.get().unwrap_or(0));
+        METERED.with(|m| m.set(self.outer.map(|outer| outer + inner)));
+    }
+}
 
 /// mimalloc v3's `mi_option_arena_eager_commit` and `mi_option_purge_delay`: their positions in
 /// `enum mi_option_e` of the vendored `mimalloc.h` (libmimalloc-sys names only older options).
@@ -85,6 +162,32 @@ macro_rules! tune_allocator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unit tests run on [`Metered`] (lib.rs), as the binaries do.
+    #[test]
+    fn a_meter_counts_what_its_thread_holds_and_meters_nest() {
+        assert_eq!(Meter::held(), 0, "no meter, no count");
+        let outer = Meter::start();
+        let kept: Vec<u8> = vec![1; 1 << 20];
+        let held = Meter::held();
+        assert!((1 << 20..(1 << 20) + 4096).contains(&held), "{held}");
+        {
+            let _inner = Meter::start();
+            assert_eq!(Meter::held(), 0, "an inner meter counts from zero");
+            let freed: Vec<u8> = vec![2; 1 << 16];
+            drop(freed);
+            let from_another_thread = std::thread::spawn(|| vec![3u8; 1 << 22]).join().unwrap();
+            assert!(Meter::held() < 4096, "freed, and another thread's bytes are not counted: {}", Meter::held());
+            // Freed here, they would count against this thread's meter (it counts frees too), so
+            // they go back to be freed where they came from.
+            std::thread::spawn(move || drop(from_another_thread)).join().unwrap();
+        }
+        assert!(Meter::held() >= 1 << 20, "the outer meter resumes: {}", Meter::held());
+        drop(kept);
+        assert!(Meter::held() < 4096, "{}", Meter::held());
+        drop(outer);
+        assert_eq!(Meter::held(), 0);
+    }
 
     fn rss_mib() -> f64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();

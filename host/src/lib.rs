@@ -52,3 +52,8 @@ pub mod template;
 pub mod tenant;
 pub mod timeinterval;
 pub mod watch;
+
+/// The binaries' allocator in the unit tests too, so that what it meters is tested.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc::Metered = alloc::Metered;

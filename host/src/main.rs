@@ -1,7 +1,7 @@
 //! The `belfry` binary: see [`belfry::cli`].
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: belfry::alloc::Metered = belfry::alloc::Metered;
 belfry::tune_allocator!();
 
 fn main() -> std::process::ExitCode {

@@ -190,7 +190,15 @@ pub mod limits {
     pub const STRING_BYTES: usize = 64 << 10;
     /// Elements in one array or map.
     pub const COLLECTION_ITEMS: usize = 4_096;
+    /// Memory one evaluation may hold (checked every [`MEMORY_CHECK_EVERY`] operations):
+    /// what the size limits leave open, such as a map grown key by key.
+    pub const MEMORY_BYTES: usize = 16 << 20;
+    /// Operations between two checks of [`MEMORY_BYTES`].
+    pub const MEMORY_CHECK_EVERY: u64 = 128;
 }
+
+/// What a script stopped for holding more than [`limits::MEMORY_BYTES`] is terminated with.
+const OVER_MEMORY: &str = "belfry:memory";
 
 /// One tenant's routing, ready to evaluate.
 pub struct Router {
@@ -321,7 +329,10 @@ impl Router {
         let input = self.alert_map(alert, now, script.uses);
         let mut scope = Scope::new();
         let options = || rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let result = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "route", (input,)).map_err(|e| {
+        let meter = crate::alloc::Meter::start();
+        let result = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "route", (input,));
+        drop(meter);
+        let result = result.map_err(|e| {
             let at = locate(script, &e, |engine| {
                 let input = self.alert_map(alert, now, script.uses);
                 engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "route", (input,))
@@ -453,7 +464,10 @@ impl Router {
         let fail = |line: Option<usize>, message: String| ScriptError { file: script.file.clone(), line, message };
         let mut scope = Scope::new();
         let options = || rhai::CallFnOptions::new().eval_ast(false);
-        let cases = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "tests", ()).map_err(|e| {
+        let meter = crate::alloc::Meter::start();
+        let cases = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "tests", ());
+        drop(meter);
+        let cases = cases.map_err(|e| {
             let at =
                 locate(script, &e, |engine| engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "tests", ()));
             fail(at.line(), format!("tests() failed: {}", describe_eval_error(&e, at)))
@@ -577,7 +591,11 @@ fn sandboxed_engine(file: &Path) -> Engine {
         .set_strict_variables(true)
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .disable_symbol("eval")
-        .disable_symbol("import");
+        .disable_symbol("import")
+        .on_progress(|operations| {
+            let check = operations.is_multiple_of(limits::MEMORY_CHECK_EVERY);
+            (check && crate::alloc::Meter::held() > limits::MEMORY_BYTES as isize).then(|| Dynamic::from(OVER_MEMORY))
+        });
     let origin = file.display().to_string();
     engine.on_print(move |s| tracing::info!(script = %origin, "{s}"));
     let origin = file.display().to_string();
@@ -693,7 +711,9 @@ fn locate(script: &Script, error: &EvalAltResult, call: impl FnOnce(&Engine) -> 
         },
     );
     // The same limit stops the run again; its outcome is known and ignored.
+    let meter = crate::alloc::Meter::start();
     let _ = call(&engine);
+    drop(meter);
     *last.lock().expect("position lock")
 }
 
@@ -710,6 +730,9 @@ fn describe_eval_error(e: &EvalAltResult, at: Position) -> String {
     let what = match inner {
         EvalAltResult::ErrorTooManyOperations(_) => {
             format!("exceeded {} operations (an endless loop?)", limits::OPERATIONS)
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.clone().into_string().is_ok_and(|t| t == OVER_MEMORY) => {
+            format!("held more than {} MiB of memory", limits::MEMORY_BYTES >> 20)
         }
         EvalAltResult::ErrorStackOverflow(_) => {
             format!("functions called more than {} deep (endless recursion?)", limits::CALL_LEVELS)
@@ -917,6 +940,21 @@ mod tests {
         let e = router("fn route(alert) { () }\nfn tests() {\n  let t = [];\n  loop { t += 1; }\n}").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         assert!(e.message.contains("line 4: an array grew past 4096 items"), "{e}");
+    }
+
+    #[test]
+    fn a_script_holding_too_much_memory_is_stopped() {
+        // Rhai does not check a map's size when keys are added one by one; the memory limit
+        // stops it, at its line, long before the operations run out.
+        let script = "fn route(alert) {\n  let s = \"x\";\n  for i in 0..15 { s += s; }\n  let m = #{};\n  for i in 0..8000 { m[`k${i}`] = s + i; }\n  \"pager\"\n}";
+        let r = router(script).unwrap();
+        let d = r.route(&alert(&[("alertname", "A")]), now());
+        assert_eq!(d.receivers(), ["fallback"]);
+        let why = d.failure.unwrap();
+        assert_eq!(why, "line 5: held more than 16 MiB of memory");
+        // The same script with a few keys routes.
+        let r = router(&script.replace("0..8000", "0..100")).unwrap();
+        assert_eq!(r.route(&alert(&[("alertname", "A")]), now()).receivers(), ["pager"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 // The same allocator as the real binary, so benchmarks measure what ships.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: belfry::alloc::Metered = belfry::alloc::Metered;
 belfry::tune_allocator!();
 
 fn main() -> std::process::ExitCode {
