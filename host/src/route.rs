@@ -195,10 +195,82 @@ pub mod limits {
     pub const MEMORY_BYTES: usize = 16 << 20;
     /// Operations between two checks of [`MEMORY_BYTES`].
     pub const MEMORY_CHECK_EVERY: u64 = 128;
+    /// CPU time one evaluation may use. Operations bound the script's own steps (50,000 take
+    /// ~1 ms), not what a built-in does for one of them: a regex compiled per iteration, or a
+    /// string function on a 64 KiB string. Ten times more in unoptimized (test) builds.
+    pub const CPU_TIME: std::time::Duration = std::time::Duration::from_millis(if cfg!(debug_assertions) { 200 } else { 20 });
+    /// Operations between two reads of the thread's CPU clock; the first read starts the count,
+    /// so an evaluation shorter than this never reads it.
+    pub const CPU_CHECK_EVERY: u64 = 1024;
 }
 
 /// What a script stopped for holding more than [`limits::MEMORY_BYTES`] is terminated with.
 const OVER_MEMORY: &str = "belfry:memory";
+/// What a script stopped for using more than [`limits::CPU_TIME`] is terminated with.
+const OVER_CPU_TIME: &str = "belfry:cpu";
+
+thread_local! {
+    /// The thread's CPU clock when the running evaluation first read it.
+    static CPU_CLOCK_START: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// Counts what one evaluation uses beyond Rhai's own limits, from its start to its drop: the
+/// memory its thread holds and (past its first [`limits::CPU_CHECK_EVERY`] operations) its
+/// CPU time. The engine's progress callback ([`over_budget`]) checks both.
+struct Budget {
+    _memory: crate::alloc::Meter,
+}
+
+impl Budget {
+    fn start() -> Budget {
+        CPU_CLOCK_START.with(|start| start.set(None));
+        Budget { _memory: crate::alloc::Meter::start() }
+    }
+}
+
+/// Rhai's progress callback: `Some` ends the evaluation.
+fn over_budget(operations: u64) -> Option<Dynamic> {
+    if operations.is_multiple_of(limits::MEMORY_CHECK_EVERY) && crate::alloc::Meter::held() > limits::MEMORY_BYTES as isize {
+        return Some(Dynamic::from(OVER_MEMORY));
+    }
+    if operations.is_multiple_of(limits::CPU_CHECK_EVERY)
+        && let Some(now) = thread_cpu_time()
+    {
+        let start = CPU_CLOCK_START.with(|cell| {
+            let start = cell.get().unwrap_or(now);
+            cell.set(Some(start));
+            start
+        });
+        if now.saturating_sub(start) > limits::CPU_TIME {
+            return Some(Dynamic::from(OVER_CPU_TIME));
+        }
+    }
+    None
+}
+
+/// The CPU time the calling thread has used (Linux's `CLOCK_THREAD_CPUTIME_ID`).
+#[cfg(target_os = "linux")]
+fn thread_cpu_time() -> Option<Duration> {
+    #[repr(C)]
+    struct Timespec {
+        seconds: std::ffi::c_long,
+        nanoseconds: std::ffi::c_long,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: std::ffi::c_int, time: *mut Timespec) -> std::ffi::c_int;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: std::ffi::c_int = 3;
+    let mut time = Timespec { seconds: 0, nanoseconds: 0 };
+    // SAFETY: libc's clock_gettime writing into a timespec this function owns.
+    let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut time) } == 0;
+    ok.then(|| Duration::new(time.seconds as u64, time.nanoseconds as u32))
+}
+
+/// Elsewhere the CPU time is not limited (operations and memory still are).
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
 
 /// One tenant's routing, ready to evaluate.
 pub struct Router {
@@ -329,9 +401,9 @@ impl Router {
         let input = self.alert_map(alert, now, script.uses);
         let mut scope = Scope::new();
         let options = || rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let meter = crate::alloc::Meter::start();
+        let budget = Budget::start();
         let result = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "route", (input,));
-        drop(meter);
+        drop(budget);
         let result = result.map_err(|e| {
             let at = locate(script, &e, |engine| {
                 let input = self.alert_map(alert, now, script.uses);
@@ -464,9 +536,9 @@ impl Router {
         let fail = |line: Option<usize>, message: String| ScriptError { file: script.file.clone(), line, message };
         let mut scope = Scope::new();
         let options = || rhai::CallFnOptions::new().eval_ast(false);
-        let meter = crate::alloc::Meter::start();
+        let budget = Budget::start();
         let cases = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "tests", ());
-        drop(meter);
+        drop(budget);
         let cases = cases.map_err(|e| {
             let at =
                 locate(script, &e, |engine| engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "tests", ()));
@@ -592,10 +664,7 @@ fn sandboxed_engine(file: &Path) -> Engine {
         .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
         .disable_symbol("eval")
         .disable_symbol("import")
-        .on_progress(|operations| {
-            let check = operations.is_multiple_of(limits::MEMORY_CHECK_EVERY);
-            (check && crate::alloc::Meter::held() > limits::MEMORY_BYTES as isize).then(|| Dynamic::from(OVER_MEMORY))
-        });
+        .on_progress(over_budget);
     let origin = file.display().to_string();
     engine.on_print(move |s| tracing::info!(script = %origin, "{s}"));
     let origin = file.display().to_string();
@@ -711,9 +780,9 @@ fn locate(script: &Script, error: &EvalAltResult, call: impl FnOnce(&Engine) -> 
         },
     );
     // The same limit stops the run again; its outcome is known and ignored.
-    let meter = crate::alloc::Meter::start();
+    let budget = Budget::start();
     let _ = call(&engine);
-    drop(meter);
+    drop(budget);
     *last.lock().expect("position lock")
 }
 
@@ -733,6 +802,9 @@ fn describe_eval_error(e: &EvalAltResult, at: Position) -> String {
         }
         EvalAltResult::ErrorTerminated(token, _) if token.clone().into_string().is_ok_and(|t| t == OVER_MEMORY) => {
             format!("held more than {} MiB of memory", limits::MEMORY_BYTES >> 20)
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.clone().into_string().is_ok_and(|t| t == OVER_CPU_TIME) => {
+            format!("used more than {} ms of CPU time", limits::CPU_TIME.as_millis())
         }
         EvalAltResult::ErrorStackOverflow(_) => {
             format!("functions called more than {} deep (endless recursion?)", limits::CALL_LEVELS)
@@ -954,6 +1026,19 @@ mod tests {
         assert_eq!(why, "line 5: held more than 16 MiB of memory");
         // The same script with a few keys routes.
         let r = router(&script.replace("0..8000", "0..100")).unwrap();
+        assert_eq!(r.route(&alert(&[("alertname", "A")]), now()).receivers(), ["pager"]);
+    }
+
+    #[test]
+    fn a_script_using_too_much_cpu_in_built_ins_is_stopped() {
+        // Upper-casing 32 KiB is one operation: the CPU time limit stops the loop long before
+        // its 30,000 operations run out.
+        let script = "fn route(alert) {\n  let s = \"ab\";\n  for i in 0..14 { s += s; }\n  for i in 0..10000 { let t = s.to_upper(); }\n  \"pager\"\n}";
+        let r = router(script).unwrap();
+        let why = r.route(&alert(&[("alertname", "A")]), now()).failure.unwrap();
+        assert_eq!(why, format!("line 4: used more than {} ms of CPU time", limits::CPU_TIME.as_millis()));
+        // With 10 iterations it routes.
+        let r = router(&script.replace("0..10000", "0..10")).unwrap();
         assert_eq!(r.route(&alert(&[("alertname", "A")]), now()).receivers(), ["pager"]);
     }
 
