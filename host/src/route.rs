@@ -398,19 +398,12 @@ impl Router {
 
     fn evaluate(&self, script: &Script, alert: &Alert, now: DateTime<Utc>) -> Result<Vec<RouteTo>, String> {
         EVAL_NOW_MS.with(|c| c.set(now.timestamp_millis()));
-        let input = self.alert_map(alert, now, script.uses);
-        let mut scope = Scope::new();
-        let options = || rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let budget = Budget::start();
-        let result = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "route", (input,));
-        drop(budget);
-        let result = result.map_err(|e| {
-            let at = locate(script, &e, |engine| {
-                let input = self.alert_map(alert, now, script.uses);
-                engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "route", (input,))
-            });
-            describe_eval_error(&e, at)
-        })?;
+        let result = call_script(script, |engine| {
+            let options = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+            let input = self.alert_map(alert, now, script.uses);
+            engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &script.ast, "route", (input,))
+        })
+        .map_err(|(_, why)| why)?;
         self.interpret(result).map_err(|why| format!("route() returned {why}"))
     }
 
@@ -534,16 +527,10 @@ impl Router {
             return Ok(());
         }
         let fail = |line: Option<usize>, message: String| ScriptError { file: script.file.clone(), line, message };
-        let mut scope = Scope::new();
-        let options = || rhai::CallFnOptions::new().eval_ast(false);
-        let budget = Budget::start();
-        let cases = script.engine.call_fn_with_options::<Dynamic>(options(), &mut scope, &script.ast, "tests", ());
-        drop(budget);
-        let cases = cases.map_err(|e| {
-            let at =
-                locate(script, &e, |engine| engine.call_fn_with_options::<Dynamic>(options(), &mut Scope::new(), &script.ast, "tests", ()));
-            fail(at.line(), format!("tests() failed: {}", describe_eval_error(&e, at)))
-        })?;
+        let cases = call_script(script, |engine| {
+            engine.call_fn_with_options::<Dynamic>(rhai::CallFnOptions::new().eval_ast(false), &mut Scope::new(), &script.ast, "tests", ())
+        })
+        .map_err(|(line, why)| fail(line, format!("tests() failed: {why}")))?;
         let cases = cases.try_cast::<Array>().ok_or_else(|| fail(None, "tests() must return an array of test maps".into()))?;
         for (i, case) in cases.into_iter().enumerate() {
             let case = case.try_cast::<Map>().ok_or_else(|| fail(None, format!("tests()[{i}] must be a map")))?;
@@ -750,6 +737,18 @@ fn duration(v: Dynamic) -> Result<Duration, String> {
     }
     let s = v.into_string().map_err(|_| "must be a duration such as \"30s\" or a number of seconds".to_string())?;
     humantime_serde::re::humantime::parse_duration(&s).map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\" or \"5m\""))
+}
+
+/// Run `call` (one call of a script function) on the script's engine within the evaluation's
+/// [`Budget`]; a failure comes back with its line, if found, and described with it.
+fn call_script(script: &Script, call: impl Fn(&Engine) -> Result<Dynamic, Box<EvalAltResult>>) -> Result<Dynamic, (Option<usize>, String)> {
+    let budget = Budget::start();
+    let result = call(&script.engine);
+    drop(budget);
+    result.map_err(|error| {
+        let at = locate(script, &error, call);
+        (at.line(), describe_eval_error(&error, at))
+    })
 }
 
 /// Where in the script `error` happened.
