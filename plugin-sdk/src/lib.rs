@@ -39,6 +39,13 @@ pub mod time;
 
 pub use config::Config;
 
+/// The plugin's allocator: talc, cheaper than Rust's default dlmalloc for the small, short-lived
+/// blocks a delivery allocates (docs/PLUGINS.md). `default-features = false` on the SDK leaves
+/// the choice to the plugin.
+#[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod __bindings {
