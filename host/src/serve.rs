@@ -20,7 +20,7 @@ use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, Runti
 use crate::route::{Router, RouterSpec};
 use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
-use crate::store::{RedbStore, Store};
+use crate::store::{Checkpoints, RedbStore, Store};
 use crate::tenant::{Tenant, Tenants};
 use crate::timeinterval::TimeInterval;
 
@@ -690,13 +690,14 @@ pub async fn start(
         allocator: config.runtime.allocator,
         pool_slots: config.runtime.max_in_flight as u32,
     })?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let store_path = config.resolve(&config.store.path);
-    let store = RedbStore::open(&store_path).map_err(|e| anyhow::anyhow!("{e} (check [store] path and its permissions)"))?;
+    let store = RedbStore::open_with(&store_path, Checkpoints::default(), metrics.store_timings.clone())
+        .map_err(|e| anyhow::anyhow!("{e} (check [store] path and its permissions)"))?;
     tracing::info!(path = %store_path.display(), "store opened");
     let store: Arc<dyn Store> = Arc::new(store);
     let audit_path = config.resolve(&config.audit.path);
     let audit = Arc::new(AuditLog::open(&audit_path, config.audit.max_bytes).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let metrics = Arc::new(crate::metrics::Metrics::new());
     tracing::info!(path = %audit_path.display(), "audit trail opened");
     let listener = TcpListener::bind(config.server.listen)
         .await

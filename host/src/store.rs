@@ -24,6 +24,7 @@
 use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -33,8 +34,10 @@ use crate::alert::Fingerprint;
 use crate::dispatch::OutboxEntry;
 use crate::escalate::Escalation;
 use crate::group::NotifyEntry;
+pub use crate::metrics::StoreTimings;
 use crate::silence::Silence;
 use crate::state::AlertRecord;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// One write. Within a batch, and across batches in submission order, later writes win.
 #[derive(Clone, Debug)]
@@ -277,11 +280,12 @@ pub fn journal_path(path: &Path) -> PathBuf {
 impl RedbStore {
     /// Open (or create) the store at `path`, creating its directory.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        Self::open_with(path, Checkpoints::default())
+        Self::open_with(path, Checkpoints::default(), StoreTimings::default())
     }
 
-    /// [`RedbStore::open`] with explicit checkpoint thresholds.
-    pub fn open_with(path: &Path, checkpoints: Checkpoints) -> Result<RedbStore, StoreError> {
+    /// [`RedbStore::open`] with explicit checkpoint thresholds, observing how long commits and
+    /// checkpoints take into `timings` (the daemon's are exported on `/metrics`).
+    pub fn open_with(path: &Path, checkpoints: Checkpoints, timings: StoreTimings) -> Result<RedbStore, StoreError> {
         let fail = |message: String| StoreError { path: path.display().to_string(), message };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create its directory: {e}")))?;
@@ -311,12 +315,13 @@ impl RedbStore {
             .map_err(|e| fail(format!("cannot fold the journal a previous run left: {e}")))?;
         let (tables, journal, folding) = (Arc::new(tables), Arc::new(journal), Arc::new(Mutex::new(())));
         let (writer, queue) = mpsc::channel();
-        let checkpointer = Checkpointer::start(tables.clone(), journal.clone(), folding.clone(), path.display().to_string())
-            .map_err(|e| fail(format!("cannot start the checkpoint thread: {e}")))?;
-        let (journal2, shown) = (journal.clone(), path.display().to_string());
+        let checkpointer =
+            Checkpointer::start(tables.clone(), journal.clone(), folding.clone(), path.display().to_string(), timings.checkpoints)
+                .map_err(|e| fail(format!("cannot start the checkpoint thread: {e}")))?;
+        let (journal2, shown, commits) = (journal.clone(), path.display().to_string(), timings.commits);
         let thread = std::thread::Builder::new()
             .name("belfry-store".into())
-            .spawn(move || Writer::new(&journal2, shown, checkpoints, checkpointer).run(queue))
+            .spawn(move || Writer::new(&journal2, shown, checkpoints, checkpointer, commits).run(queue))
             .map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
         Ok(RedbStore { tables, journal, folding, path: path.to_path_buf(), writer: Some(writer), thread: Some(thread) })
     }
@@ -526,10 +531,12 @@ struct Writer<'a> {
     pending: Records,
     checkpoints: Checkpoints,
     checkpointer: Checkpointer,
+    /// How long each journal commit takes.
+    commits: Histogram,
 }
 
 impl<'a> Writer<'a> {
-    fn new(journal: &'a redb::Database, path: String, checkpoints: Checkpoints, checkpointer: Checkpointer) -> Self {
+    fn new(journal: &'a redb::Database, path: String, checkpoints: Checkpoints, checkpointer: Checkpointer, commits: Histogram) -> Self {
         use redb::ReadableTable;
         // Continue after whatever the journal still holds (usually nothing: open folded and
         // emptied it), so a new entry never overwrites one a previous run left.
@@ -541,7 +548,7 @@ impl<'a> Writer<'a> {
                 Some(last + 1)
             })
             .unwrap_or(0);
-        Writer { journal, path, next_seq, pending: HashMap::default(), checkpoints, checkpointer }
+        Writer { journal, path, next_seq, pending: HashMap::default(), checkpoints, checkpointer, commits }
     }
 
     fn run(mut self, queue: mpsc::Receiver<Queued>) {
@@ -586,6 +593,7 @@ impl<'a> Writer<'a> {
     }
 
     fn append(&mut self, group: &[Queued]) -> Result<(), String> {
+        let started = Instant::now();
         let txn = self.journal.begin_write().map_err(|e| e.to_string())?;
         let mut seq = self.next_seq;
         {
@@ -596,6 +604,7 @@ impl<'a> Writer<'a> {
             }
         }
         txn.commit().map_err(|e| e.to_string())?;
+        self.commits.observe(started.elapsed().as_secs_f64());
         self.next_seq = seq;
         Ok(())
     }
@@ -676,13 +685,16 @@ impl Checkpointer {
         journal: Arc<redb::Database>,
         folding: Arc<Mutex<()>>,
         path: String,
+        durations: Histogram,
     ) -> std::io::Result<Checkpointer> {
         let (jobs, incoming) = mpsc::channel::<Job>();
         let (report, finished) = mpsc::channel();
         let thread = std::thread::Builder::new().name("belfry-checkpoint".into()).spawn(move || {
             for job in incoming {
                 let _no_load = folding.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let started = Instant::now();
                 let result = checkpoint(&tables, &journal, &job.records, job.through).map_err(|e| (job.records, format!("{path}: {e}")));
+                durations.observe(started.elapsed().as_secs_f64());
                 if report.send(result).is_err() {
                     return;
                 }
@@ -775,7 +787,7 @@ mod tests {
     async fn the_journal_is_replayed_before_any_checkpoint_and_latest_writes_win() {
         let dir = tempfile::tempdir().unwrap();
         let never = Checkpoints { records: usize::MAX, idle: std::time::Duration::from_secs(3600) };
-        let store = RedbStore::open_with(&dir.path().join("s.redb"), never).unwrap();
+        let store = RedbStore::open_with(&dir.path().join("s.redb"), never, StoreTimings::default()).unwrap();
         put(
             &store,
             vec![
@@ -795,7 +807,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let never = Checkpoints { records: usize::MAX, idle: std::time::Duration::from_secs(3600) };
-        let store = RedbStore::open_with(&path, never).unwrap();
+        let store = RedbStore::open_with(&path, never, StoreTimings::default()).unwrap();
         let put_x = |v: &str| Op::PutAlert { tenant: "a".into(), alert: record("X", Some(v)) };
         // Queued before an awaited batch: durable when that one is, and the later write wins.
         store.submit_background(vec![put_x("1"), Op::PutAlert { tenant: "a".into(), alert: record("Y", None) }]);
@@ -812,7 +824,7 @@ mod tests {
         // Queued right before the store closes: written by the writer on its way out.
         store.submit_background(vec![Op::DeleteAlert { tenant: "a".into(), fingerprint: record("Y", None).fingerprint() }]);
         drop(store);
-        let names = alert_names(&RedbStore::open_with(&path, never).unwrap().load().unwrap());
+        let names = alert_names(&RedbStore::open_with(&path, never, StoreTimings::default()).unwrap().load().unwrap());
         assert_eq!(names, [("a".into(), "X".into(), Some("2".into())), ("a".into(), "Z".into(), None)]);
     }
 
@@ -835,7 +847,7 @@ mod tests {
         // after the checkpoint), and a third run must still find the first run's alert.
         {
             let every = Checkpoints { records: 1, idle: std::time::Duration::from_secs(3600) };
-            let store = RedbStore::open_with(&path, every).unwrap();
+            let store = RedbStore::open_with(&path, every, StoreTimings::default()).unwrap();
             put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("Later", None) }]).await;
         }
         let names: Vec<String> = alert_names(&RedbStore::open(&path).unwrap().load().unwrap()).into_iter().map(|(_, n, _)| n).collect();
@@ -872,12 +884,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn commits_and_checkpoints_are_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = Checkpoints { records: 1, idle: std::time::Duration::from_secs(3600) };
+        let timings = StoreTimings::default();
+        {
+            let store = RedbStore::open_with(&dir.path().join("s.redb"), every, timings.clone()).unwrap();
+            put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("X", None) }]).await;
+            put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("Y", None) }]).await;
+            assert_eq!(timings.commits.count(), 2, "each awaited batch is its own commit");
+        }
+        // Closing waits for the last checkpoint.
+        assert!(timings.checkpoints.count() >= 1, "a checkpoint ran once a record waited");
+        assert!(timings.commits.sum() > 0.0 && timings.checkpoints.sum() > 0.0);
+    }
+
+    #[tokio::test]
     async fn a_checkpoint_folds_the_journal_and_the_tables_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let every = Checkpoints { records: 1, idle: std::time::Duration::from_secs(3600) };
         {
-            let store = RedbStore::open_with(&path, every).unwrap();
+            let store = RedbStore::open_with(&path, every, StoreTimings::default()).unwrap();
             put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("X", None) }]).await;
             put(&store, vec![Op::PutAlert { tenant: "a".into(), alert: record("Y", None) }]).await;
             put(&store, vec![Op::DeleteAlert { tenant: "a".into(), fingerprint: record("X", None).fingerprint() }]).await;
@@ -920,7 +948,7 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let every = Checkpoints { records: 1, idle: std::time::Duration::from_secs(3600) };
-        let store = Arc::new(RedbStore::open_with(&dir.path().join("s.redb"), every).unwrap());
+        let store = Arc::new(RedbStore::open_with(&dir.path().join("s.redb"), every, StoreTimings::default()).unwrap());
         let acknowledged = Arc::new(AtomicU64::new(0));
         let writes = {
             let (store, acknowledged) = (store.clone(), acknowledged.clone());

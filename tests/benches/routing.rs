@@ -189,7 +189,9 @@ fn main() {
         // 20,000 unique alerts, each its own group, from the first POST to all delivered.
         let epoch = Instant::now();
         let e2e_only = std::env::var_os("BELFRY_BENCH_E2E_ONLY").is_some();
+        let commits_before = Commits::read(&daemon).await;
         let burst = if e2e_only { Burst::default() } else { burst(addr, &sink, daemon.pid()).await };
+        let commits = Commits::read(&daemon).await.since(&commits_before);
         println!("\n## 20,000 unique alerts (each its own group) to delivered through the webhook plugin\n");
         println!("| measure | value |");
         println!("|---|---|");
@@ -204,6 +206,13 @@ fn main() {
             "| this bench's client and HTTP sink in that time | {:.2} core-seconds, {:.0} µs per alert |",
             burst.bench_cpu,
             burst.bench_cpu * 1e6 / 20_000.0
+        );
+        println!(
+            "| the store's journal commits in that time (POSTs wait for theirs) | {}, mean {:.2} ms, {} over 10 ms, {} over 100 ms |",
+            commits.count,
+            commits.sum * 1e3 / commits.count.max(1.0),
+            commits.over_10ms,
+            commits.over_100ms
         );
         if std::env::var_os("BELFRY_BENCH_BURST_ONLY").is_some() {
             drop(daemon);
@@ -271,6 +280,42 @@ fn main() {
             compare_with_alertmanager(&burst, Some(idle)).await;
         }
     });
+}
+
+/// The daemon's journal commits so far, from `belfry_store_commit_duration_seconds` on
+/// `/metrics`: were a burst to wait rather than compute, a slow disk would show here.
+#[derive(Default)]
+struct Commits {
+    count: f64,
+    sum: f64,
+    over_10ms: f64,
+    over_100ms: f64,
+}
+
+impl Commits {
+    async fn read(daemon: &Daemon) -> Commits {
+        let text = belfry_tests::http_request("GET", &daemon.url("/metrics"), "").await.1;
+        let sample = |name: &str| {
+            let prefix = format!("belfry_store_commit_duration_seconds{name} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok()).unwrap_or_else(|| panic!("no {prefix}in /metrics"))
+        };
+        let count = sample("_count");
+        Commits {
+            count,
+            sum: sample("_sum"),
+            over_10ms: count - sample("_bucket{le=\"0.01\"}"),
+            over_100ms: count - sample("_bucket{le=\"0.1\"}"),
+        }
+    }
+
+    fn since(&self, before: &Commits) -> Commits {
+        Commits {
+            count: self.count - before.count,
+            sum: self.sum - before.sum,
+            over_10ms: self.over_10ms - before.over_10ms,
+            over_100ms: self.over_100ms - before.over_100ms,
+        }
+    }
 }
 
 /// What the 20,000-alert burst took: wall times from the first POST, and the CPU of the

@@ -291,3 +291,33 @@ async fn sigterm_stops_the_daemon_with_its_audit_trail_complete_and_intact() {
         std::process::Command::new(BIN).args(["audit", "verify"]).arg(daemon.dir.path().join("data/audit.jsonl")).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
 }
+
+/// The value of the sample `name` (a full series name, labels included) in `/metrics` text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_store_s_commit_and_checkpoint_durations_are_exported() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &config(&sink, "")).expect("daemon starts");
+    let metrics = || async { http_request("GET", &daemon.url("/metrics"), "").await.1 };
+    let before = sample(&metrics().await, "belfry_store_commit_duration_seconds_count").expect("exported from the start");
+    let alert = r#"[{"labels":{"alertname":"DiskFull"}}]"#;
+    assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), alert).await.0, 200);
+    // The POST was answered after its commit, so the commit is counted already.
+    let text = metrics().await;
+    assert!(sample(&text, "belfry_store_commit_duration_seconds_count").unwrap() > before, "{text}");
+    assert!(sample(&text, "belfry_store_commit_duration_seconds_bucket{le=\"10.0\"}").is_some(), "{text}");
+    // The writer checkpoints what waits once it has been idle for half a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = metrics().await;
+        if sample(&text, "belfry_store_checkpoint_duration_seconds_count").is_some_and(|n| n >= 1.0) {
+            assert!(sample(&text, "belfry_store_checkpoint_duration_seconds_sum").unwrap() > 0.0, "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint counted in:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
