@@ -482,7 +482,7 @@ async fn shutdown_signal() {
 
 async fn inspect(path: PathBuf) -> Result<(), StartError> {
     let cache_dir = std::env::temp_dir().join("belfry-inspect-cache");
-    let runtime = Runtime::new(RuntimeOptions { cache_dir, allocator: Default::default(), pool_slots: 1 })?;
+    let runtime = Runtime::new(RuntimeOptions { cache_dir, allocator: Default::default(), pool_slots: 1, profiler: Default::default() })?;
     let plugin = runtime.load(&path, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let info = &plugin.info;
     println!("{} {} — {}", info.name, info.version, info.description);

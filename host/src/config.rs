@@ -478,6 +478,9 @@ pub struct RuntimeConfig {
     /// Deliveries one receiver runs at once; also the plugin instances it keeps for reuse.
     #[serde(default = "default_max_per_receiver")]
     pub max_in_flight_per_receiver: usize,
+    /// A profiler agent for plugins' compiled code (off by default).
+    #[serde(default)]
+    pub profiler: Profiler,
     /// Default limits for every receiver; a receiver may lower or raise them.
     #[serde(default)]
     pub limits: Limits,
@@ -504,6 +507,7 @@ impl Default for RuntimeConfig {
             allocator: Allocator::default(),
             max_in_flight: default_max_in_flight(),
             max_in_flight_per_receiver: default_max_per_receiver(),
+            profiler: Profiler::default(),
             limits: Limits::default(),
         }
     }
@@ -530,6 +534,18 @@ pub enum Allocator {
     OnDemand,
     /// Pre-reserved slots: faster instantiation, large virtual reservation.
     Pooling,
+}
+
+/// What tells a profiler the names of plugins' functions, which wasmtime compiles at run time.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profiler {
+    /// Nothing: profiles show plugins' code as anonymous addresses.
+    #[default]
+    None,
+    /// wasmtime writes `/tmp/perf-<pid>.map`, which `perf report` reads to name each compiled
+    /// function (its name in the component, if the build kept names; its index otherwise).
+    Perfmap,
 }
 
 /// Limits on one plugin call. Every one has a default; every violation is reported with blame.
@@ -1532,6 +1548,15 @@ mod tests {
         assert_eq!(c.runtime.isolation, Isolation::PerReceiver);
         assert_eq!(c.runtime.limits, Limits::default());
         assert!(c.resolve(Path::new("webhook.wasm")).ends_with("webhook.wasm"));
+    }
+
+    #[test]
+    fn the_profiler_is_off_unless_asked_for_and_a_bad_one_is_named() {
+        assert_eq!(load(MINIMAL).unwrap().runtime.profiler, Profiler::None);
+        let with = |value: &str| MINIMAL.replace("[route]", &format!("[runtime]\nprofiler = \"{value}\"\n\n[route]"));
+        assert_eq!(load(&with("perfmap")).unwrap().runtime.profiler, Profiler::Perfmap);
+        let err = load(&with("vtune")).unwrap_err().to_string();
+        assert!(err.contains("belfry.toml:11") && err.contains("unknown variant `vtune`") && err.contains("perfmap"), "{err}");
     }
 
     #[test]

@@ -534,6 +534,7 @@ fn offline_runtime(config: &Config) -> Result<Runtime, StartError> {
         cache_dir: config.resolve(&config.runtime.cache_dir),
         allocator: crate::config::Allocator::OnDemand,
         pool_slots: 1,
+        profiler: crate::config::Profiler::None,
     })?)
 }
 
@@ -689,6 +690,7 @@ pub async fn start(
         cache_dir: config.resolve(&config.runtime.cache_dir),
         allocator: config.runtime.allocator,
         pool_slots: config.runtime.max_in_flight as u32,
+        profiler: config.runtime.profiler,
     })?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let store_path = config.resolve(&config.store.path);

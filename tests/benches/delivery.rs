@@ -37,7 +37,8 @@ const MODES: [Mode; 3] = [
 ];
 
 fn runtime(allocator: Allocator, cache: &std::path::Path) -> Runtime {
-    Runtime::new(RuntimeOptions { cache_dir: cache.to_path_buf(), allocator, pool_slots: 64 }).expect("runtime")
+    Runtime::new(RuntimeOptions { cache_dir: cache.to_path_buf(), allocator, pool_slots: 64, profiler: Default::default() })
+        .expect("runtime")
 }
 
 /// Start a sink that answers 200 and discards everything.

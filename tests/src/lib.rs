@@ -83,8 +83,13 @@ impl TestRuntime {
     /// A runtime with on-demand allocation.
     pub fn new() -> TestRuntime {
         let cache = tempfile::tempdir().expect("temp dir");
-        let runtime = Runtime::new(RuntimeOptions { cache_dir: cache.path().to_path_buf(), allocator: Default::default(), pool_slots: 16 })
-            .expect("runtime");
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: cache.path().to_path_buf(),
+            allocator: Default::default(),
+            pool_slots: 16,
+            profiler: Default::default(),
+        })
+        .expect("runtime");
         TestRuntime { runtime, cache }
     }
 

@@ -321,3 +321,20 @@ async fn the_store_s_commit_and_checkpoint_durations_are_exported() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn with_the_perfmap_profiler_perf_can_name_the_plugins_functions() {
+    let sink = HttpSink::start().await;
+    let config = config(&sink, "").replace("[runtime]\n", "[runtime]\nprofiler = \"perfmap\"\n");
+    let daemon = Daemon::start(BIN, &config).expect("daemon starts");
+    // wasmtime writes the map as it loads each component: the daemon is ready only after that.
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", daemon.pid()));
+    let text = std::fs::read_to_string(&map).unwrap_or_else(|e| panic!("{}: {e}", map.display()));
+    let _ = std::fs::remove_file(&map);
+    // One line per compiled function: `<address> <size> <name>`.
+    let wasm = text.lines().filter(|l| l.contains("wasm[")).count();
+    assert!(wasm > 50, "too few plugin functions named in {}:\n{}", map.display(), &text[..text.len().min(2000)]);
+    // Off by default: no map for a daemon that was not asked for one.
+    let plain = Daemon::start(BIN, &self::config(&sink, "")).expect("daemon starts");
+    assert!(!std::path::Path::new(&format!("/tmp/perf-{}.map", plain.pid())).exists());
+}

@@ -31,7 +31,7 @@ pub use mailer::Mailer;
 pub use outbound::{Capture, Captured, CapturedMail, HostPattern, HttpGrant, Outbound, is_internal};
 pub use sandbox::{Redactor, Usage};
 
-use crate::config::{Allocator, Isolation, Limits};
+use crate::config::{Allocator, Isolation, Limits, Profiler};
 use bindings::ReceiverPre;
 use sandbox::{Grants, Instance, State};
 
@@ -50,6 +50,8 @@ pub struct RuntimeOptions {
     pub allocator: Allocator,
     /// Pooling only: instance slots (bounds deliveries in flight).
     pub pool_slots: u32,
+    /// What tells a profiler the names of the plugins' compiled functions.
+    pub profiler: Profiler,
 }
 
 /// The engine, the linker and the compile cache.
@@ -81,6 +83,9 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if options.profiler == Profiler::Perfmap {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if options.allocator == Allocator::Pooling {
             let mut pool = PoolingAllocationConfig::default();
             let slots = options.pool_slots.max(1);
