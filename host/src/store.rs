@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -37,7 +38,6 @@ use crate::group::NotifyEntry;
 pub use crate::metrics::StoreTimings;
 use crate::silence::Silence;
 use crate::state::AlertRecord;
-use prometheus_client::metrics::histogram::Histogram;
 
 /// One write. Within a batch, and across batches in submission order, later writes win.
 #[derive(Clone, Debug)]
