@@ -89,8 +89,10 @@ impl Meter {
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        let inner = METERED.with(|m| m.get().unwrap_or(0));
-        METERED.with(|m| m.set(self.outer.map(|outer| outer + inner)));
+        METERED.with(|m| {
+            let inner = m.get().unwrap_or(0);
+            m.set(self.outer.map(|outer| outer + inner));
+        });
     }
 }
 

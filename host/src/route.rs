@@ -226,6 +226,12 @@ impl Budget {
         CPU_CLOCK_START.with(|start| start.set(None));
         Budget { _memory: crate::alloc::Meter::start() }
     }
+
+    /// Run `f` (an evaluation) within a fresh budget, which ends with it.
+    fn run<T>(f: impl FnOnce() -> T) -> T {
+        let _budget = Budget::start();
+        f()
+    }
 }
 
 /// Rhai's progress callback: `Some` ends the evaluation.
@@ -742,10 +748,7 @@ fn duration(v: Dynamic) -> Result<Duration, String> {
 /// Run `call` (one call of a script function) on the script's engine within the evaluation's
 /// [`Budget`]; a failure comes back with its line, if found, and described with it.
 fn call_script(script: &Script, call: impl Fn(&Engine) -> Result<Dynamic, Box<EvalAltResult>>) -> Result<Dynamic, (Option<usize>, String)> {
-    let budget = Budget::start();
-    let result = call(&script.engine);
-    drop(budget);
-    result.map_err(|error| {
+    Budget::run(|| call(&script.engine)).map_err(|error| {
         let at = locate(script, &error, call);
         (at.line(), describe_eval_error(&error, at))
     })
@@ -779,9 +782,7 @@ fn locate(script: &Script, error: &EvalAltResult, call: impl FnOnce(&Engine) -> 
         },
     );
     // The same limit stops the run again; its outcome is known and ignored.
-    let budget = Budget::start();
-    let _ = call(&engine);
-    drop(budget);
+    let _ = Budget::run(|| call(&engine));
     *last.lock().expect("position lock")
 }
 
