@@ -117,7 +117,7 @@ pub extern "C" fn tune() {
         // SAFETY: getenv with a NUL-terminated name; a setter of one of mimalloc's global
         // options; both before any thread exists.
         unsafe {
-            if getenv(variable.as_ptr()).is_null() {
+            if libc::getenv(variable.as_ptr()).is_null() {
                 libmimalloc_sys::mi_option_set(option, value);
             }
         }
@@ -142,10 +142,6 @@ fn collect() {
     // SAFETY: mimalloc's collect of the calling thread's heap and of the process's arenas; no
     // argument but a flag.
     unsafe { libmimalloc_sys::mi_collect(false) };
-}
-
-unsafe extern "C" {
-    fn getenv(name: *const std::ffi::c_char) -> *const std::ffi::c_char;
 }
 
 /// Run [`tune`] before `main` (and before the runtime's first allocation): put it in the

@@ -257,19 +257,10 @@ fn over_budget(operations: u64) -> Option<Dynamic> {
 /// The CPU time the calling thread has used (Linux's `CLOCK_THREAD_CPUTIME_ID`).
 #[cfg(target_os = "linux")]
 fn thread_cpu_time() -> Option<Duration> {
-    #[repr(C)]
-    struct Timespec {
-        seconds: std::ffi::c_long,
-        nanoseconds: std::ffi::c_long,
-    }
-    unsafe extern "C" {
-        fn clock_gettime(clock: std::ffi::c_int, time: *mut Timespec) -> std::ffi::c_int;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: std::ffi::c_int = 3;
-    let mut time = Timespec { seconds: 0, nanoseconds: 0 };
-    // SAFETY: libc's clock_gettime writing into a timespec this function owns.
-    let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut time) } == 0;
-    ok.then(|| Duration::new(time.seconds as u64, time.nanoseconds as u32))
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writing into a timespec this function owns.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) } == 0;
+    ok.then(|| Duration::new(time.tv_sec as u64, time.tv_nsec as u32))
 }
 
 /// Elsewhere the CPU time is not limited (operations and memory still are).
