@@ -296,8 +296,8 @@ impl Commits {
     async fn read(daemon: &Daemon) -> Commits {
         let text = belfry_tests::http_request("GET", &daemon.url("/metrics"), "").await.1;
         let sample = |name: &str| {
-            let prefix = format!("belfry_store_commit_duration_seconds{name} ");
-            text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok()).unwrap_or_else(|| panic!("no {prefix}in /metrics"))
+            let series = format!("belfry_store_commit_duration_seconds{name}");
+            belfry_tests::metric_sample(&text, &series).unwrap_or_else(|| panic!("no {series} in /metrics"))
         };
         let count = sample("_count");
         Commits {

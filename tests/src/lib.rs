@@ -71,6 +71,12 @@ pub fn misbehave_wasm() -> &'static Path {
 /// How long tests wait for something that should happen at once (generous for slow CI).
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The value of the sample `series` (its name with its labels, as `/metrics` writes them, e.g.
+/// `belfry_store_commit_duration_seconds_count`) in the text of `/metrics`, if it is there.
+pub fn metric_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A plugin runtime with a private cache directory.
 pub struct TestRuntime {
     /// The runtime.

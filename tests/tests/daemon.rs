@@ -1,6 +1,6 @@
 //! Black-box: `belfry serve` as a process on 127.0.0.1:0, alerts in over HTTP, webhook payloads out to a local receiver.
 
-use belfry_tests::{Daemon, HttpSink, http_request, misbehave_wasm, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, PATIENCE, http_request, metric_sample, misbehave_wasm, webhook_wasm};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
@@ -218,7 +218,7 @@ async fn a_plugin_that_traps_is_logged_with_blame_and_the_daemon_carries_on() {
     let daemon = Daemon::start(BIN, &text).expect("daemon starts");
     let (status, _) = http_request("POST", &daemon.url("/api/v2/alerts"), r#"[{"labels":{"alertname":"Boom"}}]"#).await;
     assert_eq!(status, 200);
-    let deadline = std::time::Instant::now() + belfry_tests::PATIENCE;
+    let deadline = std::time::Instant::now() + PATIENCE;
     while !daemon.stderr().contains("delivery failed") {
         assert!(std::time::Instant::now() < deadline, "no failure logged:\n{}", daemon.stderr());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -231,10 +231,7 @@ async fn a_plugin_that_traps_is_logged_with_blame_and_the_daemon_carries_on() {
     // Counted per plugin, with what its calls used.
     let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
     assert!(metrics.contains("belfry_plugin_traps_total{plugin=\"misbehave\",kind=\"trap\"} 1"), "{metrics}");
-    let memory: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("belfry_plugin_memory_bytes{plugin=\"misbehave\"} "))
-        .and_then(|v| v.parse().ok())
+    let memory = metric_sample(&metrics, "belfry_plugin_memory_bytes{plugin=\"misbehave\"}")
         .unwrap_or_else(|| panic!("no memory gauge in:\n{metrics}"));
     assert!(memory > 0.0, "{metrics}");
     assert!(metrics.contains("belfry_plugin_cpu_seconds_total{plugin=\"misbehave\"} "), "{metrics}");
@@ -279,7 +276,7 @@ async fn sigterm_stops_the_daemon_with_its_audit_trail_complete_and_intact() {
     // At once: the delivery's record may still be queued for the trail's thread.
     let term = std::process::Command::new("kill").args(["-TERM", &daemon.pid().to_string()]).status().unwrap();
     assert!(term.success());
-    let deadline = std::time::Instant::now() + belfry_tests::PATIENCE;
+    let deadline = std::time::Instant::now() + PATIENCE;
     while daemon.is_running() {
         assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop the daemon");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -292,29 +289,24 @@ async fn sigterm_stops_the_daemon_with_its_audit_trail_complete_and_intact() {
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
 }
 
-/// The value of the sample `name` (a full series name, labels included) in `/metrics` text.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test]
 async fn the_store_s_commit_and_checkpoint_durations_are_exported() {
     let sink = HttpSink::start().await;
     let daemon = Daemon::start(BIN, &config(&sink, "")).expect("daemon starts");
     let metrics = || async { http_request("GET", &daemon.url("/metrics"), "").await.1 };
-    let before = sample(&metrics().await, "belfry_store_commit_duration_seconds_count").expect("exported from the start");
+    let before = metric_sample(&metrics().await, "belfry_store_commit_duration_seconds_count").expect("exported from the start");
     let alert = r#"[{"labels":{"alertname":"DiskFull"}}]"#;
     assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), alert).await.0, 200);
     // The POST was answered after its commit, so the commit is counted already.
     let text = metrics().await;
-    assert!(sample(&text, "belfry_store_commit_duration_seconds_count").unwrap() > before, "{text}");
-    assert!(sample(&text, "belfry_store_commit_duration_seconds_bucket{le=\"10.0\"}").is_some(), "{text}");
+    assert!(metric_sample(&text, "belfry_store_commit_duration_seconds_count").unwrap() > before, "{text}");
+    assert!(metric_sample(&text, "belfry_store_commit_duration_seconds_bucket{le=\"10.0\"}").is_some(), "{text}");
     // The writer checkpoints what waits once it has been idle for half a second.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let text = metrics().await;
-        if sample(&text, "belfry_store_checkpoint_duration_seconds_count").is_some_and(|n| n >= 1.0) {
-            assert!(sample(&text, "belfry_store_checkpoint_duration_seconds_sum").unwrap() > 0.0, "{text}");
+        if metric_sample(&text, "belfry_store_checkpoint_duration_seconds_count").is_some_and(|n| n >= 1.0) {
+            assert!(metric_sample(&text, "belfry_store_checkpoint_duration_seconds_sum").unwrap() > 0.0, "{text}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no checkpoint counted in:\n{text}");
