@@ -1,13 +1,14 @@
 //! Ingest throughput and latency (durable), RSS with 100K active alerts, restart time with 100K stored.
 //!
 //! Run: `cargo bench -p belfry-tests --bench ingest` (release build of the daemon, 2 cores here).
-//! The daemon is the real binary in its own process, with its store on disk (fsync on commit)
+//! The daemon is the real binary in its own process (`BELFRY_BENCH_DAEMON` names another build
+//! of it, such as `scripts/release`'s), with its store on disk (fsync on commit)
 //! and one receiver on the no-op fixture plugin, so delivery costs little and ingest dominates.
 //! Figures go to docs/BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
-use belfry_tests::load::{connect, percentile, post_alerts, rss_mib};
+use belfry_tests::load::{connect, daemon_binary, percentile, post_alerts, rss_mib};
 use belfry_tests::{Daemon, misbehave_wasm};
 use bytes::Bytes;
 
@@ -99,10 +100,10 @@ fn main() {
     rt.block_on(async {
         // A first start compiles the plugin into the cache (cranelift's memory stays with that
         // process); the measured daemon loads it from the cache, as every later start does.
-        let cold = Daemon::start(BIN, &config()).expect("daemon starts");
+        let cold = Daemon::start(&daemon_binary(BIN), &config()).expect("daemon starts");
         let cold_rss = rss_mib(cold.pid());
         drop(cold);
-        let daemon = Daemon::start(BIN, &config()).expect("daemon starts");
+        let daemon = Daemon::start(&daemon_binary(BIN), &config()).expect("daemon starts");
         let addr = daemon.addr;
         let idle_rss = rss_mib(daemon.pid());
         // Warm-up: connections, plugin instances, store file growth.
@@ -161,7 +162,7 @@ fn main() {
 /// with all `stored` alerts back (checked on team t3's tenth).
 async fn restart(daemon: Daemon, stored: usize) -> (Daemon, Duration) {
     let started = Instant::now();
-    let daemon = daemon.kill_9_and_restart(BIN).expect("restarts");
+    let daemon = daemon.kill_9_and_restart(&daemon_binary(BIN)).expect("restarts");
     let restart = started.elapsed();
     let (_, listed) = belfry_tests::http_request("GET", &daemon.url("/api/v2/alerts?filter=team%3D%22t3%22"), "").await;
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();

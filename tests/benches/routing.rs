@@ -1,9 +1,10 @@
 //! Routing and grouping: Rhai evaluations per second, 20,000 unique alerts to delivered, idle CPU with 20K live groups, end-to-end latency at 10K alerts/s, script reload latency; the burst and idle measures against Alertmanager too.
 //!
 //! Run: `cargo bench -p belfry-tests --bench routing` (release, 2 cores here). The daemon is the
-//! real binary in its own process, delivering through the webhook plugin to an HTTP sink in
-//! this process. Where Alertmanager is installed (Debian's `prometheus-alertmanager`), the same
-//! burst and idle measures run against it last, with the ratios. Figures go to docs/BENCHMARKS.md.
+//! real binary in its own process (`BELFRY_BENCH_DAEMON` names another build of it, such as
+//! `scripts/release`'s), delivering through the webhook plugin to an HTTP sink in this process.
+//! Where Alertmanager is installed (Debian's `prometheus-alertmanager`), the same burst and idle
+//! measures run against it last, with the ratios. Figures go to docs/BENCHMARKS.md.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use belfry::alert::Alert;
 use belfry::route::{RouteOptions, Router, RouterSpec};
-use belfry_tests::load::{connect, cpu_seconds, percentile, post_alerts};
-use belfry_tests::{Daemon, HttpSink, webhook_wasm};
+use belfry_tests::load::{burst_config, connect, cpu_seconds, daemon_binary, percentile, post_alerts};
+use belfry_tests::{Daemon, HttpSink};
 use bytes::Bytes;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
@@ -77,40 +78,6 @@ fn route_evaluations() {
     println!("|---|---|---|");
     println!("| examples/multi-tenant/tenants/payments/route.rhai (7 rules) | {with_script:.0} | {:.2} µs |", 1e6 / with_script);
     println!("| no script (the [route] receiver) | {without:.0} | {:.2} µs |", 1e6 / without);
-}
-
-fn config(sink: &HttpSink) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-max_body_bytes = 16777216
-
-[runtime]
-cache_dir = "{cache}"
-
-[plugins.webhook]
-path = "{webhook}"
-
-[[receivers]]
-name = "hook"
-plugin = "webhook"
-allowed_hosts = ["{host}"]
-allow_private_addresses = true
-config = {{ url = "{url}" }}
-
-[route]
-receiver = "hook"
-script = "route.rhai"
-group_by = ["..."]
-group_wait = "0s"
-group_interval = "1s"
-"#,
-        cache = concat!(env!("CARGO_TARGET_TMPDIR"), "/routing-bench-cache"),
-        webhook = webhook_wasm().display(),
-        host = sink.host(),
-        url = sink.url("/hook"),
-    )
 }
 
 /// Unique alerts `first..first + n`, each its own group; `sent_us` carries the send time.
@@ -182,7 +149,14 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let sink = HttpSink::start().await;
-        let daemon = Daemon::start_with_files(BIN, &config(&sink), &[("route.rhai", "fn route(alert) { () }")]).expect("daemon starts");
+        let bin = daemon_binary(BIN);
+        println!("\nThe daemon: {bin}");
+        let daemon = Daemon::start_with_files(
+            &bin,
+            &burst_config(&sink, Path::new(concat!(env!("CARGO_TARGET_TMPDIR"), "/routing-bench-cache"))),
+            &[("route.rhai", "fn route(alert) { () }")],
+        )
+        .expect("daemon starts");
         let addr = daemon.addr;
         let (empty_reload, _) = reload_latencies(&daemon, 10, false).await;
 

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 pub mod load;
+pub mod pgo;
 pub mod smtp;
 
 /// The webhook plugin component, built from `plugins/webhook`.
@@ -460,6 +461,21 @@ impl Daemon {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Stop the process with SIGTERM, as a service manager does, and wait for it to exit
+    /// (panics after [`PATIENCE`]).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {} failed", self.pid());
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop the daemon:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

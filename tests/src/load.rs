@@ -7,6 +7,53 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+use crate::{HttpSink, webhook_wasm};
+
+/// The routing bench's daemon config, which the profile-guided build's training runs too: one
+/// webhook receiver `hook` posting to `sink`, the tenant's `route.rhai`, every alert its own
+/// group (`group_by = ["..."]`) notified at once (`group_wait = "0s"`, `group_interval = "1s"`),
+/// compiled plugins cached in `cache_dir`.
+pub fn burst_config(sink: &HttpSink, cache_dir: &std::path::Path) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 16777216
+
+[runtime]
+cache_dir = "{cache}"
+
+[plugins.webhook]
+path = "{webhook}"
+
+[[receivers]]
+name = "hook"
+plugin = "webhook"
+allowed_hosts = ["{host}"]
+allow_private_addresses = true
+config = {{ url = "{url}" }}
+
+[route]
+receiver = "hook"
+script = "route.rhai"
+group_by = ["..."]
+group_wait = "0s"
+group_interval = "1s"
+"#,
+        cache = cache_dir.display(),
+        webhook = webhook_wasm().display(),
+        host = sink.host(),
+        url = sink.url("/hook"),
+    )
+}
+
+/// The daemon binary a bench runs: `BELFRY_BENCH_DAEMON` if set (e.g. the profile-guided
+/// build of `scripts/release`, `target/pgo/release/belfry`), else `built`, the package's own
+/// release build of it.
+pub fn daemon_binary(built: &str) -> String {
+    std::env::var("BELFRY_BENCH_DAEMON").unwrap_or_else(|_| built.to_string())
+}
+
 /// One keep-alive connection to the daemon.
 pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 

@@ -274,13 +274,7 @@ async fn sigterm_stops_the_daemon_with_its_audit_trail_complete_and_intact() {
     assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), &body).await.0, 200);
     sink.wait_for(1).await;
     // At once: the delivery's record may still be queued for the trail's thread.
-    let term = std::process::Command::new("kill").args(["-TERM", &daemon.pid().to_string()]).status().unwrap();
-    assert!(term.success());
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while daemon.is_running() {
-        assert!(std::time::Instant::now() < deadline, "SIGTERM did not stop the daemon");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    assert!(daemon.terminate().success(), "{}", daemon.stderr());
     let trail = std::fs::read_to_string(daemon.dir.path().join("data/audit.jsonl")).unwrap();
     assert!(trail.lines().any(|l| l.contains("\"action\":\"notify.delivered\"")), "{trail}");
     assert!(daemon.stderr().contains("belfry stopped"), "{}", daemon.stderr());
