@@ -388,18 +388,6 @@ impl Daemon {
     pub fn kill_9_and_restart(mut self, bin: &str) -> Result<Daemon, DaemonFailed> {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
-        self.restart(bin)
-    }
-
-    /// Stop the process with SIGTERM (see [`Daemon::terminate`]), then start it again on the
-    /// same directory, config and store. Returns how the first process exited, and the second.
-    pub fn terminate_and_restart(mut self, bin: &str) -> (std::process::ExitStatus, Result<Daemon, DaemonFailed>) {
-        let status = self.terminate();
-        (status, self.restart(bin))
-    }
-
-    /// Start `bin` on this daemon's directory once its process has exited.
-    fn restart(mut self, bin: &str) -> Result<Daemon, DaemonFailed> {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
         Daemon::spawn(bin, dir)
     }

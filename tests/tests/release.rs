@@ -5,14 +5,11 @@ use belfry_tests::pgo::train;
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 
 #[tokio::test]
-async fn the_pgo_training_workload_delivers_mutes_resolves_restarts_and_stops_the_daemon_cleanly() {
+async fn the_pgo_training_workload_delivers_mutes_resolves_and_stops_the_daemon_cleanly() {
     let training = train(BIN, 300).await;
     assert!(training.clean_exit, "the daemon failed on SIGTERM");
     // 300 unique alerts, 200 steady ones, at least one notification per grouped set, 30 resolves.
     assert!(training.delivered >= 300 + 200 + 2 + 30, "{training:?}");
     assert_eq!(training.resolved, 30, "{training:?}");
     assert_eq!(training.silenced, 0, "the silence let alerts through: {training:?}");
-    // Every alert still firing came back from the store: the burst less its resolves, the
-    // steady ones, both grouped sets and the silenced ones.
-    assert_eq!(training.listed_after_restart, 300 - 30 + 200 + 100 + 20, "{training:?}");
 }
