@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use belfry_tests::load::{connect, daemon_binary, percentile, post_alerts, rss_mib};
+use belfry_tests::load::{daemon_binary, percentile, post_over, rss_mib};
 use belfry_tests::{Daemon, misbehave_wasm};
 use bytes::Bytes;
 
@@ -76,22 +76,7 @@ fn batch(first: usize, n: usize) -> String {
 async fn load(addr: std::net::SocketAddr, first: usize, posts: usize, connections: usize) -> (Duration, Vec<Duration>) {
     let bodies: Vec<Bytes> = (0..posts).map(|p| Bytes::from(batch(first + p * ALERTS_PER_POST, ALERTS_PER_POST))).collect();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(connections).cloned().collect();
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(addr).await;
-            let mut latencies = Vec::with_capacity(mine.len());
-            for body in mine {
-                latencies.push(post_alerts(&mut sender, addr, body).await);
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
+    let latencies = post_over(addr, &bodies, connections).await;
     (started.elapsed(), latencies)
 }
 
@@ -100,10 +85,11 @@ fn main() {
     rt.block_on(async {
         // A first start compiles the plugin into the cache (cranelift's memory stays with that
         // process); the measured daemon loads it from the cache, as every later start does.
-        let cold = Daemon::start(&daemon_binary(BIN), &config()).expect("daemon starts");
+        let bin = daemon_binary(BIN);
+        let cold = Daemon::start(&bin, &config()).expect("daemon starts");
         let cold_rss = rss_mib(cold.pid());
         drop(cold);
-        let daemon = Daemon::start(&daemon_binary(BIN), &config()).expect("daemon starts");
+        let daemon = Daemon::start(&bin, &config()).expect("daemon starts");
         let addr = daemon.addr;
         let idle_rss = rss_mib(daemon.pid());
         // Warm-up: connections, plugin instances, store file growth.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use belfry::alert::Alert;
 use belfry::route::{RouteOptions, Router, RouterSpec};
-use belfry_tests::load::{burst_config, connect, cpu_seconds, daemon_binary, percentile, post_alerts};
+use belfry_tests::load::{burst_config, connect, cpu_seconds, daemon_binary, percentile, post_alerts, post_over};
 use belfry_tests::{Daemon, HttpSink};
 use bytes::Bytes;
 
@@ -309,19 +309,7 @@ async fn burst(addr: SocketAddr, sink: &HttpSink, pid: u32) -> Burst {
     let before = sink.count();
     let (server_cpu, bench_cpu) = (cpu_seconds(pid), cpu_seconds(std::process::id()));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..4 {
-        let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(4).cloned().collect();
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(addr).await;
-            for body in mine {
-                post_alerts(&mut sender, addr, body).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    post_over(addr, &bodies, 4).await;
     let accepted = started.elapsed();
     wait_for_requests(sink, before + 20_000).await;
     Burst {

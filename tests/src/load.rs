@@ -82,6 +82,29 @@ pub async fn post_alerts(sender: &mut Sender, addr: SocketAddr, body: Bytes) -> 
     started.elapsed()
 }
 
+/// POST every body of `bodies` to `/api/v2/alerts` over `connections` keep-alive connections at
+/// once (body `i` on connection `i % connections`), each answered 200; returns every request's
+/// latency.
+pub async fn post_over(addr: SocketAddr, bodies: &[Bytes], connections: usize) -> Vec<Duration> {
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(connections).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(addr).await;
+            let mut latencies = Vec::with_capacity(mine.len());
+            for body in mine {
+                latencies.push(post_alerts(&mut sender, addr, body).await);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::with_capacity(bodies.len());
+    for task in tasks {
+        latencies.extend(task.await.expect("a posting task panicked"));
+    }
+    latencies
+}
+
 /// The `p` quantile (0..=1) of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]

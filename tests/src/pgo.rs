@@ -5,12 +5,11 @@
 //! routing bench, steady ingest, grouped alerts, a silence, resolves, the read API, a script
 //! reload, then SIGTERM, on which the instrumented daemon writes its profile.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::load::{burst_config, connect, post_alerts};
+use crate::load::{burst_config, connect, post_alerts, post_over};
 use crate::{Daemon, HttpSink, http_request};
 
 /// What one training run did, for its caller to check and print.
@@ -47,9 +46,7 @@ pub async fn train(bin: &str, burst: usize) -> Training {
     let addr = daemon.addr;
 
     // The burst: unique alerts, each its own group, 100 per POST over 4 connections.
-    let bodies: Vec<Bytes> =
-        (0..burst.div_ceil(100)).map(|p| alerts("HighLatency", "warning", p * 100, (burst - p * 100).min(100), None)).collect();
-    post_over(addr, bodies, 4).await;
+    post_over(addr, &batches_of_100("HighLatency", burst, None), 4).await;
     sink.wait_for(burst).await;
 
     // Steady ingest on one connection, and alerts that group (one notification per group).
@@ -82,9 +79,7 @@ pub async fn train(bin: &str, burst: usize) -> Training {
     // Resolves: the first tenth of the burst ends; each group sends its resolved notification.
     let ended = (burst / 10).max(1);
     let before = sink.count();
-    let bodies: Vec<Bytes> =
-        (0..ended.div_ceil(100)).map(|p| alerts("HighLatency", "warning", p * 100, (ended - p * 100).min(100), Some(now))).collect();
-    post_over(addr, bodies, 2).await;
+    post_over(addr, &batches_of_100("HighLatency", ended, Some(now)), 2).await;
     let (mut resolved, mut seen) = (0, before);
     while resolved < ended {
         let got = sink.wait_for(seen + 1).await;
@@ -103,8 +98,14 @@ pub async fn train(bin: &str, burst: usize) -> Training {
 
     let clean_exit = daemon.terminate().success();
     let requests = sink.requests();
-    let silenced = requests.iter().filter(|r| r.body.windows(22).any(|w| w == br#""alertname":"Silenced""#)).count();
+    let needle = br#""alertname":"Silenced""#;
+    let silenced = requests.iter().filter(|r| r.body.windows(needle.len()).any(|w| w == needle)).count();
     Training { delivered: requests.len(), resolved, silenced, clean_exit }
+}
+
+/// Alerts `0..n` named `alertname` (severity `warning`), in bodies of 100; resolved at `ended` if given.
+fn batches_of_100(alertname: &str, n: usize, ended: Option<chrono::DateTime<chrono::Utc>>) -> Vec<Bytes> {
+    (0..n).step_by(100).map(|first| alerts(alertname, "warning", first, (n - first).min(100), ended)).collect()
 }
 
 /// `n` alerts named `alertname` with numbered instances from `first`; resolved at `ended` if given.
@@ -121,21 +122,4 @@ fn alerts(alertname: &str, severity: &str, first: usize, n: usize, ended: Option
         })
         .collect();
     Bytes::from(format!("[{}]", alerts.join(",")))
-}
-
-/// POST `bodies` over `connections` keep-alive connections at once, each body answered 200.
-async fn post_over(addr: SocketAddr, bodies: Vec<Bytes>, connections: usize) {
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let mine: Vec<Bytes> = bodies.iter().skip(c).step_by(connections).cloned().collect();
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connect(addr).await;
-            for body in mine {
-                post_alerts(&mut sender, addr, body).await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("a posting task panicked");
-    }
 }
