@@ -37,9 +37,23 @@ fn build_components(workspace: &Path, target: &Path) {
         .env_remove("CARGO_BUILD_TARGET")
         .status()
         .expect("running cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building the components in {} failed; is the target installed? run `rustup target add wasm32-wasip2`",
-        workspace.display()
-    );
+    if !status.success() {
+        panic!("building the components in {} failed: {}", workspace.display(), failure_hint());
+    }
+}
+
+/// Why the component build may have failed: the one cause cargo's own error does not name
+/// plainly (the target's standard library not installed), or else a pointer to cargo's error.
+fn failure_hint() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output().ok().filter(|o| o.status.success());
+    let installed = sysroot.is_some_and(|o| {
+        let root = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        root.join("lib/rustlib/wasm32-wasip2").is_dir()
+    });
+    if installed {
+        "cargo's error above names the cause (a compile error in a plugin, a full disk...); `cargo build --release --target wasm32-wasip2` in that directory repeats it".into()
+    } else {
+        "the wasm32-wasip2 target is not installed; run `rustup target add wasm32-wasip2` (scripts/test does)".into()
+    }
 }
