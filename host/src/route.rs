@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope};
 
 use crate::alert::{self, Alert, LabelSet, Status};
 
@@ -272,7 +272,8 @@ fn thread_cpu_time() -> Option<Duration> {
 /// One tenant's routing, ready to evaluate.
 pub struct Router {
     spec: RouterSpec,
-    tenant: String,
+    /// As scripts read it: shared, so that each alert's map takes a reference, not a copy.
+    tenant: ImmutableString,
     fallback: RouteTo,
     defaults: Arc<RouteOptions>,
     receivers: HashSet<String>,
@@ -337,7 +338,7 @@ impl Router {
         let defaults = Arc::new(spec.defaults.clone());
         let router = Router {
             fallback: RouteTo { receiver: spec.fallback.clone(), options: defaults.clone() },
-            tenant: spec.tenant.clone(),
+            tenant: spec.tenant.as_str().into(),
             defaults,
             receivers: spec.receivers.clone(),
             time_intervals: spec.time_intervals.clone(),
@@ -405,11 +406,16 @@ impl Router {
     }
 
     fn alert_map(&self, alert: &Alert, now: DateTime<Utc>, uses: Uses) -> Dynamic {
-        let set = |s: &LabelSet| -> Map { s.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect() };
+        // Straight from `&str`: a short value is stored inline in Rhai's string, so only the
+        // string's shared cell is allocated, not a `String` copy first.
+        let set = |s: &LabelSet| -> Map {
+            s.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(ImmutableString::from(v.as_str())))).collect()
+        };
         let mut m = Map::new();
-        m.insert("labels".into(), set(&alert.labels).into());
+        // `Dynamic::from_map`, not `.into()`: Rhai's `From<BTreeMap>` builds the map again.
+        m.insert("labels".into(), Dynamic::from_map(set(&alert.labels)));
         if uses.annotations {
-            m.insert("annotations".into(), set(&alert.annotations).into());
+            m.insert("annotations".into(), Dynamic::from_map(set(&alert.annotations)));
         }
         let status = match alert.status_at(now) {
             Status::Firing => "firing",
@@ -424,7 +430,7 @@ impl Router {
             m.insert("fingerprint".into(), alert.fingerprint().to_string().into());
         }
         m.insert("tenant".into(), self.tenant.clone().into());
-        m.into()
+        Dynamic::from_map(m)
     }
 
     /// The script's answer as routes.
@@ -445,9 +451,10 @@ impl Router {
             self.check_receiver(&receiver)?;
             return Ok(RouteTo { receiver, options: self.defaults.clone() });
         }
-        let Some(map) = value.clone().try_cast::<Map>() else {
+        if !value.is_map() {
             return Err(format!("a {} where a receiver name or a route map was expected", value.type_name()));
-        };
+        }
+        let map = value.cast::<Map>();
         let mut options = (*self.defaults).clone();
         let mut receiver = None;
         for (key, v) in map {
