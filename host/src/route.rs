@@ -406,11 +406,9 @@ impl Router {
     }
 
     fn alert_map(&self, alert: &Alert, now: DateTime<Utc>, uses: Uses) -> Dynamic {
-        // Straight from `&str`: a short value is stored inline in Rhai's string, so only the
-        // string's shared cell is allocated, not a `String` copy first.
-        let set = |s: &LabelSet| -> Map {
-            s.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(ImmutableString::from(v.as_str())))).collect()
-        };
+        // Values straight from `&str`: a short one is stored inline in Rhai's string, so only
+        // the string's shared cell is allocated, not a `String` copy first.
+        let set = |s: &LabelSet| -> Map { s.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect() };
         let mut m = Map::new();
         // `Dynamic::from_map`, not `.into()`: Rhai's `From<BTreeMap>` builds the map again.
         m.insert("labels".into(), Dynamic::from_map(set(&alert.labels)));
