@@ -4,7 +4,7 @@
 //! notifications) stay resident: docs/BENCHMARKS.md measured 235 MiB at 100K alerts with
 //! mimalloc's defaults and 107 MiB with these, at the same throughput. The options must be set
 //! before mimalloc reserves its first arena, which happens before `main`, so the binaries set
-//! them from a constructor ([`crate::tune_allocator!`]). An operator's `MIMALLOC_*` variables
+//! them from a constructor ([`crate::daemon_allocator!`]). An operator's `MIMALLOC_*` variables
 //! still win.
 //!
 //! Freed memory goes back to the OS [`PURGE_DELAY_MS`] after it was freed, not at once: under
@@ -144,11 +144,15 @@ fn collect() {
     unsafe { libmimalloc_sys::mi_collect(false) };
 }
 
-/// Run [`tune`] before `main` (and before the runtime's first allocation): put it in the
-/// binary's root module next to its `#[global_allocator]`.
+/// Make [`Metered`] the binary's global allocator and run [`tune`] before `main` (and before
+/// the runtime's first allocation). Every binary that runs the daemon's code (`belfry`, the
+/// daemon the tests start, the benches) puts it in its root module.
 #[macro_export]
-macro_rules! tune_allocator {
+macro_rules! daemon_allocator {
     () => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::alloc::Metered = $crate::alloc::Metered;
+
         // ELF's constructor section (Linux); elsewhere mimalloc keeps its defaults.
         #[cfg(target_os = "linux")]
         #[used]

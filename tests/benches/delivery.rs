@@ -22,9 +22,7 @@ use hyper_util::rt::TokioIo;
 
 // The daemon's allocator (mimalloc, with the scripts' memory meter): the host's side of every
 // delivery measured here runs on what the daemon's runs on.
-#[global_allocator]
-static ALLOCATOR: belfry::alloc::Metered = belfry::alloc::Metered;
-belfry::tune_allocator!();
+belfry::daemon_allocator!();
 
 /// Deliveries per measurement; enough for a stable mean, short enough for CI-sized machines.
 const ITERATIONS: usize = 20_000;

@@ -21,9 +21,7 @@ use bytes::Bytes;
 
 // The daemon's allocator here too: the route evaluations measured in this process run on what
 // the daemon's run on (mimalloc, with the scripts' memory meter).
-#[global_allocator]
-static ALLOCATOR: belfry::alloc::Metered = belfry::alloc::Metered;
-belfry::tune_allocator!();
+belfry::daemon_allocator!();
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
 const EXAMPLE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/multi-tenant/tenants/payments/route.rhai");

@@ -2,9 +2,7 @@
 //! (`CARGO_BIN_EXE_belfry-under-test`); its code is exactly `belfry::cli::main`.
 
 // The same allocator as the real binary, so benchmarks measure what ships.
-#[global_allocator]
-static ALLOCATOR: belfry::alloc::Metered = belfry::alloc::Metered;
-belfry::tune_allocator!();
+belfry::daemon_allocator!();
 
 fn main() -> std::process::ExitCode {
     belfry::cli::main()
