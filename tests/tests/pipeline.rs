@@ -158,6 +158,25 @@ async fn an_open_breaker_sends_straight_to_the_fallback() {
 }
 
 #[tokio::test]
+async fn a_notification_waiting_out_a_retry_does_not_hold_back_the_next() {
+    // One delivery at a time (max_in_flight = 1), and the first notification's receiver asks
+    // for an hour before the retry: the next notification must not wait behind it.
+    let sink = HttpSink::start().await;
+    sink.reply_with(503, &[("Retry-After", "3600")], "down for maintenance");
+    let receivers = webhook_receiver("hook", &sink, "retry = { initial_backoff = \"10ms\", max_backoff = \"2h\" }");
+    let config = config(&receivers, "hook").replace("[plugins.webhook]", "[runtime]\nmax_in_flight = 1\n\n[plugins.webhook]");
+    let daemon = Daemon::start(BIN, &config).unwrap();
+    post(&daemon, "Waiting").await;
+    daemon.audit_until(|r| r.iter().any(|r| r["action"] == "notify.failed" && r["retry_in_ms"] == 3_600_000)).await;
+    sink.reply_with(200, &[], "ok");
+    post(&daemon, "Next").await;
+    let got = sink.wait_for(2).await;
+    assert_eq!(got[0].json()["commonLabels"]["alertname"], "Waiting");
+    assert_eq!(got[1].json()["commonLabels"]["alertname"], "Next", "delivered while the first waits out its Retry-After");
+    assert_eq!(got.len(), 2, "the first is not retried before its hour: {got:?}");
+}
+
+#[tokio::test]
 async fn a_rate_limit_spaces_notifications_out() {
     let sink = HttpSink::start().await;
     let daemon =

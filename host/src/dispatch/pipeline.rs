@@ -10,13 +10,13 @@
 //! the notification again. Either way a crash means a redelivery (at least once), never a loss.
 //! The group key travels with every attempt as a stable dedup key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::breaker::{Admission, Breaker, Verdict};
@@ -157,8 +157,13 @@ impl Refusal {
     }
 }
 
-/// Takes jobs and runs each on its own task: at most `max_pending` jobs in the pipeline (the
-/// flusher waits for room) and at most `max_in_flight` plugin calls at once.
+/// Takes jobs and runs them on at most `max_in_flight` tasks, the runners: at most
+/// `max_pending` jobs in the pipeline (the flusher waits for room), the rest of them queued as
+/// data. A job that has to wait (rate limit, breaker, a retry's backoff) or fails over leaves
+/// the runners and goes on on a task of its own, so what waits never holds back the queue.
+///
+/// Runners, not a task per job: a job's task is ~3.5 KB, and 20,000 of them at once (the 20K
+/// burst) cost 7 % of the daemon's CPU in allocation, page faults and copies (docs/BENCHMARKS.md).
 #[derive(Clone)]
 pub struct Dispatcher {
     pending: Arc<Semaphore>,
@@ -172,6 +177,40 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Jobs' store writes (log entries, outbox entries and their removal), written in batches.
     writes: mpsc::UnboundedSender<Op>,
+    /// Jobs waiting for a runner, and how many runners there are.
+    queue: std::sync::Mutex<Queue>,
+}
+
+/// Jobs waiting for a runner, first come first served.
+struct Queue {
+    waiting: VecDeque<(Job, OwnedSemaphorePermit)>,
+    runners: usize,
+    max_runners: usize,
+}
+
+/// A runner's place among the runners, held while its job runs. Given up when the job leaves
+/// the runners; handed on should the task end holding it (a panic), so the queue never stalls.
+struct RunnerSlot {
+    pipeline: Arc<Pipeline>,
+    held: bool,
+}
+
+impl RunnerSlot {
+    /// Leave the runners: a new runner takes the next queued job in this one's place (or there
+    /// is one runner less).
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.held)
+            && let Some((job, permit)) = self.pipeline.next_queued()
+        {
+            tokio::spawn(self.pipeline.clone().runner(job, permit));
+        }
+    }
+}
+
+impl Drop for RunnerSlot {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 /// Most writes in one store batch.
@@ -211,30 +250,76 @@ impl Dispatcher {
     ) -> Dispatcher {
         let (writes, queued) = mpsc::unbounded_channel();
         tokio::spawn(write_behind(store, queued));
+        let max_in_flight = max_in_flight.max(1);
+        let queue = Queue { waiting: VecDeque::new(), runners: 0, max_runners: max_in_flight };
         Dispatcher {
             pending: Arc::new(Semaphore::new(max_pending.max(1))),
-            pipeline: Arc::new(Pipeline { in_flight: Semaphore::new(max_in_flight.max(1)), audit, metrics, writes }),
+            pipeline: Arc::new(Pipeline {
+                in_flight: Semaphore::new(max_in_flight),
+                audit,
+                metrics,
+                writes,
+                queue: std::sync::Mutex::new(queue),
+            }),
         }
     }
 
-    /// Start a job, waiting while `max_pending` are already under way.
+    /// Start a job, waiting while `max_pending` are already under way: on a new runner if
+    /// there is room for one, else queued for the next free runner.
     pub async fn submit(&self, job: Job) {
         let permit = self.pending.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let pipeline = self.pipeline.clone();
+        {
+            let mut queue = self.pipeline.queue();
+            if queue.runners == queue.max_runners {
+                queue.waiting.push_back((job, permit));
+                return;
+            }
+            queue.runners += 1;
+        }
         // No tracing span per job: building one cost ~4 % of the daemon's CPU in the 20K burst
         // (docs/BENCHMARKS.md). The job's log lines carry its tenant and `notification` id (the
         // correlation id of its audit records) themselves; the plugin's carry tenant, receiver
         // and plugin.
-        tokio::spawn(async move {
-            pipeline.run(job).await;
-            drop(permit);
-        });
+        tokio::spawn(self.pipeline.clone().runner(job, permit));
     }
 }
 
 impl Pipeline {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().expect("dispatch queue lock")
+    }
+
+    /// A runner: the job, then queued ones until none is left or one leaves the runners.
+    async fn runner(self: Arc<Self>, mut job: Job, mut permit: OwnedSemaphorePermit) {
+        let mut slot = RunnerSlot { pipeline: self.clone(), held: true };
+        loop {
+            self.run(job, &mut slot).await;
+            drop(permit);
+            if !slot.held {
+                return;
+            }
+            match self.next_queued() {
+                Some((next, next_permit)) => (job, permit) = (next, next_permit),
+                None => {
+                    slot.held = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next queued job for a runner that is done with its own; none retires the runner.
+    fn next_queued(&self) -> Option<(Job, OwnedSemaphorePermit)> {
+        let mut queue = self.queue();
+        let next = queue.waiting.pop_front();
+        if next.is_none() {
+            queue.runners -= 1;
+        }
+        next
+    }
+
     /// The whole pipeline for one job: its receiver, then its fallbacks, then out of the outbox.
-    async fn run(&self, mut job: Job) {
+    async fn run(&self, mut job: Job, slot: &mut RunnerSlot) {
         self.render(&mut job);
         let channels = job.channels.clone();
         let mut target = job.entry.receiver.clone();
@@ -246,7 +331,7 @@ impl Pipeline {
                 break;
             };
             tried.push(target.clone());
-            let outcome = self.deliver(&mut job, &target, channel).await;
+            let outcome = self.deliver(&mut job, &target, channel, slot).await;
             channel.meters.notifications.inc();
             let labels = || receiver_labels(&job.tenant, &target, channel.receiver.plugin_name());
             if let Err(refusal) = &outcome {
@@ -287,8 +372,10 @@ impl Pipeline {
         }
     }
 
-    /// The job has to wait, or an attempt failed: into the outbox with its log entry, if not there yet.
-    fn hold(&self, job: &mut Job) {
+    /// The job has to wait, or an attempt failed: into the outbox with its log entry, if not
+    /// there yet, and off the runners.
+    fn hold(&self, job: &mut Job, slot: &mut RunnerSlot) {
+        slot.leave();
         if let Some(log) = job.take_deferred(Decision::InOutbox) {
             let entry = Box::new(job.entry.clone());
             let _ = self.writes.send(Op::PutOutbox { tenant: job.tenant.clone(), id: job.id.clone(), entry });
@@ -334,13 +421,13 @@ impl Pipeline {
     }
 
     /// One receiver's stages: breaker → rate limit → plugin → verdict → retry or return.
-    async fn deliver(&self, job: &mut Job, name: &str, channel: &Channel) -> Result<DeliveryReport, Refusal> {
+    async fn deliver(&self, job: &mut Job, name: &str, channel: &Channel, slot: &mut RunnerSlot) -> Result<DeliveryReport, Refusal> {
         let gate = &channel.gate;
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Admission::Refused { retry_at } = gate.breaker.admit(Instant::now()) {
-                self.hold(job);
+                self.hold(job, slot);
                 // With a fallback, fail over at once; without one, wait for the probe, within the retry budget.
                 if channel.fallback.is_some() || !channel.backoff.may_retry(attempt) {
                     return Err(Refusal::BreakerOpen);
@@ -351,7 +438,7 @@ impl Pipeline {
             if let Some(rate) = &gate.rate
                 && rate.try_acquire().is_err()
             {
-                self.hold(job);
+                self.hold(job, slot);
                 rate.acquire().await;
             }
             let plugin = channel.receiver.plugin_name();
@@ -388,7 +475,7 @@ impl Pipeline {
                 }
                 Err(failure) => failure,
             };
-            self.hold(job);
+            self.hold(job, slot);
             if !failure.is_retryable() || !channel.backoff.may_retry(attempt) {
                 self.audit_attempt(job, name, channel, attempt, &Err(&failure), None);
                 return Err(Refusal::Failed(failure));
