@@ -201,8 +201,11 @@ impl RunnerSlot {
     fn leave(&mut self) {
         if std::mem::take(&mut self.held)
             && let Some((job, permit)) = self.pipeline.next_queued()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            tokio::spawn(self.pipeline.clone().runner(job, permit));
+            // Without a runtime (only when it is being torn down) the job is dropped: its
+            // group decides it again after the restart, or it is in the outbox.
+            runtime.spawn(self.pipeline.clone().runner(job, permit));
         }
     }
 }
@@ -285,8 +288,10 @@ impl Dispatcher {
 }
 
 impl Pipeline {
+    /// The queue, even after a panic elsewhere held its lock: a deque and a count stay
+    /// consistent, and a runner's slot is handed on from a `Drop` that must not panic again.
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().expect("dispatch queue lock")
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A runner: the job, then queued ones until none is left or one leaves the runners.
