@@ -163,7 +163,8 @@ impl Refusal {
 /// the runners and goes on on a task of its own, so what waits never holds back the queue.
 ///
 /// Runners, not a task per job: a job's task is ~3.5 KB, and 20,000 of them at once (the 20K
-/// burst) cost 7 % of the daemon's CPU in allocation, page faults and copies (docs/BENCHMARKS.md).
+/// burst) were allocated, copied and faulted in; queuing jobs as data took 10 % off the daemon's
+/// CPU there (6 % in the profile-guided build; docs/BENCHMARKS.md).
 #[derive(Clone)]
 pub struct Dispatcher {
     pending: Arc<Semaphore>,
