@@ -393,6 +393,11 @@ impl Groups {
         flush.into_iter().chain(escalation).min()
     }
 
+    /// Whether a group is due at `now` (escalations aside).
+    pub fn any_due(&self, now: DateTime<Utc>) -> bool {
+        self.schedule.first().is_some_and(|(at, _)| *at <= now)
+    }
+
     /// Put a routed alert into the groups of its routes; a new group flushes after
     /// `group_wait` (at once if the alert started more than `group_wait` ago, as Alertmanager
     /// does), an existing one at its next `group_interval` boundary.
@@ -503,11 +508,11 @@ impl Groups {
         }
     }
 
-    /// Groups due at `now`, taken off the schedule.
-    pub fn take_due(&mut self, now: DateTime<Utc>) -> Vec<GroupKey> {
+    /// Groups due at `now`, at most `limit` of them (the earliest first), taken off the schedule.
+    pub fn take_due(&mut self, now: DateTime<Utc>, limit: usize) -> Vec<GroupKey> {
         let mut due = Vec::new();
         while let Some((at, _)) = self.schedule.first() {
-            if *at > now {
+            if *at > now || due.len() == limit {
                 break;
             }
             let (_, key) = self.schedule.pop_first().expect("checked");
@@ -779,7 +784,7 @@ mod tests {
         /// Flush whatever is due at `now`; the names of the alerts notified, by group.
         fn tick(&mut self, now: DateTime<Utc>) -> Vec<Vec<String>> {
             let mut sent = Vec::new();
-            for key in self.groups.take_due(now) {
+            for key in self.groups.take_due(now, usize::MAX) {
                 let members: Vec<Fingerprint> = self.groups.get(&key).map(|g| g.alerts.iter().copied().collect()).unwrap_or_default();
                 let alerts = self
                     .alerts
@@ -1107,7 +1112,26 @@ mod tests {
         assert_eq!(b.tick(t("10:00:00")).len(), 1000);
         // group_interval is 1 s, yet nothing is due until the first endsAt.
         assert_eq!(b.groups.next_due(), Some(t("10:59:59").max(t("11:00:00"))));
-        assert!(b.groups.take_due(t("10:59:59")).is_empty());
+        assert!(b.groups.take_due(t("10:59:59"), usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn due_groups_are_taken_a_limited_number_at_a_time_earliest_first() {
+        let mut b = Bench::new(route(&["..."], 0, 60, 3600));
+        for (instance, at) in [("c", "10:00:03"), ("a", "10:00:01"), ("b", "10:00:02")] {
+            b.post(record("Down", instance, at, "11:00:00"), t(at));
+        }
+        let instances = |b: &Bench, keys: Vec<GroupKey>| -> Vec<String> {
+            let instance = |fp: &Fingerprint| b.alerts.iter().find(|a| a.fingerprint() == *fp).unwrap().labels["instance"].clone();
+            keys.iter().flat_map(|k| b.groups.get(k).unwrap().alerts.iter().map(instance)).collect()
+        };
+        let taken = b.groups.take_due(t("10:00:05"), 2);
+        assert_eq!(instances(&b, taken), ["a", "b"], "the two due first");
+        assert!(b.groups.any_due(t("10:00:05")), "the third stays due");
+        let taken = b.groups.take_due(t("10:00:05"), 2);
+        assert_eq!(instances(&b, taken), ["c"]);
+        assert!(!b.groups.any_due(t("10:00:05")));
+        assert!(b.groups.take_due(t("10:00:05"), 2).is_empty());
     }
 
     impl Groups {

@@ -746,17 +746,25 @@ pub async fn start(
     Ok(Running { addr, server, daemon })
 }
 
-/// Flushes every tenant's due groups, then sleeps until the next one is due or a group
-/// becomes due sooner. With nothing due it does not wake at all, however many groups exist.
+/// Flushes every tenant's due groups, a batch of each tenant's per pass, then sleeps until the
+/// next one is due or a group becomes due sooner. With nothing due it does not wake at all,
+/// however many groups exist.
 async fn flusher(daemon: Arc<Daemon>) {
     loop {
         let now = chrono::Utc::now();
         let mut next: Option<chrono::DateTime<chrono::Utc>> = None;
+        let mut more = false;
         for tenant in daemon.tenants().all() {
-            tenant.notifier.flush_due(now).await;
+            more |= tenant.notifier.flush_due(now, daemon.dispatcher.flush_batch()).await;
             if let Some(due) = tenant.notifier.next_due() {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
+        }
+        if more {
+            // More groups are due than one pass decides: the next pass once the runners have
+            // caught up, so each tenant's next batch is decided as it can be delivered.
+            daemon.dispatcher.room().await;
+            continue;
         }
         let sleep = match next {
             Some(at) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),

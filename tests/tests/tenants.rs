@@ -274,3 +274,40 @@ fn bad_tenant_directories_are_named() {
         assert!(failed.stderr.contains(expected), "expected `{expected}` in:\n{}", failed.stderr);
     }
 }
+
+#[tokio::test]
+async fn a_burst_in_one_tenant_does_not_queue_another_tenants_notification_behind_all_of_it() {
+    // One delivery at a time, and the shared channel hangs: acme's 300 alerts, each its own
+    // group, are all due at once; bolt's one alert comes while acme's first notification hangs.
+    let sink = HttpSink::start().await;
+    sink.hold_replies(true);
+    let config = format!("{}\n[runtime]\nmax_in_flight = 1\n", main_config(""));
+    let daemon = Daemon::start_with_files(
+        BIN,
+        &config,
+        &[
+            ("tenants/acme/tenant.toml", &tenant_toml("token-a", "acme-hook", &sink)),
+            ("tenants/bolt/tenant.toml", &tenant_toml("token-b", "bolt-hook", &sink)),
+        ],
+    )
+    .expect("daemon starts");
+    let (ha, hb) = (bearer("token-a"), bearer("token-b"));
+    let burst: Vec<String> = (0..300).map(|i| format!(r#"{{"labels":{{"alertname":"Burst","n":"{i}"}}}}"#)).collect();
+    let (status, _) = call(&daemon, "POST", "/api/v2/alerts", &format!("[{}]", burst.join(",")), &[(ha.0, &ha.1)]).await;
+    assert_eq!(status, 200);
+    sink.wait_for(1).await;
+    let (status, _) = call(&daemon, "POST", "/api/v2/alerts", r#"[{"labels":{"alertname":"BoltDown"}}]"#, &[(hb.0, &hb.1)]).await;
+    assert_eq!(status, 200);
+    sink.hold_replies(false);
+
+    let got = sink.wait_for(301).await;
+    let bolt = got.iter().position(|r| r.path == "/bolt-hook").expect("bolt's notification arrives");
+    // The flusher decides a batch of each tenant's due groups per pass (16 with one runner),
+    // the next pass once few are left queued: bolt's is decided in the pass after it came,
+    // not behind the whole burst (it was the 301st when every due group was decided at once).
+    assert!(bolt < 64, "bolt's notification was number {} of 301", bolt + 1);
+    assert_eq!(got.iter().filter(|r| r.path == "/acme-hook").count(), 300, "every notification of the burst arrives");
+    let acme: std::collections::HashSet<String> =
+        got.iter().filter(|r| r.path == "/acme-hook").map(|r| r.json()["commonLabels"]["n"].as_str().unwrap().to_string()).collect();
+    assert_eq!(acme.len(), 300, "each once");
+}

@@ -478,14 +478,17 @@ impl Notifier {
         router.route(&record.to_alert(), now).receivers()
     }
 
-    /// Flush every group due at `now`: mute, dedup, persist the log, dispatch.
-    pub async fn flush_due(&self, now: DateTime<Utc>) {
-        let (due, escalations) = {
+    /// Flush the groups due at `now`, at most `limit` of them (the earliest first), and every
+    /// escalation level due: mute, dedup, persist the log, dispatch. True if more groups are due.
+    pub async fn flush_due(&self, now: DateTime<Utc>, limit: usize) -> bool {
+        let (due, escalations, more) = {
             let mut routing = self.routing();
-            (routing.groups.take_due(now), routing.groups.take_due_escalations(now))
+            let due = routing.groups.take_due(now, limit);
+            let more = routing.groups.any_due(now);
+            (due, routing.groups.take_due_escalations(now), more)
         };
         if due.is_empty() && escalations.is_empty() {
-            return;
+            return more;
         }
         let sources = (!self.inhibitor.is_empty()).then(|| self.inhibitor.sources(&self.state, now));
         let mut ops = Vec::new();
@@ -556,6 +559,7 @@ impl Notifier {
         for job in jobs {
             self.dispatcher.submit(job).await;
         }
+        more
     }
 
     /// The notifications of an escalation level: the group's firing alerts to each receiver

@@ -161,6 +161,7 @@ impl Refusal {
 /// `max_pending` jobs in the pipeline (the flusher waits for room), the rest of them queued as
 /// data. A job that has to wait (rate limit, breaker, a retry's backoff) or fails over leaves
 /// the runners and goes on on a task of its own, so what waits never holds back the queue.
+/// Under a burst the flusher decides more only once the queue is short again ([`Dispatcher::room`]).
 ///
 /// Runners, not a task per job: a job's task is ~3.5 KB, and 20,000 of them at once (the 20K
 /// burst) were allocated, copied and faulted in; queuing jobs as data took 10 % off the daemon's
@@ -180,6 +181,10 @@ pub struct Pipeline {
     writes: mpsc::UnboundedSender<Op>,
     /// Jobs waiting for a runner, and how many runners there are.
     queue: std::sync::Mutex<Queue>,
+    /// Told when the queue shrinks to [`Pipeline::low_water`] jobs.
+    drained: tokio::sync::Notify,
+    /// How few queued jobs [`Dispatcher::room`] waits for.
+    low_water: usize,
 }
 
 /// Jobs waiting for a runner, first come first served.
@@ -216,6 +221,9 @@ impl Drop for RunnerSlot {
         self.leave();
     }
 }
+
+/// The fewest queued jobs [`Dispatcher::room`] waits for, whatever `max_in_flight` is.
+const MIN_LOW_WATER: usize = 8;
 
 /// Most writes in one store batch.
 const MAX_WRITES_PER_BATCH: usize = 1024;
@@ -264,6 +272,8 @@ impl Dispatcher {
                 metrics,
                 writes,
                 queue: std::sync::Mutex::new(queue),
+                drained: tokio::sync::Notify::new(),
+                low_water: max_in_flight.max(MIN_LOW_WATER),
             }),
         }
     }
@@ -285,6 +295,28 @@ impl Dispatcher {
         // correlation id of its audit records) themselves; the plugin's carry tenant, receiver
         // and plugin.
         tokio::spawn(self.pipeline.clone().runner(job, permit));
+    }
+
+    /// How many due groups of a tenant the flusher decides in one pass: twice what the
+    /// runners take at once.
+    pub fn flush_batch(&self) -> usize {
+        2 * self.pipeline.low_water
+    }
+
+    /// Wait until no more jobs are queued for a runner than the runners take at once.
+    ///
+    /// The flusher waits here while groups are still due, so a burst is decided about as fast
+    /// as it is delivered rather than all at once: its notifications do not pile up as queued
+    /// jobs (20,000 of them at ~3 KB each in the 20K burst), and another tenant's groups are
+    /// decided, and queued, between the burst's batches rather than behind all of it.
+    pub async fn room(&self) {
+        loop {
+            let drained = self.pipeline.drained.notified();
+            if self.pipeline.queue().waiting.len() <= self.pipeline.low_water {
+                return;
+            }
+            drained.await;
+        }
     }
 }
 
@@ -318,8 +350,11 @@ impl Pipeline {
     fn next_queued(&self) -> Option<(Job, OwnedSemaphorePermit)> {
         let mut queue = self.queue();
         let next = queue.waiting.pop_front();
-        if next.is_none() {
-            queue.runners -= 1;
+        match next {
+            None => queue.runners -= 1,
+            // Stored if nobody waits yet: `room` then finds it on its next wait and looks again.
+            Some(_) if queue.waiting.len() == self.low_water => self.drained.notify_one(),
+            Some(_) => {}
         }
         next
     }
