@@ -483,7 +483,8 @@ async fn shutdown_signal() {
 async fn inspect(path: PathBuf) -> Result<(), StartError> {
     let cache_dir = std::env::temp_dir().join("belfry-inspect-cache");
     let runtime = Runtime::new(RuntimeOptions { cache_dir, allocator: Default::default(), pool_slots: 1, profiler: Default::default() })?;
-    let plugin = runtime.load(&path, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let plugin = runtime.load(&key, &path, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let info = &plugin.info;
     println!("{} {} — {}", info.name, info.version, info.description);
     println!("shows title and body: {}", if info.uses_text { "yes (templates are rendered for it)" } else { "no" });

@@ -105,6 +105,41 @@ pub struct ServerConfig {
     /// How long the acknowledge links in notifications work (default 7 days).
     #[serde(default = "default_ack_link_ttl", with = "humantime_serde")]
     pub ack_link_ttl: Duration,
+    /// A new connection, or a request that has begun, must finish its headers within this.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this once its headers are in (else 408).
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond it new ones wait in the listen backlog (logged). Keep
+    /// it well under the process's file-descriptor limit (`ulimit -n`): plugins' outbound
+    /// connections and the store need descriptors too.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout() -> Duration {
+    // A client sends its headers in one write; 10 s covers a congested link.
+    Duration::from_secs(10)
+}
+
+fn default_body_read_timeout() -> Duration {
+    // A 4 MiB body at 150 KB/s.
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    // Longer than Prometheus' default evaluation interval (1 m), so its connection is reused.
+    Duration::from_secs(90)
+}
+
+fn default_max_connections() -> usize {
+    // Under the common 1,024-descriptor soft limit with room for the rest; start raises the
+    // soft limit to the hard one where it can (as Go's runtime does).
+    768
 }
 
 fn default_ack_link_ttl() -> Duration {
@@ -130,6 +165,10 @@ impl Default for ServerConfig {
             trust_scope_org_id: false,
             admin_tokens: Vec::new(),
             ack_link_ttl: default_ack_link_ttl(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -229,6 +268,12 @@ tenant_limits! {
     ingest_rate: u32 = 50_000;
     /// Alerts a tenant may post in a burst above the rate.
     ingest_burst: u32 = 100_000;
+    /// Routing-script time a tenant may use per second, in milliseconds, sustained: past it
+    /// (and its burst) its posts get 429 with Retry-After until the time is paid back. 500 is
+    /// half a core; a 7-rule script routes 50,000 alerts/s in about 300.
+    script_ms_per_second: u64 = 500;
+    /// Routing-script time a tenant may use at once above the sustained rate, in milliseconds.
+    script_burst_ms: u64 = 5_000;
 }
 
 /// A tenant read from its directory.
@@ -575,6 +620,16 @@ pub struct Limits {
     /// memory of one call whatever the size of a group.
     #[serde(default = "default_max_alerts")]
     pub max_alerts: usize,
+    /// An instance whose linear memory grew past this during a call is dropped after it
+    /// instead of kept for the next delivery: memory never shrinks, so idle instances hold at
+    /// most `max_in_flight x keep_idle_memory_mib` per receiver.
+    #[serde(default = "default_keep_idle_memory_mib")]
+    pub keep_idle_memory_mib: u64,
+}
+
+fn default_keep_idle_memory_mib() -> u64 {
+    // Every bundled plugin delivers in 1-3 MiB; a 1,000-alert group in about 8.
+    16
 }
 
 fn default_max_alerts() -> usize {
@@ -611,6 +666,7 @@ impl Default for Limits {
             max_requests: default_max_requests(),
             max_log_lines: default_max_log_lines(),
             max_alerts: default_max_alerts(),
+            keep_idle_memory_mib: default_keep_idle_memory_mib(),
         }
     }
 }
@@ -628,7 +684,11 @@ impl Limits {
     pub fn memory_bytes(&self) -> usize {
         usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
-    /// Wall-clock bound on a whole call: CPU budget plus every request at its timeout.
+    /// Linear memory above which an instance is not kept idle, in bytes.
+    pub fn idle_memory_bytes(&self) -> usize {
+        usize::try_from(self.keep_idle_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+    }
+    /// Wall bound of one delivery call: its CPU budget, every request's timeout, and a second.
     pub fn call_timeout(&self) -> Duration {
         self.cpu() + self.request_timeout() * self.max_requests.max(1) + Duration::from_secs(1)
     }
@@ -1196,6 +1256,8 @@ impl Config {
         let mut files: Vec<(PathBuf, &mut Vec<ReceiverConfig>)> = vec![(self.file.clone(), &mut self.receivers)];
         files.extend(self.tenant_files.iter_mut().map(|t| (t.file.clone(), &mut t.config.receivers)));
         for (file, receivers) in files {
+            // `${file:...}` is relative to the file that says it (a tenant.toml's own directory).
+            let base_dir = file.parent().map_or_else(|| base_dir.clone(), Path::to_path_buf);
             for (i, r) in receivers.iter_mut().enumerate() {
                 let mut secrets = Vec::new();
                 for (field, value) in r.config.iter_mut() {
@@ -1503,18 +1565,37 @@ fn check_delivery_policy(r: &ReceiverConfig, all: &[ReceiverConfig]) -> Result<(
     Ok(())
 }
 
-/// Parse TOML text into `T`; an error comes back as (`line N`, message).
+/// Parse TOML text into `T`; an error comes back as (`line N`, message), the message led by
+/// the key at fault (`route.repeat_interval: invalid type: integer 4, expected a duration`).
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
-    toml::from_str::<T>(text).map_err(|e| {
-        let location = match e.span() {
-            Some(span) => {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("line {line}")
-            }
-            None => "-".to_string(),
-        };
-        (location, format!("{} (fix the TOML; see examples/belfry.toml)", e.message().trim_end()))
+    let line_at = |at: usize| format!("line {}", text[..at.min(text.len())].matches('\n').count() + 1);
+    let fail = |location: String, key: Option<String>, message: &str| {
+        let mut message = message.trim_end().to_string();
+        if message.contains("expected a duration") || (message.starts_with("invalid value") && key.as_deref().is_some_and(is_duration_key))
+        {
+            message.push_str(r#"; write a duration like "30s", "5m" or "4h""#);
+        }
+        let key = key.map(|k| format!("{k}: ")).unwrap_or_default();
+        (location, format!("{key}{message} (fix the TOML; see examples/belfry.toml)"))
+    };
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
+        let span = e.span();
+        // A syntax error (a duplicate key, say): name the key its span points at.
+        let key = span.clone().and_then(|s| text.get(s)).map(str::trim).filter(|k| !k.is_empty() && !k.contains('\n'));
+        fail(span.map_or("-".to_string(), |s| line_at(s.start)), key.map(str::to_string), e.message())
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let key = (path != "." && !path.is_empty()).then_some(path);
+        fail(inner.span().map_or("-".to_string(), |s| line_at(s.start)), key, inner.message())
     })
+}
+
+/// Whether the last part of `key` names a duration setting.
+fn is_duration_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    last.ends_with("_wait") || last.ends_with("_interval") || last.ends_with("_timeout") || last.ends_with("_ttl") || last == "for"
 }
 
 #[cfg(test)]
@@ -1533,6 +1614,25 @@ mod tests {
         [route]
         receiver = "ops"
     "#;
+
+    #[test]
+    fn a_toml_error_names_the_key_at_fault_and_its_line() {
+        let cases = [
+            ("repeat_interval = 4", "line 12", "route.repeat_interval: invalid type: integer `4`, expected a duration"),
+            ("group_wait = \"1 fortnight\"", "line 12", "route.group_wait: "),
+            ("receiver = \"again\"", "line 12", "receiver"),
+        ];
+        for (extra, line, needle) in cases {
+            let text = format!("{MINIMAL}        {extra}\n");
+            let (location, message) = Config::parse(&text).map(|_| ()).unwrap_err();
+            assert_eq!(location, line, "{extra}: {message}");
+            assert!(message.contains(needle), "{extra}: {message}");
+        }
+        let (_, message) = Config::parse(&format!("{MINIMAL}        group_wait = \"1 fortnight\"\n")).map(|_| ()).unwrap_err();
+        assert!(message.contains(r#"like "30s""#), "{message}");
+        let (_, message) = Config::parse(&format!("{MINIMAL}        receiver = \"again\"\n")).map(|_| ()).unwrap_err();
+        assert!(message.contains("duplicate key"), "{message}");
+    }
 
     fn load(text: &str) -> Result<Config, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
@@ -1562,7 +1662,7 @@ mod tests {
     #[test]
     fn unknown_key_names_line_and_key() {
         let err = load(&MINIMAL.replace("[route]", "[route]\nrecevier = \"x\"")).unwrap_err().to_string();
-        assert!(err.contains("belfry.toml:11: unknown field"), "{err}"); // the line of the bad key
+        assert!(err.contains("belfry.toml:11: route.recevier: unknown field"), "{err}"); // the line and the bad key
         assert!(err.contains("recevier"), "{err}");
     }
 

@@ -155,6 +155,10 @@ impl Daemon {
                     governor::Quota::per_second(std::num::NonZeroU32::new(view.limits.ingest_rate.max(1)).expect("at least 1"))
                         .allow_burst(std::num::NonZeroU32::new(view.limits.ingest_burst.max(1)).expect("at least 1")),
                 ),
+                script_budget: crate::dispatch::ScriptBudget::new(
+                    std::time::Duration::from_millis(view.limits.script_ms_per_second),
+                    std::time::Duration::from_millis(view.limits.script_burst_ms),
+                ),
                 limits: view.limits.clone(),
                 metrics: self.metrics.clone(),
                 audit: self.audit.clone(),
@@ -345,9 +349,17 @@ impl Daemon {
         plugins: &HashMap<String, Arc<Plugin>>,
         errors: &mut Vec<ConfigError>,
     ) -> Channels {
+        // At once: each plugin's validate-config is bounded, but a tenant's receivers one after
+        // another would add up those bounds.
+        let bound = futures_util::future::join_all(view.receivers.iter().enumerate().map(|(i, r)| async move {
+            let mut errors = Vec::new();
+            (r, bind_receiver(view, config, plugins, i, None, &mut errors).await, errors)
+        }))
+        .await;
         let mut channels = HashMap::new();
-        for (i, r) in view.receivers.iter().enumerate() {
-            let Some(receiver) = bind_receiver(view, config, plugins, i, None, errors).await else { continue };
+        for (r, receiver, problems) in bound {
+            errors.extend(problems);
+            let Some(receiver) = receiver else { continue };
             let meters = crate::metrics::Meters::new(&self.metrics, view.name, &r.name, receiver.plugin_name());
             let channel = Channel {
                 receiver: Arc::new(receiver),
@@ -409,19 +421,29 @@ impl Reload for Daemon {
 /// Load every plugin the configuration names (checking pins); a failure is a problem of its
 /// `plugins.<name>.path`.
 async fn load_plugins(runtime: &Runtime, config: &Config, errors: &mut Vec<ConfigError>) -> HashMap<String, Arc<Plugin>> {
+    let problem =
+        |name: &str, message: String| ConfigError { line: None, file: config.file.clone(), key: format!("plugins.{name}.path"), message };
+    let loaded =
+        futures_util::future::join_all(config.plugins.iter().map(|(name, source)| async move {
+            (name, runtime.load(name, &config.resolve(&source.path), source.sha256.as_deref()).await)
+        }))
+        .await;
     let mut plugins = HashMap::new();
-    for (name, source) in &config.plugins {
-        match runtime.load(&config.resolve(&source.path), source.sha256.as_deref()).await {
+    for (name, result) in loaded {
+        match result {
+            // A plugin that names itself after another entry would have its work read as that one's.
+            Ok(plugin) if plugin.info.name != *name && config.plugins.contains_key(&plugin.info.name) => errors.push(problem(
+                name,
+                format!(
+                    "the component describes itself as `{}`, the name of another [plugins] entry; refusing it (check that the path points at the plugin you meant)",
+                    plugin.info.name
+                ),
+            )),
             Ok(plugin) => {
-                tracing::info!(plugin = %name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
+                tracing::info!(plugin = %name, describes_itself_as = %plugin.info.name, version = %plugin.info.version, sha256 = %plugin.sha256, source = ?plugin.source, load_ms = plugin.load_time.as_secs_f64() * 1e3, "plugin loaded");
                 plugins.insert(name.clone(), plugin);
             }
-            Err(e) => errors.push(ConfigError {
-                line: None,
-                file: config.file.clone(),
-                key: format!("plugins.{name}.path"),
-                message: e.to_string(),
-            }),
+            Err(e) => errors.push(problem(name, e.to_string())),
         }
     }
     plugins
@@ -498,7 +520,16 @@ async fn bind_receiver(
 /// Compile the tenant's routing script and run its self-tests; a failure is a problem at the
 /// script's line.
 fn build_router(view: &TenantView<'_>, errors: &mut Vec<ConfigError>) -> Option<Router> {
-    match Router::build(RouterSpec::for_tenant(view)) {
+    let spec = RouterSpec::for_tenant(view);
+    // A script that cannot be read is a problem of the key that names it.
+    if let Some(script) = &spec.script
+        && let Err(e) = std::fs::metadata(script)
+    {
+        let message = format!("cannot read the routing script {}: {e} (tenant `{}`)", script.display(), view.name);
+        errors.push(ConfigError { line: None, file: view.file.to_path_buf(), key: "route.script".into(), message });
+        return None;
+    }
+    match Router::build(spec) {
         Ok(router) => Some(router),
         Err(e) => {
             let key = e.line.map_or("-".to_string(), |l| format!("line {l}"));
@@ -645,7 +676,7 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
         .requests
         .iter()
         .map(|r| {
-            let headers: String = r.headers.iter().map(|(k, v)| format!("{k}: {}\n", mask(v))).collect();
+            let headers: String = r.headers.iter().map(|(k, v)| format!("{k}: {}\n", crate::plugin::shown_header(k, v, &mask))).collect();
             let body = String::from_utf8_lossy(&r.body);
             let body = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -705,6 +736,7 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set [server] listen to a free address)", config.server.listen))?;
     let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+    descriptors_for(config.server.max_connections);
     let (changed_scripts, script_events) = tokio::sync::mpsc::unbounded_channel();
     let watcher = match crate::watch::ScriptWatcher::new(changed_scripts) {
         Ok(w) => Some(w),
@@ -739,11 +771,38 @@ pub async fn start(
     let app = Arc::new(App {
         daemon: daemon.clone(),
         max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: config.server.body_read_timeout,
+        timeouts: api::Timeouts { header_read: config.server.header_read_timeout, idle: config.server.idle_timeout },
+        max_connections: config.server.max_connections,
         started: chrono::Utc::now(),
         ack_links: daemon.ack_links.clone(),
     });
     let server = tokio::spawn(api::serve(listener, app, shutdown));
     Ok(Running { addr, server, daemon })
+}
+
+/// Raise the file-descriptor soft limit to the hard one (as Go's runtime does at start), and
+/// say so if `max_connections` clients would still leave too few for the rest.
+fn descriptors_for(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    /// Descriptors besides the API's connections: the store, the audit trail, plugins' outbound
+    /// connections, the script watcher.
+    const RESERVED: u64 = 256;
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current.unwrap_or(u64::MAX);
+    if limit.current < limit.maximum || limit.maximum.is_none() {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            soft = limit.maximum.unwrap_or(u64::MAX);
+        }
+    }
+    if (max_connections as u64).saturating_add(RESERVED) > soft {
+        tracing::warn!(
+            max_connections,
+            descriptor_limit = soft,
+            "[server] max_connections leaves fewer than {RESERVED} file descriptors for the store and plugins; lower it or raise `ulimit -n`"
+        );
+    }
 }
 
 /// Flushes every tenant's due groups, a batch of each tenant's per pass, then sleeps until the

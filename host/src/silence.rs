@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::LabelSet;
-use crate::matcher::{ApiMatcher, Matcher, Op as MatchOp};
+use crate::matcher::{ApiMatcher, Matcher};
 use crate::store::Op;
 
 /// A silence as stored.
@@ -111,14 +111,11 @@ pub struct Silences {
     by_id: Mutex<HashMap<String, Compiled>>,
 }
 
-/// Alertmanager's rule: a matcher "matches the empty string" if it is `=""` or a regex
-/// matching ""; negative matchers never count. A silence needs one matcher that does not.
+/// Alertmanager's rule: a silence needs one matcher that does not match the empty string (an
+/// absent label), or it would mute every alert that lacks the label: `env!="prod"` alone
+/// matches all of them.
 fn matches_empty(m: &Matcher) -> bool {
-    match m.op {
-        MatchOp::Equal => m.value.is_empty(),
-        MatchOp::Regex => m.matches(&LabelSet::new()),
-        MatchOp::NotEqual | MatchOp::NotRegex => false,
-    }
+    m.matches(&LabelSet::new())
 }
 
 fn compile(matchers: &[ApiMatcher]) -> Result<Vec<Matcher>, SilenceError> {
@@ -346,8 +343,14 @@ mod tests {
             assert_eq!(e.status, 400);
             assert!(e.message.contains(needle), "{} vs {needle}", e.message);
         }
-        // A lone negative matcher is fine (it never "matches the empty string").
-        assert!(s.set(post(None, vec![m("env", "prod", false, false)], "10:00:00", "11:00:00"), now, usize::MAX).is_ok());
+        // A lone negative matcher matches the empty string, so every alert without the label: refused.
+        let e = s.set(post(None, vec![m("env", "prod", false, false)], "10:00:00", "11:00:00"), now, usize::MAX).unwrap_err();
+        assert!(e.status == 400 && e.message.starts_with("matchers:"), "{}", e.message);
+        let e = s.set(post(None, vec![m("v", "x.*", true, false)], "10:00:00", "11:00:00"), now, usize::MAX).unwrap_err();
+        assert!(e.message.contains("empty string"), "{}", e.message);
+        // Beside a matcher that needs the label, it is fine.
+        let both = vec![m("job", "api", false, true), m("env", "prod", false, false)];
+        assert!(s.set(post(None, both, "10:00:00", "11:00:00"), now, usize::MAX).is_ok());
         let mut p = post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00");
         p.comment = " ".into();
         assert!(s.set(p, now, usize::MAX).unwrap_err().message.contains("comment"));

@@ -155,8 +155,8 @@ fn main() {
         let quick = std::env::var_os("BELFRY_BENCH_QUICK").is_some();
         for mode in MODES.iter().take(if quick { 1 } else { MODES.len() }) {
             let runtime = runtime(mode.allocator, cache.path());
-            let noop = runtime.load(misbehave_wasm(), None).await.unwrap();
-            let webhook = runtime.load(webhook_wasm(), None).await.unwrap();
+            let noop = runtime.load("misbehave", misbehave_wasm(), None).await.unwrap();
+            let webhook = runtime.load("webhook", webhook_wasm(), None).await.unwrap();
             for (plugin_name, plugin, config, hosts) in [
                 ("no-op (host overhead)", &noop, "mode = 'noop'".to_string(), vec![]),
                 ("webhook → local sink", &webhook, format!("url = 'http://{sink}/'"), vec![sink.to_string()]),
@@ -232,10 +232,10 @@ fn main() {
             });
             let fresh_cache = tempfile::tempdir().unwrap();
             let cached_runtime = runtime_with_cache(fresh_cache.path());
-            cached_runtime.load(path, None).await.unwrap(); // fills the cache
+            cached_runtime.load("plugin", path, None).await.unwrap(); // fills the cache
             let mut warm = Duration::MAX;
             for _ in 0..20 {
-                let p = cached_runtime.load(path, None).await.unwrap();
+                let p = cached_runtime.load("plugin", path, None).await.unwrap();
                 assert_eq!(p.source, belfry::plugin::LoadSource::Cached);
                 warm = warm.min(p.load_time);
             }

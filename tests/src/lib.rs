@@ -102,7 +102,8 @@ impl TestRuntime {
 
     /// Load a component, panicking with the reason if it does not load.
     pub async fn load(&self, path: &Path) -> Arc<Plugin> {
-        self.runtime.load(path, None).await.unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+        let key = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.runtime.load(&key, path, None).await.unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
     }
 }
 

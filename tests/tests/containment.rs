@@ -205,9 +205,9 @@ async fn plugin_logs_are_tagged_and_secrets_masked() {
 #[tokio::test]
 async fn compiled_components_are_cached_and_pins_are_enforced() {
     let rt = TestRuntime::new();
-    let first = rt.runtime.load(webhook_wasm(), None).await.unwrap();
+    let first = rt.runtime.load("webhook", webhook_wasm(), None).await.unwrap();
     assert_eq!(first.source, belfry::plugin::LoadSource::Compiled);
-    let second = rt.runtime.load(webhook_wasm(), Some(&first.sha256)).await.unwrap();
+    let second = rt.runtime.load("webhook", webhook_wasm(), Some(&first.sha256)).await.unwrap();
     assert_eq!(second.source, belfry::plugin::LoadSource::Cached);
     assert_eq!(second.info.name, "webhook");
 
@@ -215,11 +215,11 @@ async fn compiled_components_are_cached_and_pins_are_enforced() {
     for entry in std::fs::read_dir(rt.cache.path()).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
-    let third = rt.runtime.load(webhook_wasm(), None).await.unwrap();
+    let third = rt.runtime.load("webhook", webhook_wasm(), None).await.unwrap();
     assert_eq!(third.source, belfry::plugin::LoadSource::Compiled);
 
     let wrong = "0".repeat(64);
-    let err = rt.runtime.load(webhook_wasm(), Some(&wrong)).await.err().expect("pin mismatch refuses the plugin").to_string();
+    let err = rt.runtime.load("webhook", webhook_wasm(), Some(&wrong)).await.err().expect("pin mismatch refuses the plugin").to_string();
     assert!(err.contains("pins") && err.contains(&first.sha256), "{err}");
 }
 
@@ -229,6 +229,6 @@ async fn a_file_that_is_not_a_plugin_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("junk.wasm");
     std::fs::write(&path, b"\0asm not really").unwrap();
-    let err = rt.runtime.load(&path, None).await.err().unwrap().to_string();
+    let err = rt.runtime.load("webhook", &path, None).await.err().unwrap().to_string();
     assert!(err.contains("junk.wasm") && err.contains("not a usable Belfry plugin"), "{err}");
 }

@@ -247,7 +247,7 @@ fn config_errors_name_the_file_and_key_and_exit_2() {
     );
     let cases = [
         // (change, the line and what the message starts with)
-        (base.replace("[route]", "[route]\nreciever = \"r\""), 11, "unknown field `reciever`"),
+        (base.replace("[route]", "[route]\nreciever = \"r\""), 11, "route.reciever: unknown field `reciever`"),
         (base.replace("plugin = \"webhook\"", "plugin = \"slack\""), 6, "receivers[0].plugin"),
         (base.replace("receiver = \"r\"", "receiver = \"nobody\""), 11, "route.receiver"),
         (base.replace("url = \"http://", "url = \"ftp://"), 8, "receivers[0].config.url"),

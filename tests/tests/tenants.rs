@@ -263,7 +263,11 @@ fn bad_tenant_directories_are_named() {
         ("tenants/Bad Name/tenant.toml", tenant.clone(), "tenants/Bad Name/tenant.toml: `Bad Name` is not a valid tenant name"),
         ("tenants/acme/tenant.toml", tenant.replace("sha256:", "md5:"), "tenants/acme/tenant.toml:1: tokens[0]"),
         ("tenants/acme/tenant.toml", tenant.replace("receiver = \"r\"", "receiver = \"x\""), "tenants/acme/tenant.toml:8: route.receiver"),
-        ("tenants/acme/tenant.toml", tenant.replace("[route]", "[route]\nbogus = 1"), "tenants/acme/tenant.toml:8: unknown field `bogus`"),
+        (
+            "tenants/acme/tenant.toml",
+            tenant.replace("[route]", "[route]\nbogus = 1"),
+            "tenants/acme/tenant.toml:8: route.bogus: unknown field `bogus`",
+        ),
         ("tenants/acme/other.toml", tenant.clone(), "tenants/acme/tenant.toml: cannot read it"),
     ] {
         let failed = match Daemon::start_with_files(BIN, &main_config(""), &[(path, &text)]) {

@@ -10,10 +10,11 @@ use hyper::{Response, StatusCode};
 
 use super::{Body, error};
 use crate::dispatch::Notifier;
+use std::sync::Arc;
 
 /// Accept a batch of postable alerts. All or nothing: a bad alert rejects the whole request
 /// before anything is stored. The 200 is sent only once the alerts are durable.
-pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
+pub async fn post(notifier: &Arc<Notifier>, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     match crate::ingest::decode_postable_alerts(body, now, &notifier.limits) {
         Ok(alerts) => accept(notifier, alerts, now).await.unwrap_or_else(|r| r),
@@ -23,7 +24,7 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
 
 /// `POST /api/belfry/v1/alertmanager`: an upstream Alertmanager's webhook payload, so Belfry
 /// can sit behind an existing Alertmanager.
-pub async fn post_alertmanager_webhook(notifier: &Notifier, body: &[u8]) -> Response<Body> {
+pub async fn post_alertmanager_webhook(notifier: &Arc<Notifier>, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     match crate::ingest::decode_alertmanager_webhook(body, now, &notifier.limits) {
         Ok(alerts) => accept(notifier, alerts, now).await.unwrap_or_else(|r| r),
@@ -33,7 +34,7 @@ pub async fn post_alertmanager_webhook(notifier: &Notifier, body: &[u8]) -> Resp
 
 /// `POST /api/belfry/v1/events`: one event from a system that is not Prometheus. A resolve
 /// applies to the held alert with the same `dedup_key`, whatever its other labels.
-pub async fn post_event(notifier: &Notifier, body: &[u8]) -> Response<Body> {
+pub async fn post_event(notifier: &Arc<Notifier>, body: &[u8]) -> Response<Body> {
     let now = Utc::now();
     let (event, mut alert) = match crate::ingest::decode_event(body, now, &notifier.limits) {
         Ok(decoded) => decoded,
@@ -67,7 +68,7 @@ fn invalid(notifier: &Notifier, message: String) -> Response<Body> {
 /// The path every ingest format shares: the tenant's rate, its state (all or nothing), the
 /// durable commit, then notifying what changed. `Err` is the error response to send.
 async fn accept(
-    notifier: &Notifier,
+    notifier: &Arc<Notifier>,
     alerts: Vec<crate::alert::Alert>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Response<Body>, Response<Body>> {
@@ -87,6 +88,18 @@ async fn accept(
             Err(_) => unreachable!("max_alerts_per_request <= ingest_burst is checked at config load"),
         }
     }
+    if let Err(wait) = notifier.script_budget.check() {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the tenant's routing script has used its time ({} ms per second, script_ms_per_second); retry in {seconds} s",
+                notifier.limits.script_ms_per_second
+            ),
+        );
+        response.headers_mut().insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
+        return Err(response);
+    }
     let firing = alerts.iter().filter(|a| a.status_at(now) == crate::alert::Status::Firing).count() as u64;
     let resolved = alerts.len() as u64 - firing;
     let (touched, commit) = notifier
@@ -95,7 +108,12 @@ async fn accept(
         .map_err(|message| error(StatusCode::TOO_MANY_REQUESTS, message))?;
     // Grouping (and delivery) go ahead while the batch is written: a notification never waits
     // for the disk. The sender's answer does, so an alert it was told is accepted survives a crash.
-    notifier.on_ingested(&touched, now);
+    // The routing script runs off the async workers: however slow a tenant's script, it never
+    // holds up another tenant's requests or the health checks.
+    let routed = notifier.clone();
+    if tokio::task::spawn_blocking(move || routed.on_ingested(&touched, now)).await.is_err() {
+        return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "routing the alerts failed; retry".into()));
+    }
     match commit.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the alerts could not be stored ({e}); retry"))),

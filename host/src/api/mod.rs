@@ -2,6 +2,7 @@
 
 mod acks;
 mod alerts;
+mod conn;
 mod health;
 mod silences;
 mod status;
@@ -31,12 +32,20 @@ pub trait Reload: Send + Sync {
     fn metrics(&self) -> String;
 }
 
+pub use conn::Timeouts;
+
 /// What the API handlers need.
 pub struct App {
     /// The daemon: tenants and reload.
     pub daemon: Arc<dyn Reload>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive once its headers are in.
+    pub body_read_timeout: std::time::Duration,
+    /// Idle and header-read timeouts of each connection.
+    pub timeouts: Timeouts,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// When the daemon started (for `/api/v2/status`).
     pub started: chrono::DateTime<chrono::Utc>,
     /// Checks acknowledge links (set once the store is loaded).
@@ -46,10 +55,32 @@ pub struct App {
 /// A response body.
 pub type Body = Full<Bytes>;
 
-/// Serve `app` on `listener` until `shutdown` resolves.
+/// Serve `app` on `listener` until `shutdown` resolves: at most `max_connections` at once, each
+/// closed when idle or slow to send its headers (see [`conn`]).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.max_connections.max(1)));
+    let mut saturated = false;
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                saturated = false;
+                slot
+            }
+            Err(_) => {
+                if !saturated {
+                    saturated = true;
+                    tracing::warn!(
+                        max_connections = app.max_connections,
+                        "open connections reached [server] max_connections; new ones wait in the listen backlog until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = &mut shutdown => return,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -64,16 +95,35 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         };
         let app = app.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(route(&app, req).await) }
+            let _slot = slot;
+            let exchange = conn::Exchange::new(app.timeouts);
+            let io = conn::Timed::new(stream, exchange.clone());
+            let service = service_fn({
+                let exchange = exchange.clone();
+                move |req| {
+                    let (app, exchange) = (app.clone(), exchange.clone());
+                    exchange.started();
+                    async move {
+                        let response = route(&app, req).await;
+                        exchange.answered();
+                        Ok::<_, Infallible>(response)
+                    }
+                }
             });
-            if let Err(e) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let connection = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(io), service);
+            tokio::select! {
+                ended = connection => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                setting = exchange.expired() => tracing::debug!(%peer, setting, "connection closed: idle or slow past its timeout"),
             }
         });
     }
 }
+
+/// The longest request target answered: beyond it a 414 with a JSON body (real clients send a
+/// few hundred bytes; Alertmanager's filters fit easily).
+const MAX_URI_BYTES: usize = 8 << 10;
 
 /// Endpoints and the methods they accept.
 const ENDPOINTS: [(&str, &[Method]); 16] = [
@@ -96,6 +146,10 @@ const ENDPOINTS: [(&str, &[Method]); 16] = [
 ];
 
 async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return error(StatusCode::URI_TOO_LONG, format!("the request target is {uri_len} bytes, over the {MAX_URI_BYTES} answered"));
+    }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     // `/api/v2/silence/{id}` is the one endpoint with a parameter in its path.
@@ -167,21 +221,21 @@ async fn handle(
 ) -> Response<Body> {
     let notifier = &tenant.notifier;
     match (path, method) {
-        ("/api/v2/alerts", &Method::POST) => match read_body(req, app.max_body_bytes).await {
+        ("/api/v2/alerts", &Method::POST) => match read_body(req, app).await {
             Ok(body) => alerts::post(notifier, &body).await,
             Err(response) => response,
         },
-        ("/api/v2/alerts", _) => alerts::get(notifier, req.uri().query()),
-        ("/api/v2/alerts/groups", _) => alerts::groups(notifier, req.uri().query()),
-        ("/api/belfry/v1/alertmanager", _) => match read_body(req, app.max_body_bytes).await {
+        ("/api/v2/alerts", _) => off_the_runtime(notifier, req.uri().query(), alerts::get).await,
+        ("/api/v2/alerts/groups", _) => off_the_runtime(notifier, req.uri().query(), alerts::groups).await,
+        ("/api/belfry/v1/alertmanager", _) => match read_body(req, app).await {
             Ok(body) => alerts::post_alertmanager_webhook(notifier, &body).await,
             Err(response) => response,
         },
-        ("/api/belfry/v1/events", _) => match read_body(req, app.max_body_bytes).await {
+        ("/api/belfry/v1/events", _) => match read_body(req, app).await {
             Ok(body) => alerts::post_event(notifier, &body).await,
             Err(response) => response,
         },
-        ("/api/v2/silences", &Method::POST) => match read_body(req, app.max_body_bytes).await {
+        ("/api/v2/silences", &Method::POST) => match read_body(req, app).await {
             Ok(body) => silences::post(notifier, &body).await,
             Err(response) => response,
         },
@@ -192,7 +246,7 @@ async fn handle(
         ("/api/v2/receivers", _) => status::receivers(notifier),
         ("/api/belfry/v1/receivers", _) => status::receiver_health(notifier),
         ("/api/belfry/v1/oncall", _) => status::on_call(notifier, req.uri().query()),
-        ("/api/belfry/v1/acks", &Method::POST) => match read_body(req, app.max_body_bytes).await {
+        ("/api/belfry/v1/acks", &Method::POST) => match read_body(req, app).await {
             Ok(body) => acks::post(notifier, &body).await,
             Err(response) => response,
         },
@@ -202,13 +256,36 @@ async fn handle(
     }
 }
 
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes; send fewer alerts per request")))
-        }
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+/// Answer a listing that may run the tenant's routing script (an alert's receivers) on the
+/// blocking pool, so that a slow script never holds up the async workers.
+async fn off_the_runtime(
+    notifier: &Arc<crate::dispatch::Notifier>,
+    query: Option<&str>,
+    answer: fn(&crate::dispatch::Notifier, Option<&str>) -> Response<Body>,
+) -> Response<Body> {
+    let (notifier, query) = (notifier.clone(), query.map(str::to_string));
+    tokio::task::spawn_blocking(move || answer(&notifier, query.as_deref()))
+        .await
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "listing the alerts failed; retry".into()))
+}
+
+/// The request's whole body, within `max_body_bytes` (refused from `Content-Length` before any
+/// of it is read) and `body_read_timeout`.
+async fn read_body(req: Request<Incoming>, app: &App) -> Result<Bytes, Response<Body>> {
+    let limit = app.max_body_bytes;
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes; send fewer alerts per request"));
+    let announced = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(app.body_read_timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {} s ([server] body_read_timeout)", app.body_read_timeout.as_secs()),
+        )),
     }
 }
 

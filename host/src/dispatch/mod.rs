@@ -1,6 +1,7 @@
 //! A tenant's notifications: ingested alerts into groups, due groups through mute and dedup into notifications, and those into the delivery pipeline.
 
 mod breaker;
+mod budget;
 mod pipeline;
 mod ratelimit;
 mod retry;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 pub use breaker::{Admission, Breaker, BreakerState, Verdict};
+pub use budget::ScriptBudget;
 pub use pipeline::{Channel, Channels, Decision, Dispatcher, Gate, Health, Job, OutboxEntry};
 pub use ratelimit::{RateLimit, TokioClock};
 pub use retry::Backoff;
@@ -81,6 +83,8 @@ pub struct Notifier {
     pub limits: crate::config::TenantLimits,
     /// The tenant's ingest rate (alerts per second, with a burst).
     pub ingest_rate: governor::DefaultDirectRateLimiter,
+    /// The tenant's routing-script time: ingest is refused while it is in debt.
+    pub script_budget: ScriptBudget,
     /// Where ingest and delivery are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where silence changes are recorded.
@@ -148,7 +152,10 @@ impl Notifier {
     }
 
     /// Put ingested alerts into groups: new ones are routed, changed ones make their groups due.
+    /// The time it takes (the routing script's, mostly) is charged to the tenant's script budget.
+    /// It blocks for as long as the script runs: call it off the async workers.
     pub fn on_ingested(&self, touched: &[Touched], now: DateTime<Utc>) {
+        let started = std::time::Instant::now();
         {
             let mut routing = self.routing();
             let mut unrouted = HashSet::new();
@@ -180,6 +187,7 @@ impl Notifier {
                 routing.groups.touch_all(now);
             }
         }
+        self.script_budget.charge(started.elapsed());
         self.wake.notify_one();
     }
 

@@ -28,8 +28,8 @@ pub use bindings::belfry::receiver::types::{
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
 pub use mailer::Mailer;
-pub use outbound::{Capture, Captured, CapturedMail, HostPattern, HttpGrant, Outbound, is_internal};
-pub use sandbox::{Redactor, Usage};
+pub use outbound::{Capture, Captured, CapturedMail, HostPattern, HttpGrant, Outbound, is_internal, shown_header};
+pub use sandbox::{MAX_PLUGIN_TEXT, Redactor, Usage, plugin_text};
 
 use crate::config::{Allocator, Isolation, Limits, Profiler};
 use bindings::ReceiverPre;
@@ -114,9 +114,9 @@ impl Runtime {
         &self.engine
     }
 
-    /// Load the component at `path`, check its pin, compile it (or take it from the cache),
-    /// link it, and ask it to `describe` itself.
-    pub async fn load(&self, path: &Path, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>, LoadError> {
+    /// Load the component at `path` as the operator's plugin `key`, check its pin, compile it
+    /// (or take it from the cache), link it, and ask it to `describe` itself.
+    pub async fn load(&self, key: &str, path: &Path, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>, LoadError> {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
         let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
@@ -132,7 +132,7 @@ impl Runtime {
         let describe_grants = Arc::new(Grants {
             tenant: String::new(),
             receiver: String::new(),
-            plugin: String::new(),
+            plugin: key.to_string(),
             limits: Limits::default(),
             http: None,
             smtp: None,
@@ -140,8 +140,9 @@ impl Runtime {
         });
         let mut instance = sandbox::instantiate(&pre, describe_grants).await.map_err(|e| invalid(e.message))?;
         let info = instance.describe().await.map_err(|e| invalid(format!("describe failed: {}", e.message)))?;
+        check_plugin_name(&info.name).map_err(invalid)?;
         let imports = loaded.component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        Ok(Arc::new(Plugin { info, sha256, imports, pre, source: loaded.source, load_time: loaded.elapsed }))
+        Ok(Arc::new(Plugin { key: key.to_string(), info, sha256, imports, pre, source: loaded.source, load_time: loaded.elapsed }))
     }
 
     /// Compile `bytes` without the cache (benchmarks compare the two).
@@ -165,13 +166,36 @@ fn spawn_epoch_ticker(engine: &Engine) {
         .expect("spawning the epoch thread");
 }
 
+/// The longest name a plugin may give itself in `describe`.
+const MAX_PLUGIN_NAME: usize = 32;
+
+/// A plugin's `describe` name must be a short identifier (`webhook`, `pagerduty-v2`): it is
+/// shown beside the operator's key in `belfry plugin inspect` and the logs.
+fn check_plugin_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_PLUGIN_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "describe returned the name {:?}; a plugin's name is 1-{MAX_PLUGIN_NAME} lowercase letters, digits, `-` or `_`, starting with a letter",
+            sandbox::plugin_text(name, &Redactor::default()).chars().take(64).collect::<String>()
+        ))
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A loaded plugin: compiled once, linked once.
 pub struct Plugin {
-    /// What the plugin says about itself.
+    /// The operator's name for it (its `[plugins.<key>]`): what logs, metrics and the audit
+    /// trail attribute its work to, whatever the plugin says it is.
+    pub key: String,
+    /// What the plugin says about itself (strings bounded and escaped, name checked).
     pub info: PluginInfo,
     /// SHA-256 of the `.wasm`, hex.
     pub sha256: String,
@@ -249,7 +273,7 @@ impl Plugin {
         let grants = Arc::new(Grants {
             tenant: spec.tenant.clone(),
             receiver: spec.name.clone(),
-            plugin: self.info.name.clone(),
+            plugin: self.key.clone(),
             limits: spec.limits.clone(),
             http,
             smtp: spec.smtp,
@@ -270,12 +294,8 @@ impl Plugin {
                 receiver.checkin(instance, true);
                 Ok(receiver)
             }
-            Ok(Err(errors)) => Err(BindError::Config(
-                errors
-                    .into_iter()
-                    .map(|e| PluginConfigError { field: e.field, message: receiver.grants.secrets.redact(&e.message) })
-                    .collect(),
-            )),
+            // Bounded, escaped and masked by the sandbox.
+            Ok(Err(errors)) => Err(BindError::Config(errors)),
             Err(failure) => Err(BindError::Plugin(failure)),
         }
     }
@@ -350,9 +370,9 @@ impl Receiver {
         &self.grants.tenant
     }
 
-    /// The plugin's name.
+    /// The plugin's name: the operator's `[plugins.<key>]`.
     pub fn plugin_name(&self) -> &str {
-        &self.plugin.info.name
+        &self.plugin.key
     }
 
     /// Whether the plugin shows title and body (so they are worth rendering).
@@ -407,6 +427,11 @@ impl Receiver {
         if !reusable || self.isolation == Isolation::PerDelivery || instance.uses >= MAX_USES_PER_INSTANCE {
             return;
         }
+        // Linear memory never shrinks: an instance that grew for one large notification would
+        // hold that memory while idle, up to max_in_flight x memory_mib per receiver.
+        if instance.memory_bytes() > self.grants.limits.idle_memory_bytes() {
+            return;
+        }
         let mut idle = self.idle.lock().expect("idle pool lock");
         if idle.len() < self.max_idle {
             idle.push(instance);
@@ -435,6 +460,17 @@ mod tests {
         assert_eq!(names, ["headers", "max_alerts", "send_resolved", "tags", "url"]);
         assert!(matches!(&config[1].1, ConfigValue::Integer(3)));
         assert!(matches!(&config[0].1, ConfigValue::TextMap(m) if m == &[("X-A".to_string(), "1".to_string())]));
+    }
+
+    #[test]
+    fn a_plugin_name_is_a_short_identifier() {
+        for good in ["webhook", "pagerduty-v2", "ms_teams2"] {
+            assert!(check_plugin_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Webhook", "web hook", "webhook\u{1b}[31m", "a\nb", "2fa", &"x".repeat(33)] {
+            let e = check_plugin_name(bad).unwrap_err();
+            assert!(e.contains("lowercase letters") && !e.contains('\u{1b}') && !e.contains('\n'), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -108,6 +108,22 @@ pub struct HttpGrant {
     pub capture: Option<Capture>,
 }
 
+/// Request headers that carry a credential whatever its encoding (`Basic` is base64 of
+/// `user:password`; a cookie or API key is the secret itself).
+const CREDENTIAL_HEADERS: [&str; 6] = ["authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "api-key"];
+
+/// How a preview shows header `name`'s `value`: a credential header as its scheme and `***`
+/// (`Basic ***`), any other with `mask` (the receiver's secrets) applied.
+pub fn shown_header(name: &str, value: &str, mask: &dyn Fn(&str) -> String) -> String {
+    if !CREDENTIAL_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        return mask(value);
+    }
+    match value.split_once(' ') {
+        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphabetic()) => format!("{scheme} ***"),
+        _ => "***".to_string(),
+    }
+}
+
 /// What a preview (`belfry template render`) recorded instead of sending.
 pub type Capture = std::sync::Arc<std::sync::Mutex<Captured>>;
 
