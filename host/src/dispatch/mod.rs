@@ -152,11 +152,12 @@ impl Notifier {
     }
 
     /// Put ingested alerts into groups: new ones are routed, changed ones make their groups due.
-    /// The time it takes (the routing script's, mostly) is charged to the tenant's script budget.
-    /// It blocks for as long as the script runs: call it off the async workers.
+    /// The routing script runs outside the routing lock (which the flusher takes for every
+    /// tenant), and the time this takes is charged to the tenant's script budget. It blocks for
+    /// as long as the script runs: call it off the async workers.
     pub fn on_ingested(&self, touched: &[Touched], now: DateTime<Utc>) {
         let started = std::time::Instant::now();
-        {
+        let (unrouted, router, generation) = {
             let mut routing = self.routing();
             let mut unrouted = HashSet::new();
             for t in touched {
@@ -168,20 +169,33 @@ impl Notifier {
                     unrouted.insert(t.fingerprint);
                 }
             }
-            // With inhibition rules, a changed source alert changes what is muted.
-            let changed: HashSet<Fingerprint> = if self.inhibitor.is_empty() {
-                HashSet::new()
-            } else {
-                touched.iter().filter(|t| t.changed).map(|t| t.fingerprint).collect()
-            };
-            let mut inhibition_changed = false;
-            for (fp, record) in self.state.records(unrouted.union(&changed).copied()) {
-                if unrouted.contains(&fp) {
-                    routing.route_into_groups(fp, &record, now);
+            (unrouted, routing.router.clone(), routing.generation)
+        };
+        // With inhibition rules, a changed source alert changes what is muted.
+        let changed: HashSet<Fingerprint> =
+            if self.inhibitor.is_empty() { HashSet::new() } else { touched.iter().filter(|t| t.changed).map(|t| t.fingerprint).collect() };
+        let mut inhibition_changed = false;
+        let mut decided = Vec::with_capacity(unrouted.len());
+        for (fp, record) in self.state.records(unrouted.union(&changed).copied()) {
+            if unrouted.contains(&fp) {
+                let alert = record.to_alert();
+                let routes = router.route(&alert, now).routes;
+                decided.push((fp, alert, routes));
+            }
+            if changed.contains(&fp) && self.inhibitor.is_source(&record.labels) {
+                inhibition_changed = true;
+            }
+        }
+        {
+            let mut routing = self.routing();
+            for (fp, alert, routes) in decided {
+                // Another request with the same alert may have put it in its groups meanwhile.
+                if routing.groups.is_member(fp) {
+                    continue;
                 }
-                if changed.contains(&fp) && self.inhibitor.is_source(&record.labels) {
-                    inhibition_changed = true;
-                }
+                // A reload swapped the router meanwhile: the new script decides.
+                let routes = if routing.generation == generation { routes } else { routing.router.route(&alert, now).routes };
+                routing.groups.insert(fp, &alert.labels, alert.starts_at, &routes, now);
             }
             if inhibition_changed {
                 routing.groups.touch_all(now);
