@@ -166,7 +166,7 @@ async fn slow_idle_and_oversized_clients_are_cut_off_with_clear_answers() {
 async fn open_connections_are_bounded_and_the_bound_is_logged() {
     let sink = HttpSink::start().await;
     let config =
-        webhook_daemon_config("hook", &sink, "").replace("[server]\n", "[server]\nmax_connections = 2\nheader_read_timeout = \"1s\"\n");
+        webhook_daemon_config("hook", &sink, "").replace("[server]\n", "[server]\nmax_connections = 2\nheader_read_timeout = \"2s\"\n");
     let daemon = Daemon::start(BIN, &config).unwrap();
     // Two connections that say nothing hold both slots until their header timeout.
     let hogs: Vec<TcpStream> = (0..2).map(|_| connect(&daemon)).collect();
@@ -287,7 +287,8 @@ async fn an_instance_that_grew_gives_its_memory_back() {
     let sink = HttpSink::start().await;
     sink.hold_replies(true);
     let settings = format!("mode = \"hoard\", mib = 48, url = \"{}\"", sink.url("/hold"));
-    let extra = "[runtime]\nmax_in_flight_per_receiver = 6\n";
+    // A budget that filling 48 MiB on a busy machine never runs out of: this is about memory.
+    let extra = "[runtime]\nmax_in_flight_per_receiver = 6\n\n[runtime.limits]\ncpu_ms = 10000\n";
     let daemon = Daemon::start_with_files(
         BIN,
         &hostile_config(&[("hoarder", &settings)], &sink, extra),

@@ -62,7 +62,10 @@ impl Exchange {
         let deadline = if phase == BUSY { NEVER } else { u64::try_from((self.opened.elapsed() + within).as_millis()).unwrap_or(NEVER - 1) };
         self.phase.store(phase, Ordering::Relaxed);
         self.deadline_ms.store(deadline, Ordering::Relaxed);
-        self.changed.notify_one();
+        // Answering has no deadline: the watchdog may sleep on to the old one and find none.
+        if phase != BUSY {
+            self.changed.notify_one();
+        }
     }
 
     /// A request's headers are in: the handler has it.
