@@ -187,7 +187,9 @@ enum PluginCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Routing scripts and listings run on the blocking pool; a thread idle for a second exits,
+    // and the memory its allocator heap keeps for it goes back (10 s by default).
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_keep_alive(BLOCKING_KEEP_ALIVE).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("belfry: cannot start the async runtime: {e}");
@@ -479,6 +481,9 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// How long an idle thread of the blocking pool waits for work before it exits.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn inspect(path: PathBuf) -> Result<(), StartError> {
     let cache_dir = std::env::temp_dir().join("belfry-inspect-cache");

@@ -158,6 +158,14 @@ async fn slow_idle_and_oversized_clients_are_cut_off_with_clear_answers() {
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["code"], 414, "{body}");
 
+    // Over 64 KiB the HTTP layer refuses the target itself: with the same JSON error.
+    let mut stream = connect(daemon);
+    let huge = format!("GET /api/v2/alerts?filter={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    stream.write_all(huge.as_bytes()).unwrap();
+    let answer = tokio::task::spawn_blocking(move || read_until_closed(&mut stream)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 414") && answer.contains("application/json"), "{answer}");
+    assert!(answer.contains(r#""code":414"#), "{answer}");
+
     // The daemon still serves everyone else.
     assert_eq!(http_request("GET", &daemon.url("/-/healthy"), "").await.0, 200);
 }
