@@ -227,9 +227,14 @@ fn hostile_config(receivers: &[(&str, &str)], sink: &HttpSink, extra: &str) -> S
 async fn what_a_plugin_returns_is_bounded_escaped_and_attributed_to_its_key() {
     let sink = HttpSink::start().await;
     let receivers = [("huge", "mode = \"huge-error\""), ("forge", "mode = \"forge\""), ("rid", "mode = \"huge-remote-id\"")];
-    let daemon =
-        Daemon::start_with_files(BIN, &hostile_config(&receivers, &sink, ""), &[("route.rhai", "fn route(alert) { alert.labels.to }\n")])
-            .unwrap();
+    // Building and copying 60 MiB strings takes time on a busy machine: this is about their size.
+    let extra = "[runtime.limits]\ncpu_ms = 10000\n";
+    let daemon = Daemon::start_with_files(
+        BIN,
+        &hostile_config(&receivers, &sink, extra),
+        &[("route.rhai", "fn route(alert) { alert.labels.to }\n")],
+    )
+    .unwrap();
     let alerts =
         r#"[{"labels":{"alertname":"A","to":"huge"}},{"labels":{"alertname":"B","to":"forge"}},{"labels":{"alertname":"C","to":"rid"}}]"#;
     assert_eq!(http_request("POST", &daemon.url("/api/v2/alerts"), alerts).await.0, 200);

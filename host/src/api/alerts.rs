@@ -65,6 +65,15 @@ fn invalid(notifier: &Notifier, message: String) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, message)
 }
 
+/// A 429 with `Retry-After`: `wait` in whole seconds (rounded up, at least 1), and the message
+/// `say` makes of them.
+fn retry_later(wait: std::time::Duration, say: impl FnOnce(u64) -> String) -> Response<Body> {
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, say(seconds));
+    response.headers_mut().insert(hyper::header::RETRY_AFTER, seconds.into());
+    response
+}
+
 /// The path every ingest format shares: the tenant's rate, its state (all or nothing), the
 /// durable commit, then notifying what changed. `Err` is the error response to send.
 async fn accept(
@@ -72,33 +81,23 @@ async fn accept(
     alerts: Vec<crate::alert::Alert>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Response<Body>, Response<Body>> {
+    // The script budget first: checking it takes nothing, while the rate's check spends tokens.
+    if let Err(wait) = notifier.script_budget.check() {
+        let per_second = notifier.limits.script_ms_per_second;
+        return Err(retry_later(wait, |s| {
+            format!("the tenant's routing script has used its time ({per_second} ms per second, script_ms_per_second); retry in {s} s")
+        }));
+    }
     if let Some(count) = std::num::NonZeroU32::new(alerts.len() as u32) {
         match notifier.ingest_rate.check_n(count) {
             Ok(Ok(())) => {}
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut response = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("the tenant's ingest rate is {} alerts/s (ingest_rate); retry in {seconds} s", notifier.limits.ingest_rate),
-                );
-                response.headers_mut().insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
-                return Err(response);
+                let rate = notifier.limits.ingest_rate;
+                return Err(retry_later(wait, |s| format!("the tenant's ingest rate is {rate} alerts/s (ingest_rate); retry in {s} s")));
             }
             Err(_) => unreachable!("max_alerts_per_request <= ingest_burst is checked at config load"),
         }
-    }
-    if let Err(wait) = notifier.script_budget.check() {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "the tenant's routing script has used its time ({} ms per second, script_ms_per_second); retry in {seconds} s",
-                notifier.limits.script_ms_per_second
-            ),
-        );
-        response.headers_mut().insert(hyper::header::RETRY_AFTER, seconds.max(1).into());
-        return Err(response);
     }
     let firing = alerts.iter().filter(|a| a.status_at(now) == crate::alert::Status::Firing).count() as u64;
     let resolved = alerts.len() as u64 - firing;
