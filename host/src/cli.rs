@@ -37,7 +37,7 @@ enum LogFormat {
 enum Command {
     /// Run the daemon: accept alerts on the Alertmanager API and deliver them.
     Serve {
-        /// The configuration file (TOML).
+        /// The configuration file (TOML), or the directory holding `belfry.toml`.
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -186,7 +186,10 @@ enum PluginCommand {
 /// Run the command line; the exit code is 2 for configuration errors, 1 for other failures.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The daemon says what it does; a one-shot command prints its results, and logs only what
+    // went wrong beside them (RUST_LOG overrides either).
+    let level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    init_logging(cli.log_format, level);
     // Routing scripts and listings run on the blocking pool; a thread idle for a second exits,
     // and the memory its allocator heap keeps for it goes back (10 s by default).
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_keep_alive(BLOCKING_KEEP_ALIVE).build() {
@@ -228,7 +231,7 @@ pub fn main() -> ExitCode {
 
 /// `belfry check`: everything a start would check, without starting.
 async fn check(config: PathBuf) -> Result<(), StartError> {
-    let file = if config.is_dir() { config.join("belfry.toml") } else { config };
+    let file = config_file(config);
     let config = Config::load(&file)?;
     let checked = serve::check(&config).await?;
     println!(
@@ -244,7 +247,7 @@ async fn check(config: PathBuf) -> Result<(), StartError> {
 
 /// `belfry template render`.
 async fn template_render(config: PathBuf, tenant: &str, receiver: &str, alert: PathBuf) -> Result<(), StartError> {
-    let file = if config.is_dir() { config.join("belfry.toml") } else { config };
+    let file = config_file(config);
     let config = Config::load(&file)?;
     let text = std::fs::read_to_string(&alert).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", alert.display()))?;
     let text = if text.trim_start().starts_with('{') { format!("[{text}]") } else { text };
@@ -264,7 +267,6 @@ async fn template_render(config: PathBuf, tenant: &str, receiver: &str, alert: P
 
 /// `belfry secrets ...`.
 fn secrets(command: SecretsCommand) -> Result<(), StartError> {
-    let config_file = |config: PathBuf| if config.is_dir() { config.join("belfry.toml") } else { config };
     match command {
         SecretsCommand::Keygen => println!("{}", crate::secrets::new_key()),
         SecretsCommand::Encrypt { config, key } => {
@@ -333,7 +335,7 @@ fn route_test(
     verify: Option<Vec<String>>,
 ) -> Result<(), StartError> {
     use crate::route::{Router, RouterSpec};
-    let config_file = if config.is_dir() { config.join("belfry.toml") } else { config };
+    let config_file = config_file(config);
     let config = Config::load(&config_file)?;
     let views = config.tenants();
     let view = views.iter().find(|v| v.name == tenant).ok_or_else(|| {
@@ -414,8 +416,8 @@ fn route_test(
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
@@ -446,6 +448,7 @@ fn token(command: TokenCommand) -> Result<(), StartError> {
 }
 
 async fn run_serve(config_path: PathBuf) -> Result<(), StartError> {
+    let config_path = config_file(config_path);
     let config = Config::load(&config_path)?;
     let running = serve::start(config_path, &config, shutdown_signal()).await?;
     #[cfg(unix)]
@@ -480,6 +483,11 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// What every `--config` names: the configuration file, or the directory holding `belfry.toml`.
+fn config_file(config: PathBuf) -> PathBuf {
+    if config.is_dir() { config.join("belfry.toml") } else { config }
 }
 
 /// How long an idle thread of the blocking pool waits for work before it exits.

@@ -30,6 +30,8 @@ fn a_clean_configuration_passes_and_a_broken_one_lists_every_problem_with_its_li
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("1 receiver(s) validated by their plugins, 1 routing script(s) with their self-tests"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "a clean check prints its result only, no log lines: {stderr}");
     assert!(!dir.path().join("data").exists(), "check opens no store");
 
     // Two problems in two files: a URL the plugin rejects, a self-test the script fails.
@@ -42,6 +44,20 @@ fn a_clean_configuration_passes_and_a_broken_one_lists_every_problem_with_its_li
     assert!(stderr.contains(&format!("{}:8: receivers[0].config.url: ", toml.display())), "{stderr}");
     assert!(stderr.contains("route.rhai:") && stderr.contains("expected receivers [\"pager\"]"), "{stderr}");
     assert!(stderr.contains("the configuration has 2 problem(s)"), "{stderr}");
+}
+
+#[test]
+fn a_url_outside_the_receivers_allowed_hosts_is_a_problem_of_that_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good_script = "fn route(alert) { \"ops\" }\n";
+    write(dir.path(), &[("belfry.toml", &config("https://hooks.example.org/x")), ("route.rhai", good_script)]);
+    let out = Command::new(BIN).args(["check", "--config"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let toml = dir.path().join("belfry.toml");
+    let expected =
+        format!("{}:8: receivers[0].config.url: host `hooks.example.org:443` is not in allowed_hosts of receiver `ops`", toml.display());
+    assert!(stderr.contains(&expected), "{stderr}");
 }
 
 #[test]
@@ -85,4 +101,24 @@ fn template_render_previews_the_request_with_secrets_masked_and_sends_nothing() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("receivers[0].templates: rendering a sample alert failed") && stderr.contains("Mars/Olympus"), "{stderr}");
+}
+
+#[test]
+fn serve_takes_the_configuration_directory_like_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        config("https://hooks.example.com/x").replace("[plugins.webhook]", "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins.webhook]");
+    write(dir.path(), &[("belfry.toml", &config), ("route.rhai", "fn route(alert) { \"ops\" }\n")]);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.starts_with("belfry listening on http://127.0.0.1:"), "{first:?}");
 }

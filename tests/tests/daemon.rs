@@ -1,6 +1,6 @@
 //! Black-box: `belfry serve` as a process on 127.0.0.1:0, alerts in over HTTP, webhook payloads out to a local receiver.
 
-use belfry_tests::{Daemon, HttpSink, PATIENCE, http_request, metric_sample, misbehave_wasm, webhook_wasm};
+use belfry_tests::{Daemon, HttpSink, PATIENCE, http_request, metric_sample, misbehave_wasm, webhook_daemon_config, webhook_wasm};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_belfry-under-test");
@@ -323,4 +323,21 @@ async fn with_the_perfmap_profiler_perf_can_name_the_plugins_functions() {
     // Off by default: no map for a daemon that was not asked for one.
     let plain = Daemon::start(BIN, &self::config(&sink, "")).expect("daemon starts");
     assert!(!std::path::Path::new(&format!("/tmp/perf-{}.map", plain.pid())).exists());
+}
+
+#[tokio::test]
+async fn a_reload_says_what_re_routed_a_tenant_without_a_script() {
+    let sink = HttpSink::start().await;
+    let daemon = Daemon::start(BIN, &webhook_daemon_config("hook", &sink, "")).unwrap();
+    let (status, _) = http_request("POST", &daemon.url("/api/v2/alerts"), r#"[{"labels":{"alertname":"Held"}}]"#).await;
+    assert_eq!(status, 200);
+    sink.wait_for(1).await;
+    assert_eq!(http_request("POST", &daemon.url("/-/reload"), "").await.0, 200);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !daemon.stderr().contains("held alerts re-routed") {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.stderr());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = daemon.stderr();
+    assert!(log.contains("held alerts re-routed by the new configuration") && !log.contains("by the new script"), "{log}");
 }

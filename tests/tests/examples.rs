@@ -1,4 +1,4 @@
-//! The example configurations load, and the demo tokens their comments give match their hashes.
+//! The example configurations load, write nothing into the source tree, and the demo tokens their comments give match their hashes.
 
 use std::path::Path;
 
@@ -28,4 +28,33 @@ fn multi_tenant_example_loads_and_its_demo_tokens_match() {
     for t in config.tenants() {
         assert_eq!(t.tokens, [hash(&format!("{}-demo-token", t.name))]);
     }
+}
+
+#[test]
+fn examples_write_only_under_target() {
+    let root = normalize(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    for path in ["examples/belfry.toml", "examples/multi-tenant/belfry.toml"] {
+        let config = example(path);
+        for (key, written) in
+            [("store.path", &config.store.path), ("audit.path", &config.audit.path), ("runtime.cache_dir", &config.runtime.cache_dir)]
+        {
+            let resolved = normalize(&config.resolve(written));
+            assert!(resolved.starts_with(root.join("target")), "{path}: {key} writes into {}, not under target/", resolved.display());
+        }
+    }
+}
+
+/// `path` with its `.` and `..` components resolved by name (the files need not exist).
+fn normalize(path: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

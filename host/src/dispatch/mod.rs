@@ -319,7 +319,11 @@ impl Notifier {
             tokio::task::yield_now().await;
         }
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(tenant = %self.tenant, alerts = total, reroute_ms = ms, "held alerts re-routed by the new script");
+        if router.script_file().is_some() {
+            tracing::info!(tenant = %self.tenant, alerts = total, reroute_ms = ms, "held alerts re-routed by the new script");
+        } else {
+            tracing::info!(tenant = %self.tenant, alerts = total, reroute_ms = ms, "held alerts re-routed by the new configuration");
+        }
     }
 
     /// Set the gauges of this tenant's state: alerts by state, groups, silences, breakers.

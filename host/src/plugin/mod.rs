@@ -292,12 +292,41 @@ impl Plugin {
         match instance.validate_config(&receiver.config).await {
             Ok(Ok(())) => {
                 receiver.checkin(instance, true);
+                let unreachable = self.unreachable_urls(&receiver.config, &spec.allowed_hosts, &spec.name);
+                if !unreachable.is_empty() {
+                    return Err(BindError::Config(
+                        unreachable
+                            .into_iter()
+                            .map(|e| PluginConfigError { message: receiver.grants.secrets.redact(&e.message), ..e })
+                            .collect(),
+                    ));
+                }
                 Ok(receiver)
             }
             // Bounded, escaped and masked by the sandbox.
             Ok(Err(errors)) => Err(BindError::Config(errors)),
             Err(failure) => Err(BindError::Plugin(failure)),
         }
+    }
+}
+
+impl Plugin {
+    /// The URL-typed fields of `config` (by the plugin's schema) whose host `allowed_hosts` does
+    /// not list: the plugin could never reach them, so the first delivery would fail.
+    fn unreachable_urls(&self, config: &PluginConfig, allowed_hosts: &[HostPattern], receiver: &str) -> Vec<PluginConfigError> {
+        let is_url = |name: &str| self.info.config_schema.iter().any(|f| f.name == name && f.kind == FieldKind::Url);
+        config
+            .iter()
+            .filter(|(name, _)| is_url(name))
+            .filter_map(|(name, value)| match value {
+                ConfigValue::Text(url) if !url.is_empty() => Some((name, url)),
+                _ => None,
+            })
+            // A URL that does not parse is the plugin's to report (validate-config did).
+            .filter_map(|(name, url)| outbound::Target::parse(url).ok().map(|t| (name, t)))
+            .filter(|(_, t)| !outbound::allows(allowed_hosts, &t.host, t.port))
+            .map(|(name, t)| PluginConfigError { field: name.clone(), message: outbound::not_allowed(&t.host, t.port, receiver) })
+            .collect()
     }
 }
 

@@ -65,6 +65,42 @@ impl HostPattern {
     }
 }
 
+/// Where a URL points: its host (lower case, without brackets) and port.
+pub struct Target {
+    /// The parsed URL.
+    pub uri: http::Uri,
+    /// Its host.
+    pub host: String,
+    /// Its port, or the scheme's.
+    pub port: u16,
+}
+
+impl Target {
+    /// Parse an `http://` or `https://` URL; the error says what is wrong with it.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("bad URL `{url}`: {e}"))?;
+        let scheme_port = match uri.scheme_str() {
+            Some("http") => 80,
+            Some("https") => 443,
+            _ => return Err(format!("URL `{url}` must start with http:// or https://")),
+        };
+        let host = uri.host().ok_or_else(|| format!("URL `{url}` has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(scheme_port);
+        Ok(Target { uri, host, port })
+    }
+}
+
+/// Whether `allowed_hosts` lets a plugin reach `host:port`.
+pub fn allows(allowed_hosts: &[HostPattern], host: &str, port: u16) -> bool {
+    allowed_hosts.iter().any(|p| p.matches(host, port))
+}
+
+/// Why `host:port` may not be reached, and what to do.
+pub fn not_allowed(host: &str, port: u16, receiver: &str) -> String {
+    format!("host `{host}:{port}` is not in allowed_hosts of receiver `{receiver}`; add it there if this plugin should reach it")
+}
+
 /// Addresses a plugin may not reach unless its receiver sets `allow_private_addresses`:
 /// loopback, private, link-local, shared (CGNAT), unspecified, multicast and broadcast.
 pub fn is_internal(ip: IpAddr) -> bool {
@@ -179,21 +215,10 @@ impl Outbound {
 
     /// Send a plugin's request, or say why not.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        let uri: http::Uri = request.url.parse().map_err(|e| Error::InvalidRequest(format!("bad URL `{}`: {e}", request.url)))?;
-        let scheme_port = match uri.scheme_str() {
-            Some("http") => 80,
-            Some("https") => 443,
-            _ => return Err(Error::InvalidRequest(format!("URL `{}` must start with http:// or https://", request.url))),
-        };
-        let host = uri.host().ok_or_else(|| Error::InvalidRequest(format!("URL `{}` has no host", request.url)))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(scheme_port);
+        let Target { uri, host, port } = Target::parse(&request.url).map_err(Error::InvalidRequest)?;
         let grant = &self.grant;
-        if !grant.allowed_hosts.iter().any(|p| p.matches(&host, port)) {
-            return Err(Error::Denied(format!(
-                "host `{host}:{port}` is not in allowed_hosts of receiver `{}`; add it there if this plugin should reach it",
-                grant.receiver
-            )));
+        if !allows(&grant.allowed_hosts, &host, port) {
+            return Err(Error::Denied(not_allowed(&host, port, &grant.receiver)));
         }
         if let Ok(ip) = host.parse::<IpAddr>()
             && is_internal(ip)
