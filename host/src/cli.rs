@@ -255,6 +255,9 @@ async fn template_render(config: PathBuf, tenant: &str, receiver: &str, alert: P
         .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
     let preview = serve::preview(&config, tenant, receiver, alerts).await?;
     println!("── title\n{}\n── body\n{}", preview.title, preview.body);
+    if !preview.uses_text {
+        println!("── note: plugin `{}` does not show a title or body; they are rendered for reference only", preview.plugin);
+    }
     for failure in &preview.template_failures {
         println!("── template failed (the default was used): {failure}");
     }

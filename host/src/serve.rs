@@ -632,6 +632,10 @@ pub struct Preview {
     pub requests: Vec<String>,
     /// What the plugin answered, masked.
     pub outcome: String,
+    /// The operator's name of the receiver's plugin.
+    pub plugin: String,
+    /// Whether that plugin shows title and body (a webhook sends the alerts' data instead).
+    pub uses_text: bool,
 }
 
 /// Render `alerts` (as one group) for the tenant's `receiver` and run its plugin with HTTP
@@ -667,7 +671,10 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
     n.title = Some(rendered.title.clone());
     n.body = Some(rendered.body.clone());
     let outcome = match bound.deliver(&n).await {
-        Ok(report) => format!("ok (status {:?}, remote id {:?})", report.status, report.remote_id),
+        Ok(report) => {
+            let status = report.status.map_or("no status".to_string(), |s| format!("status {s}"));
+            format!("delivered ({status}, remote id {})", report.remote_id.as_deref().unwrap_or("none"))
+        }
         Err(failure) => failure.to_string(),
     };
     let mask = |text: &str| bound.redactor().redact(text);
@@ -697,7 +704,15 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
         let to: String = m.to.iter().map(|a| format!("RCPT TO:<{a}>\n")).collect();
         format!("SMTP {}\nMAIL FROM:<{}>\n{to}\n{}", m.smarthost, m.from, mask(&m.message))
     }));
-    Ok(Preview { title: rendered.title, body: rendered.body, template_failures: rendered.failures, requests, outcome: mask(&outcome) })
+    Ok(Preview {
+        title: rendered.title,
+        body: rendered.body,
+        template_failures: rendered.failures,
+        requests,
+        outcome: mask(&outcome),
+        plugin: bound.plugin_name().to_string(),
+        uses_text: bound.uses_text(),
+    })
 }
 
 /// A running daemon.

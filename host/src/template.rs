@@ -115,7 +115,7 @@ impl Templates {
             for (part, source) in [("title", &config.title), ("body", &config.body)] {
                 let Some(source) = source else { continue };
                 if let Err(e) = env.add_template_owned(format!("{receiver}.{part}"), source.clone()) {
-                    errors.push(TemplateError { receiver: receiver.to_string(), part, line: e.line(), message: describe(&e) });
+                    errors.push(TemplateError { receiver: receiver.to_string(), part, line: e.line(), message: what(&e) });
                 }
             }
         }
@@ -150,14 +150,19 @@ impl Templates {
 
 /// A template error in one line: what, and where in the template.
 fn describe(e: &Error) -> String {
-    let mut text = match e.kind() {
-        ErrorKind::OutOfFuel => "it ran too long (a loop that does not end?) and was stopped".to_string(),
-        _ => e.detail().map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind())),
-    };
+    let mut text = what(e);
     if let Some(line) = e.line() {
         text.push_str(&format!(" (line {line})"));
     }
     text
+}
+
+/// What a template error is, without where (a [`TemplateError`] carries its line apart).
+fn what(e: &Error) -> String {
+    match e.kind() {
+        ErrorKind::OutOfFuel => "it ran too long (a loop that does not end?) and was stopped".to_string(),
+        _ => e.detail().map_or_else(|| e.kind().to_string(), |d| format!("{}: {d}", e.kind())),
+    }
 }
 
 /// One alert as templates see it (Alertmanager's field names).

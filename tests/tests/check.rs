@@ -86,6 +86,8 @@ fn template_render_previews_the_request_with_secrets_masked_and_sends_nothing() 
     assert!(stdout.contains("Authorization: Bearer ***") || stdout.contains("authorization: Bearer ***"), "{stdout}");
     assert!(!stdout.contains("tok-5ecr3t-value"), "{stdout}");
     assert!(stdout.contains("\"commonAnnotations\""), "the plugin's real payload: {stdout}");
+    assert!(stdout.contains("── note: plugin `webhook` does not show a title or body"), "{stdout}");
+    assert!(stdout.contains("── plugin result\ndelivered (status 200, remote id none)") && !stdout.contains("Some("), "{stdout}");
 
     // A template that does not parse is a configuration problem naming the receiver's key.
     write(dir.path(), &[("belfry.toml", &config.replace("chez {{ tenant }}", "chez {{ tenant }"))]);
@@ -93,6 +95,7 @@ fn template_render_previews_the_request_with_secrets_masked_and_sends_nothing() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("receivers[0].templates.title: syntax error"), "{stderr}");
+    assert!(stderr.contains("at line 1 of the template") && !stderr.contains("(line 1)"), "the line once: {stderr}");
 
     // One that parses but cannot render: caught by rendering a sample alert.
     let unrenderable = config.replace("chez {{ tenant }}", "à {{ now|datetime('Mars/Olympus') }}");
