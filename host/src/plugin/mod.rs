@@ -29,7 +29,7 @@ pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
 pub use mailer::Mailer;
 pub use outbound::{Capture, Captured, CapturedMail, HostPattern, HttpGrant, Outbound, is_internal, shown_header};
-pub use sandbox::{MAX_PLUGIN_TEXT, Redactor, Usage, plugin_text};
+pub use sandbox::{Redactor, Usage};
 
 use crate::config::{Allocator, Isolation, Limits, Profiler};
 use bindings::ReceiverPre;
