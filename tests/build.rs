@@ -17,7 +17,9 @@ fn main() {
         build_components(&workspace, &target);
     }
     let out = target.join("wasm32-wasip2").join("release");
-    for name in ["webhook", "slack", "pagerduty", "discord", "telegram", "opsgenie", "sms", "msteams", "email", "misbehave", "hostile"] {
+    for name in
+        ["webhook", "slack", "pagerduty", "discord", "telegram", "opsgenie", "sms", "msteams", "email", "misbehave", "hostile", "echo"]
+    {
         let path = out.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());
         println!("cargo:rustc-env=BELFRY_WASM_{}={}", name.to_uppercase(), path.display());

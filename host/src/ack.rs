@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// A group's acknowledgement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
-    /// Who acknowledged (the API's `ackedBy`, or `link` for an ack link).
+    /// Who acknowledged: the API's `ackedBy`, or the name given on an acknowledge link's page.
     pub by: String,
     /// Why, or what they are doing about it; may be empty.
     pub comment: String,

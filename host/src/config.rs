@@ -1080,6 +1080,18 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigErrors {
+    /// These problems, then those a later stage of checking found, except where an earlier
+    /// one already names the same key of the same file (a secret that did not resolve is not
+    /// also a bad URL).
+    pub fn and_then_later(mut self, later: ConfigErrors) -> ConfigErrors {
+        for e in later.0 {
+            if !self.0.iter().any(|earlier| earlier.file == e.file && earlier.key == e.key) {
+                self.0.push(e);
+            }
+        }
+        self
+    }
+
     /// Every problem, with the line of its key looked up in its file (each file read once).
     pub fn located(mut self) -> ConfigErrors {
         let mut texts: std::collections::HashMap<PathBuf, Option<String>> = std::collections::HashMap::new();
@@ -1140,32 +1152,72 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Read and check `file`. Plugin-specific checks happen when the plugins load.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
-        let error =
-            |key: &str, message: String| ConfigErrors(vec![ConfigError { line: None, file: file.to_path_buf(), key: key.into(), message }]);
-        let text =
-            std::fs::read_to_string(file).map_err(|e| error("-", format!("cannot read the config file: {e} (check the --config path)")))?;
-        let mut config = Config::parse(&text).map_err(|(key, message)| error(&key, message))?;
-        config.file = file.to_path_buf();
-        config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.tenant_files = config.read_tenant_dirs()?;
-        config.resolve_secrets().map_err(ConfigErrors::located)?;
-        config.check().map_err(ConfigErrors::located)?;
-        Ok(config)
+        match Config::load_all(file) {
+            (Some(config), errors) if errors.0.is_empty() => Ok(config),
+            (_, errors) => Err(errors),
+        }
     }
 
-    /// Every `tenants/<name>/tenant.toml`, in name order; all problems at once.
-    fn read_tenant_dirs(&self) -> Result<Vec<TenantFile>, ConfigErrors> {
-        let Some(dir) = &self.tenants.dir else { return Ok(Vec::new()) };
+    /// Read and check `file`, going on past every problem that leaves something to check: a
+    /// key the file gets wrong is noted and left out, a tenant whose file does not parse is
+    /// left out, a secret that does not resolve is noted, and the cross-references are checked
+    /// on what remains. The configuration is `None` only when the file itself cannot be read
+    /// or parsed; with problems, it is fit for checking (`belfry check` goes on to the
+    /// plugins with it), never for serving.
+    pub fn load_all(file: &Path) -> (Option<Config>, ConfigErrors) {
+        Config::load_with(file, None)
+    }
+
+    /// [`Config::load_all`] with the tenant directory `dir` (its `tenant.toml`, script and
+    /// templates, wherever it is checked out) in place of the platform's copy of that tenant:
+    /// how a tenant checks their own repository against the platform's configuration. The
+    /// tenant is named after the directory.
+    pub fn load_with_tenant(file: &Path, dir: &Path) -> (Option<Config>, ConfigErrors) {
+        Config::load_with(file, Some(dir))
+    }
+
+    fn load_with(file: &Path, local_tenant: Option<&Path>) -> (Option<Config>, ConfigErrors) {
+        let error = |key: &str, message: String| ConfigError { line: None, file: file.to_path_buf(), key: key.into(), message };
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => return (None, ConfigErrors(vec![error("-", format!("cannot read the config file: {e} (check the --config path)"))])),
+        };
+        let (config, problems) = parse_toml_all::<Config>(&text);
+        let mut errors: Vec<ConfigError> = problems.into_iter().map(|(key, message)| error(&key, message)).collect();
+        let Some(mut config) = config else { return (None, ConfigErrors(errors).located()) };
+        config.file = file.to_path_buf();
+        config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.tenant_files = config.read_tenant_dirs(&mut errors);
+        if let Some(dir) = local_tenant {
+            let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+            config.tenant_files.retain(|t| t.name != name);
+            errors.retain(|e| !e.file.ends_with(Path::new(&name).join("tenant.toml")));
+            if let Some(tenant) = config.read_tenant(dir, name, &mut errors) {
+                config.tenant_files.push(tenant);
+            }
+        }
+        config.resolve_secrets(&mut errors);
+        config.check(&mut errors);
+        (Some(config), ConfigErrors(errors).located())
+    }
+
+    /// Every `tenants/<name>/tenant.toml`, in name order, with each problem in `errors`; a
+    /// tenant whose file does not parse is left out.
+    fn read_tenant_dirs(&self, errors: &mut Vec<ConfigError>) -> Vec<TenantFile> {
+        let Some(dir) = &self.tenants.dir else { return Vec::new() };
         let dir = self.resolve(dir);
-        let mut errors = Vec::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                line: None,
-                file: self.file.clone(),
-                key: "tenants.dir".into(),
-                message: format!("cannot read {}: {e}", dir.display()),
-            }])
-        })?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                errors.push(ConfigError {
+                    line: None,
+                    file: self.file.clone(),
+                    key: "tenants.dir".into(),
+                    message: format!("cannot read {}: {e}", dir.display()),
+                });
+                return Vec::new();
+            }
+        };
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -1175,32 +1227,38 @@ impl Config {
         names.sort();
         let mut tenants = Vec::new();
         for name in names {
-            let file = dir.join(&name).join("tenant.toml");
-            let mut fail = |key: String, message: String| errors.push(ConfigError { line: None, file: file.clone(), key, message });
-            if let Err(why) = check_tenant_name(&name) {
-                fail("-".into(), format!("{why} (rename the directory)"));
-                continue;
-            }
-            if name == DEFAULT_TENANT && self.route.is_some() {
-                fail(
-                    "-".into(),
-                    "the top-level [route] already defines tenant `default`; rename this directory or move its settings".into(),
-                );
-                continue;
-            }
-            let text = match std::fs::read_to_string(&file) {
-                Ok(text) => text,
-                Err(e) => {
-                    fail("-".into(), format!("cannot read it: {e} (every tenant directory needs a tenant.toml)"));
-                    continue;
-                }
-            };
-            match parse_toml::<TenantConfig>(&text) {
-                Ok(config) => tenants.push(TenantFile { name, file, config }),
-                Err((key, message)) => fail(key, message),
+            if let Some(tenant) = self.read_tenant(&dir.join(&name), name, errors) {
+                tenants.push(tenant);
             }
         }
-        if errors.is_empty() { Ok(tenants) } else { Err(ConfigErrors(errors)) }
+        tenants
+    }
+
+    /// The tenant `name` from its directory `dir`, with each problem in `errors`; `None` when
+    /// its `tenant.toml` cannot be read or parsed, or the name is refused.
+    fn read_tenant(&self, dir: &Path, name: String, errors: &mut Vec<ConfigError>) -> Option<TenantFile> {
+        let file = dir.join("tenant.toml");
+        let mut fail = |key: String, message: String| errors.push(ConfigError { line: None, file: file.clone(), key, message });
+        if let Err(why) = check_tenant_name(&name) {
+            fail("-".into(), format!("{why} (rename the directory)"));
+            return None;
+        }
+        if name == DEFAULT_TENANT && self.route.is_some() {
+            fail("-".into(), "the top-level [route] already defines tenant `default`; rename this directory or move its settings".into());
+            return None;
+        }
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                fail("-".into(), format!("cannot read it: {e} (every tenant directory needs a tenant.toml)"));
+                return None;
+            }
+        };
+        let (config, problems) = parse_toml_all::<TenantConfig>(&text);
+        for (key, message) in problems {
+            fail(key, message);
+        }
+        config.map(|config| TenantFile { name, file, config })
     }
 
     /// Every tenant: the default one (top-level `[route]`), then those from `[tenants] dir`.
@@ -1248,10 +1306,15 @@ impl Config {
     }
 
     /// Resolve the secret references in every receiver's `config`, in every file; each
-    /// problem names the field, never a secret.
-    fn resolve_secrets(&mut self) -> Result<(), ConfigErrors> {
-        let keyring = self.keyring()?;
-        let mut errors = Vec::new();
+    /// problem (in `errors`) names the field, never a secret.
+    fn resolve_secrets(&mut self, errors: &mut Vec<ConfigError>) {
+        let keyring = match self.keyring() {
+            Ok(keyring) => keyring,
+            Err(problems) => {
+                errors.extend(problems.0);
+                return;
+            }
+        };
         let base_dir = self.base_dir.clone();
         let mut files: Vec<(PathBuf, &mut Vec<ReceiverConfig>)> = vec![(self.file.clone(), &mut self.receivers)];
         files.extend(self.tenant_files.iter_mut().map(|t| (t.file.clone(), &mut t.config.receivers)));
@@ -1306,13 +1369,11 @@ impl Config {
                 r.secrets = secrets;
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
     /// Cross-references: unique receivers, known plugins, a routed receiver, valid tokens; for
     /// every tenant, each problem named in the file that defines it.
-    fn check(&self) -> Result<(), ConfigErrors> {
-        let mut errors = Vec::new();
+    fn check(&self, errors: &mut Vec<ConfigError>) {
         let mut push =
             |file: &Path, key: String, message: String| errors.push(ConfigError { line: None, file: file.to_path_buf(), key, message });
         if self.route.is_none() && !self.receivers.is_empty() {
@@ -1515,7 +1576,6 @@ impl Config {
                 push(&self.file, format!("plugins.{name}.sha256"), "must be 64 hex digits (sha256sum of the .wasm)".into());
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
     /// A path from the config, resolved against the config file's directory.
@@ -1569,15 +1629,7 @@ fn check_delivery_policy(r: &ReceiverConfig, all: &[ReceiverConfig]) -> Result<(
 /// the key at fault (`route.repeat_interval: invalid type: integer 4, expected a duration`).
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, String)> {
     let line_at = |at: usize| format!("line {}", text[..at.min(text.len())].matches('\n').count() + 1);
-    let fail = |location: String, key: Option<String>, message: &str| {
-        let mut message = message.trim_end().to_string();
-        if message.contains("expected a duration") || (message.starts_with("invalid value") && key.as_deref().is_some_and(is_duration_key))
-        {
-            message.push_str(r#"; write a duration like "30s", "5m" or "4h""#);
-        }
-        let key = key.map(|k| format!("{k}: ")).unwrap_or_default();
-        (location, format!("{key}{message} (fix the TOML; see examples/belfry.toml)"))
-    };
+    let fail = toml_problem;
     let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
         let span = e.span();
         // A syntax error (a duplicate key, say): name the key its span points at.
@@ -1590,6 +1642,83 @@ fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, 
         let key = (path != "." && !path.is_empty()).then_some(path);
         fail(inner.span().map_or("-".to_string(), |s| line_at(s.start)), key, inner.message())
     })
+}
+
+/// The most keys [`parse_toml_all`] leaves out of one file before it gives up.
+const MAX_KEYS_LEFT_OUT: usize = 64;
+
+/// Parse TOML text into `T` and report every problem, not the first: a key the schema refuses
+/// (unknown, of the wrong type, an invalid value) is reported and left out, and the rest is
+/// parsed again, until it parses or a problem cannot be left out (a required key missing, an
+/// item of a list: leaving it out would renumber the rest). `None` when it never parsed.
+/// Problems are (location, message) as [`parse_toml`] gives them.
+fn parse_toml_all<T: serde::de::DeserializeOwned>(text: &str) -> (Option<T>, Vec<(String, String)>) {
+    let first = match parse_toml::<T>(text) {
+        Ok(value) => return (Some(value), Vec::new()),
+        Err(first) => first,
+    };
+    // A syntax error leaves nothing to go on with.
+    let Ok(mut table) = text.parse::<toml::Table>() else { return (None, vec![first]) };
+    let mut problems = Vec::new();
+    while problems.len() < MAX_KEYS_LEFT_OUT {
+        let error = match serde_path_to_error::deserialize::<_, T>(toml::Value::Table(table.clone())) {
+            // Parsed from the table although the text did not: nothing to say but the first problem.
+            Ok(_) if problems.is_empty() => return (None, vec![first]),
+            Ok(value) => return (Some(value), problems),
+            Err(error) => error,
+        };
+        let path = error.path().to_string();
+        let message = error.into_inner().message().trim_end().to_string();
+        // `unknown field `x`` is reported at the table that holds it.
+        let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()).map(str::to_string);
+        let target = match (&unknown, path.as_str()) {
+            (Some(field), "." | "") => field.clone(),
+            (Some(field), parent) if !parent.ends_with(&format!(".{field}")) && parent != field => format!("{parent}.{field}"),
+            (_, path) => path.to_string(),
+        };
+        let location = line_of_key(text, &target).map_or_else(|| target.clone(), |line| format!("line {line}"));
+        let key = (path != "." && !path.is_empty()).then_some(path);
+        problems.push(toml_problem(location, key, &message));
+        if target.ends_with(']') || !remove_key(&mut table, &target) {
+            return (None, problems);
+        }
+    }
+    (None, problems)
+}
+
+/// Take `path` (`route.group_wait`, `receivers[0].config`) out of `table`; false when it names
+/// nothing there.
+fn remove_key(table: &mut toml::Table, path: &str) -> bool {
+    let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
+    let mut at = table;
+    for segment in parent.split('.').filter(|s| !s.is_empty()) {
+        let (name, indexes) = segment.split_at(segment.find('[').unwrap_or(segment.len()));
+        let mut value = match at.get_mut(name) {
+            Some(value) => value,
+            None => return false,
+        };
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            value = match (index.parse::<usize>(), value) {
+                (Ok(i), toml::Value::Array(items)) if i < items.len() => &mut items[i],
+                _ => return false,
+            };
+        }
+        at = match value {
+            toml::Value::Table(t) => t,
+            _ => return false,
+        };
+    }
+    at.remove(last).is_some()
+}
+
+/// A TOML problem as (location, message): the key it is about, what is wrong, how to write it.
+fn toml_problem(location: String, key: Option<String>, message: &str) -> (String, String) {
+    let mut message = message.trim_end().to_string();
+    if message.contains("expected a duration") || (message.starts_with("invalid value") && key.as_deref().is_some_and(is_duration_key)) {
+        message.push_str(r#"; write a duration like "30s", "5m" or "4h""#);
+    }
+    let key = key.map(|k| format!("{k}: ")).unwrap_or_default();
+    (location, format!("{key}{message} (fix the TOML; see examples/belfry.toml)"))
 }
 
 /// Whether the last part of `key` names a duration setting.

@@ -282,6 +282,8 @@ pub struct Router {
     /// Distinct option sets, shared by every decision that uses them.
     options: Mutex<foldhash::HashSet<Arc<RouteOptions>>>,
     failures: AtomicU64,
+    /// How many of the script's `tests()` examples passed before it went live.
+    self_tests: usize,
 }
 
 impl std::fmt::Debug for Router {
@@ -296,6 +298,8 @@ struct Script {
     ast: AST,
     /// Alert fields the script's text names; the others are not computed per alert.
     uses: Uses,
+    /// The receiver names it spells out where `route()` returns them, with their lines.
+    literal_receivers: Vec<(String, Option<usize>)>,
 }
 
 /// Which of the costlier alert fields a script can read (a conservative text search).
@@ -336,7 +340,7 @@ impl Router {
 
     fn with_script(spec: RouterSpec, script: Option<Script>) -> Result<Router, ScriptError> {
         let defaults = Arc::new(spec.defaults.clone());
-        let router = Router {
+        let mut router = Router {
             fallback: RouteTo { receiver: spec.fallback.clone(), options: defaults.clone() },
             tenant: spec.tenant.as_str().into(),
             defaults,
@@ -346,8 +350,10 @@ impl Router {
             script,
             options: Mutex::default(),
             failures: AtomicU64::new(0),
+            self_tests: 0,
         };
-        router.run_self_tests()?;
+        router.check_literal_receivers()?;
+        router.self_tests = router.run_self_tests()?;
         Ok(router)
     }
 
@@ -364,6 +370,11 @@ impl Router {
     /// The script's file, if the tenant routes with one.
     pub fn script_file(&self) -> Option<&Path> {
         self.script.as_ref().map(|s| s.file.as_path())
+    }
+
+    /// How many `tests()` examples the script passed before it went live.
+    pub fn self_tests(&self) -> usize {
+        self.self_tests
     }
 
     /// Alerts the script failed on (and that took the fallback route) since this router started.
@@ -522,11 +533,28 @@ impl Router {
         options
     }
 
-    /// Run the script's `tests()`: each example alert must get exactly its expected receivers.
-    fn run_self_tests(&self) -> Result<(), ScriptError> {
+    /// Every receiver name the script spells out where `route()` returns it must be one of the
+    /// tenant's (crate::route_check): a typo in a branch no self-test covers is found now,
+    /// not when the first alert takes that branch and falls back.
+    fn check_literal_receivers(&self) -> Result<(), ScriptError> {
         let Some(script) = &self.script else { return Ok(()) };
+        let unknown: Vec<&(String, Option<usize>)> =
+            script.literal_receivers.iter().filter(|(name, _)| !self.receivers.contains(name)).collect();
+        let Some((name, line)) = unknown.first() else { return Ok(()) };
+        let mut message = format!("route() can return {}", self.check_receiver(name).expect_err("an unknown receiver"));
+        if unknown.len() > 1 {
+            let others: Vec<String> = unknown[1..].iter().map(|(n, l)| format!("`{n}` (line {})", l.unwrap_or(0))).collect();
+            message.push_str(&format!("; also unknown: {}", others.join(", ")));
+        }
+        Err(ScriptError { file: script.file.clone(), line: *line, message })
+    }
+
+    /// Run the script's `tests()`: each example alert must get exactly its expected receivers.
+    /// Returns how many examples passed.
+    fn run_self_tests(&self) -> Result<usize, ScriptError> {
+        let Some(script) = &self.script else { return Ok(0) };
         if !script.ast.iter_functions().any(|f| f.name == "tests" && f.params.is_empty()) {
-            return Ok(());
+            return Ok(0);
         }
         let fail = |line: Option<usize>, message: String| ScriptError { file: script.file.clone(), line, message };
         let cases = call_script(script, |engine| {
@@ -534,6 +562,7 @@ impl Router {
         })
         .map_err(|(line, why)| fail(line, format!("tests() failed: {why}")))?;
         let cases = cases.try_cast::<Array>().ok_or_else(|| fail(None, "tests() must return an array of test maps".into()))?;
+        let count = cases.len();
         for (i, case) in cases.into_iter().enumerate() {
             let case = case.try_cast::<Map>().ok_or_else(|| fail(None, format!("tests()[{i}] must be a map")))?;
             let test = SelfTest::parse(case).map_err(|why| fail(None, format!("tests()[{i}]: {why}")))?;
@@ -561,7 +590,7 @@ impl Router {
                 ));
             }
         }
-        Ok(())
+        Ok(count)
     }
 }
 
@@ -633,7 +662,18 @@ impl Script {
             starts_at: text.contains("starts_at"),
             fingerprint: text.contains("fingerprint"),
         };
-        Ok(Script { file: file.to_path_buf(), engine, ast, uses })
+        if let Some((field, at)) = crate::route_check::unknown_alert_field(text) {
+            return Err(ScriptError {
+                file: file.to_path_buf(),
+                line: at.line(),
+                message: format!(
+                    "reads `{field}`, which no alert has (an alert has {}); a field that does not exist reads as () on every alert",
+                    crate::route_check::ALERT_FIELDS.join(", ")
+                ),
+            });
+        }
+        let literal_receivers = crate::route_check::literal_receivers(text).into_iter().map(|(name, at)| (name, at.line())).collect();
+        Ok(Script { file: file.to_path_buf(), engine, ast, uses, literal_receivers })
     }
 }
 
@@ -970,7 +1010,8 @@ mod tests {
         for (script, needle) in [
             ("fn route(alert) { throw \"boom\"; }", "line 1"),
             ("fn route(alert) { loop { } }", "line 1: exceeded 50000 operations"),
-            ("fn route(alert) { \"nobody\" }", "`nobody`"),
+            // A name the script computes is only known at run time.
+            ("fn route(alert) { \"no\" + \"body\" }", "`nobody`"),
             ("fn route(alert) { #{ receiver: \"pager\", group_wait: \"soon\" } }", "group_wait"),
             ("fn route(alert) { #{ receiver: \"pager\", colour: 1 } }", "`colour`"),
             ("fn route(alert) { #{ receiver: \"pager\", mute_time_intervals: [\"lunch\"] } }", "`lunch`"),
@@ -988,6 +1029,50 @@ mod tests {
             assert!(why.contains(needle), "{script}: {why}");
             assert_eq!(r.failures(), 1);
         }
+    }
+
+    #[test]
+    fn every_receiver_name_the_script_spells_out_must_exist() {
+        // Found when the script is built, in branches no alert has taken yet.
+        for (script, line, name) in [
+            ("fn route(alert) {\n  if alert.labels.team == \"db\" {\n    \"db-tem\"\n  }\n}", 3, "db-tem"),
+            ("fn route(alert) {\n  if alert.labels.a == \"x\" { return [\"pager\", \"slak\"]; }\n  ()\n}", 2, "slak"),
+            ("fn route(alert) {\n  switch alert.labels.team {\n    \"db\" => \"pager\",\n    _ => \"nobody\"\n  }\n}", 4, "nobody"),
+            ("fn pick(x) {\n  #{ receiver: \"pagr\" }\n}\nfn route(alert) { pick(1) }", 2, "pagr"),
+            ("fn route(alert) {\n  let r = #{ receiver: \"slack\" };\n  [r, #{\n    receiver: \"db-taem\" }]\n}", 4, "db-taem"),
+        ] {
+            let e = router(script).expect_err(script);
+            assert_eq!((e.line, e.message.contains(&format!("`{name}`"))), (Some(line), true), "{script}: {e}");
+            assert!(e.message.contains("known: db-team, fallback, pager, slack"), "{e}");
+        }
+        // Names the script computes, returned by helpers, or only expected by self-tests are
+        // not receivers it spells out.
+        for script in [
+            "fn route(alert) { alert.labels.team + \"-team\" }",
+            "fn team(alert) { if alert.labels.a == \"x\" { \"db\" } else { \"web\" } }\nfn route(alert) { team(alert) + \"-team\" }",
+            "fn route(alert) { \"pager\" }\nfn tests() { [#{ labels: #{ alertname: \"A\" }, expect: \"pager\" }] }",
+        ] {
+            router(script).unwrap_or_else(|e| panic!("{script}: {e}"));
+        }
+        // An alert field that does not exist is found at its line, whatever the branch.
+        for (script, line) in [
+            (
+                "fn route(alert) {\n  if alert.labels.a == \"x\" { return \"pager\"; }\n  if alert.lables.team == \"db\" {\n    \"pager\"\n  }\n}",
+                3,
+            ),
+            ("fn route(a) {\n  let t = a\n    .annotation;\n}", 3),
+            ("fn route(alert) {\n\n  alert[\"stauts\"]\n}", 3),
+            ("fn team(alert) { alert.label.team }\nfn route(alert) { team(alert) }", 1),
+        ] {
+            let e = router(script).expect_err(script);
+            assert_eq!(e.line, Some(line), "{script}: {e}");
+            assert!(e.message.contains("which no alert has (an alert has labels, annotations, status,"), "{e}");
+        }
+        router("fn route(alert) { alert.labels.team; alert.annotations.summary; alert.status; alert.starts_at; alert.fingerprint; alert.tenant; alert[\"starts_at_unix\"]; () }\nfn tests() { [#{ labels: #{ a: \"b\" }, expect: [\"fallback\"] }] }").unwrap();
+
+        // Every unknown name is listed.
+        let e = router("fn route(alert) {\n  if alert.labels.a == \"1\" { \"x1\" } else { \"x2\" }\n}").unwrap_err();
+        assert!(e.message.contains("`x1`") && e.message.contains("also unknown: `x2` (line 2)"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::route::{Router, RouterSpec};
 use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
 use crate::store::{Checkpoints, RedbStore, Store};
-use crate::tenant::{Tenant, Tenants};
+use crate::tenant::{ConfigStatus, Tenant, Tenants};
 use crate::timeinterval::TimeInterval;
 
 /// Notifications in the delivery pipeline (waiting, retrying or in flight) before group
@@ -83,6 +83,7 @@ struct TenantState {
     alerts: Arc<AlertState>,
     silences: Arc<Silences>,
     routing: Arc<Mutex<Routing>>,
+    config_status: Arc<ConfigStatus>,
 }
 
 /// A tenant built by a (re)load, and the router to route its alerts with once it goes live.
@@ -128,6 +129,7 @@ impl Daemon {
                         alerts: Arc::new(AlertState::new(view.name, settings)),
                         silences: Arc::new(Silences::new(view.name, config.silences.retention)),
                         routing: Arc::new(Mutex::new(Routing { router: router.clone(), groups: Groups::default(), generation: 0 })),
+                        config_status: Arc::new(ConfigStatus::for_file(view.file, view.name == crate::config::DEFAULT_TENANT)),
                     };
                     new_states.push((view.name.to_string(), state.clone()));
                     state
@@ -150,6 +152,7 @@ impl Daemon {
                 external_url: self.external_url.clone(),
                 state: state.alerts,
                 silences: state.silences,
+                config_status: state.config_status,
                 store: self.store.clone(),
                 ingest_rate: governor::RateLimiter::direct(
                     governor::Quota::per_second(std::num::NonZeroU32::new(view.limits.ingest_rate.max(1)).expect("at least 1"))
@@ -271,6 +274,7 @@ impl Daemon {
         for b in built {
             scripts.extend(b.router.script_file().map(Path::to_path_buf));
             b.notifier.routing.lock().expect("routing lock").groups.set_policies(b.notifier.escalation_policies.clone());
+            b.notifier.config_status.went_live(&b.router, by, now);
             b.notifier.reroute(b.router, now);
             if !b.outbox.is_empty() {
                 let notifier = b.notifier.clone();
@@ -295,6 +299,7 @@ impl Daemon {
             let written = std::fs::metadata(file).and_then(|m| m.modified()).ok();
             match Router::build(current.spec().clone()) {
                 Ok(router) => {
+                    notifier.config_status.went_live(&router, "file-watcher", chrono::Utc::now());
                     notifier.reroute(Arc::new(router), chrono::Utc::now());
                     self.metrics.reloaded(&tenant.name, true, chrono::Utc::now().timestamp());
                     self.audit.record(
@@ -310,6 +315,7 @@ impl Daemon {
                     self.metrics.reloaded(&tenant.name, false, 0);
                     let fields = serde_json::json!({"script": file.display().to_string(), "error": e.to_string()});
                     self.audit.record(&tenant.name, "script.rejected", "file-watcher", &fields);
+                    notifier.config_status.rejected(&e.to_string(), "file-watcher", chrono::Utc::now());
                     tracing::error!(tenant = %tenant.name, error = %e, "routing script rejected; the previous script keeps routing")
                 }
             }
@@ -327,6 +333,14 @@ impl Daemon {
         let (tenants, built) = built.inspect_err(|e| {
             // Refused as a whole: no tenant took the new configuration.
             for tenant in self.tenants().all() {
+                // Each tenant sees the problems in its own files, never another tenant's.
+                if let StartError::Config(errors) = e {
+                    let theirs: Vec<String> =
+                        errors.0.iter().filter(|e| tenant.notifier.config_status.owns(&e.file)).map(ToString::to_string).collect();
+                    if !theirs.is_empty() {
+                        tenant.notifier.config_status.rejected(&theirs.join("\n"), by, chrono::Utc::now());
+                    }
+                }
                 self.metrics.reloaded(&tenant.name, false, 0);
                 let fields = serde_json::json!({"config": self.config_path.display().to_string(), "error": e.to_string()});
                 self.audit.record(&tenant.name, "config.rejected", by, &fields);
@@ -585,13 +599,14 @@ pub struct Checked {
 /// Everything a start checks, without opening the store or listening: the TOML and its
 /// cross-references (already done by [`Config::load`]), every plugin (pins included), every
 /// receiver's config through its plugin's `validate-config`, every routing script with its
-/// self-tests. All problems at once, each with file and line.
-pub async fn check(config: &Config) -> Result<Checked, StartError> {
+/// self-tests. All problems at once, each with file and line. With `only`, the tenants other
+/// than that one are left out (a tenant checking their own directory).
+pub async fn check(config: &Config, only: Option<&str>) -> Result<Checked, StartError> {
     let runtime = offline_runtime(config)?;
     let mut errors = Vec::new();
     let plugins = load_plugins(&runtime, config, &mut errors).await;
     let mut checked = Checked { tenants: 0, plugins: plugins.len(), receivers: 0, scripts: 0 };
-    for view in config.tenants() {
+    for view in config.tenants().into_iter().filter(|v| only.is_none_or(|name| v.name == name)) {
         checked.tenants += 1;
         for i in 0..view.receivers.len() {
             checked.receivers += usize::from(bind_receiver(&view, config, &plugins, i, None, &mut errors).await.is_some());
@@ -636,6 +651,8 @@ pub struct Preview {
     pub plugin: String,
     /// Whether that plugin shows title and body (a webhook sends the alerts' data instead).
     pub uses_text: bool,
+    /// The sample acknowledge link the notification carried (firing groups only).
+    pub ack_url: Option<String>,
 }
 
 /// Render `alerts` (as one group) for the tenant's `receiver` and run its plugin with HTTP
@@ -667,6 +684,12 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
     let key = crate::group::group_key(receiver, &group_by.names(), &labels);
     let url = config.external_url(config.server.listen);
     let mut n = crate::dispatch::notification(tenant, receiver, &key, &labels, &records, &url, now);
+    // A firing group's notification carries its acknowledge link, as the daemon's do; this one
+    // is signed with a throwaway key, so it has the real shape and acknowledges nothing.
+    if n.status == crate::plugin::AlertStatus::Firing {
+        let links = crate::ack::AckLinks::new(&crate::ack::AckLinks::generate_secret(), config.server.ack_link_ttl);
+        n.ack_url = Some(links.link(&url, tenant, &key, now));
+    }
     let rendered = templates.render(&n, now);
     n.title = Some(rendered.title.clone());
     n.body = Some(rendered.body.clone());
@@ -712,6 +735,7 @@ pub async fn preview(config: &Config, tenant: &str, receiver: &str, alerts: Vec<
         outcome: mask(&outcome),
         plugin: bound.plugin_name().to_string(),
         uses_text: bound.uses_text(),
+        ack_url: n.ack_url.clone(),
     })
 }
 

@@ -148,7 +148,31 @@ impl Config {
     /// An optional secret holding an absolute http(s) URL (a webhook URL is its own
     /// credential); `None` when absent or empty. The error never shows the value.
     pub fn secret_url(&mut self, name: &str, description: &str) -> Option<String> {
-        let value = self.secret(name, description).filter(|v| !v.is_empty())?;
+        self.secret_url_field(name, false, description)
+    }
+
+    /// A required secret holding an absolute http(s) URL: a channel reached through a webhook
+    /// URL alone (Discord, Teams). `plugin inspect` lists it required; the error never shows
+    /// the value.
+    pub fn required_secret_url(&mut self, name: &str, description: &str) -> String {
+        self.secret_url_field(name, true, description).unwrap_or_default()
+    }
+
+    fn secret_url_field(&mut self, name: &str, required: bool, description: &str) -> Option<String> {
+        // Typed `url` in the schema, so the host checks its host against `allowed_hosts`.
+        let value = match self.declare(name, FieldKind::Url, required, true, description)? {
+            ConfigValue::Text(s) if s.is_empty() => {
+                if required {
+                    self.error(name, "must not be empty");
+                }
+                return None;
+            }
+            ConfigValue::Text(s) => s,
+            _ => {
+                self.wrong_type(name, "a URL string");
+                return None;
+            }
+        };
         if let Err(why) = check_url(&value) {
             self.error(name, format!("must be an http(s) URL: {why}"));
         }
@@ -270,6 +294,20 @@ mod tests {
         let mut c = cfg(&[("api_url", ConfigValue::Text("ftp://x".into()))]);
         c.url_or("api_url", "https://api.example.com", "");
         assert_eq!(c.finish().unwrap_err()[0].field, "api_url");
+    }
+
+    #[test]
+    fn a_required_secret_url_is_typed_url_required_and_secret() {
+        let mut c = Config::schema_only();
+        c.required_secret_url("webhook_url", "hook");
+        let field = &c.into_schema()[0];
+        assert!(matches!(field.kind, FieldKind::Url) && field.required && field.secret);
+        let mut c = cfg(&[]);
+        assert_eq!(c.required_secret_url("webhook_url", ""), "");
+        assert_eq!(c.finish().unwrap_err()[0].message, "required field is missing");
+        let mut c = cfg(&[("webhook_url", ConfigValue::Text(String::new()))]);
+        c.required_secret_url("webhook_url", "");
+        assert_eq!(c.finish().unwrap_err()[0].message, "must not be empty");
     }
 
     #[test]

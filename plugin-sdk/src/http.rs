@@ -81,6 +81,30 @@ impl Request {
     }
 }
 
+/// What a failure status means for the delivery: which [`DeliveryError`] it becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Try again later (the host backs off): throttling, the service's own trouble.
+    Retryable,
+    /// This notification will never be accepted: give up, fail over.
+    Permanent,
+    /// The receiver's configuration is wrong (credentials, a deleted hook): fail over and
+    /// report the receiver unhealthy until the operator fixes it.
+    Misconfigured,
+}
+
+impl Class {
+    /// The standard classification of a non-2xx status: 429 and 5xx retryable, 401 and 403
+    /// misconfigured, every other status permanent.
+    pub fn standard(status: u16) -> Class {
+        match status {
+            429 | 500..=599 => Class::Retryable,
+            401 | 403 => Class::Misconfigured,
+            _ => Class::Permanent,
+        }
+    }
+}
+
 /// A response from the service.
 pub struct Response {
     inner: wit::Response,
@@ -128,19 +152,33 @@ impl Response {
         Some(at.saturating_sub(crate::time::now_ms()))
     }
 
-    /// `Ok(self)` for 2xx; otherwise the standard classification: 429 and 5xx retryable
-    /// (with `Retry-After`), 401 and 403 misconfigured, every other status permanent.
+    /// `Ok(self)` for 2xx; otherwise the error of the standard classification
+    /// ([`Class::standard`]): 429 and 5xx retryable (with `Retry-After`), 401 and 403
+    /// misconfigured, every other status permanent.
     pub fn check(self) -> Result<Response, DeliveryError> {
+        self.check_with(&[])
+    }
+
+    /// [`Response::check`] with the plugin's own classification of some statuses, for a
+    /// service whose documented errors say more than the standard table: a Discord or Slack
+    /// webhook answers 404 when the hook was deleted, which only the operator can fix, so
+    /// for them `&[(404, Class::Misconfigured)]`. Declare the same table in the plugin's
+    /// `Channel` in the conformance kit, which checks it.
+    pub fn check_with(self, statuses: &[(u16, Class)]) -> Result<Response, DeliveryError> {
         let status = self.status();
         if (200..300).contains(&status) {
             return Ok(self);
         }
+        let class = statuses.iter().find(|(s, _)| *s == status).map_or(Class::standard(status), |(_, class)| *class);
         let snippet = self.error_snippet();
         let message = format!("the service answered HTTP {status}{snippet}");
-        Err(match status {
-            429 | 500..=599 => DeliveryError::Retryable(RetryableError { message, retry_after_ms: self.retry_after_ms() }),
-            401 | 403 => DeliveryError::Misconfigured(format!("{message}; check the receiver's credentials")),
-            _ => DeliveryError::Permanent(message),
+        Err(match class {
+            Class::Retryable => DeliveryError::Retryable(RetryableError { message, retry_after_ms: self.retry_after_ms() }),
+            Class::Misconfigured if matches!(status, 401 | 403) => {
+                DeliveryError::Misconfigured(format!("{message}; check the receiver's credentials"))
+            }
+            Class::Misconfigured => DeliveryError::Misconfigured(format!("{message}; check the receiver's configuration")),
+            Class::Permanent => DeliveryError::Permanent(message),
         })
     }
 

@@ -186,9 +186,16 @@ pub fn truncate(text: &str, max: usize) -> String {
 
 /// The notification's rendered title, or when the host sent none, Alertmanager's
 /// `[FIRING:2] alertname` / `[RESOLVED] alertname` (`[ACK by alice] alertname` for an ack).
+///
+/// An acknowledgement always says so: a rendered title that does not name who acknowledged
+/// (a tenant's own title template written for firing groups) gets `[ACK by alice] ` in front,
+/// so it cannot be mistaken for the firing notification it follows.
 pub fn title(n: &Notification) -> String {
     if let Some(title) = n.title.as_deref().filter(|t| !t.trim().is_empty()) {
-        return title.to_string();
+        return match &n.acked_by {
+            Some(by) if !title.contains(by.as_str()) => format!("[ACK by {by}] {title}"),
+            _ => title.to_string(),
+        };
     }
     let firing = n.alerts.iter().filter(|a| a.status == AlertStatus::Firing).count();
     let name = pair(&n.common_labels, "alertname").unwrap_or("alerts");
@@ -199,6 +206,16 @@ pub fn title(n: &Notification) -> String {
         AlertStatus::Firing => format!("[FIRING:{firing}] {name}"),
         AlertStatus::Resolved => format!("[RESOLVED] {name}"),
     }
+}
+
+/// The acknowledge link for the plugin to show (a button, a link line), or `None` when there is
+/// none or when the tenant's rendered title or body already carries it: one message never
+/// shows the link twice. The plugin renders the link; a template that writes `ackURL` itself
+/// takes that over.
+pub fn ack_link(n: &Notification) -> Option<&str> {
+    let url = n.ack_url.as_deref().filter(|u| u.starts_with("http://") || u.starts_with("https://"))?;
+    let in_text = [&n.title, &n.body].into_iter().flatten().any(|text| text.contains(url));
+    (!in_text).then_some(url)
 }
 
 /// How urgent a notification is, for a channel's colours and icons.

@@ -207,7 +207,7 @@ fn main() {
 
         // The same requests, each after other work: does a plugin call slow the host's network
         // path down beyond its own cost? Spinning for as long as a no-op call is the control.
-        let noop = runtime(Allocator::OnDemand, cache.path()).load(misbehave_wasm(), None).await.unwrap();
+        let noop = runtime(Allocator::OnDemand, cache.path()).load("misbehave", misbehave_wasm(), None).await.unwrap();
         let noop = Arc::new(noop.bind(spec("bench", "mode = 'noop'", &[])).await.map_err(|_| "bind").unwrap());
         println!("\n## The host's HTTP client after other work (one task)\n");
         println!("| before each request | µs/request | requests/s | CPU µs/request |");

@@ -50,24 +50,37 @@ async fn a_notification_link_acks_its_group_until_a_new_alert_fires() {
     assert_eq!(headers["cache-control"], "no-store");
     assert!(page.contains("Acknowledge this alert group?") && page.contains("<form method=\"post\">"), "{page}");
     assert!(page.contains("alertname=&quot;DiskFull&quot;"), "names the group, escaped: {page}");
+    assert!(page.contains("name=\"by\" value=\"\" required"), "asks who acknowledges: {page}");
     assert!(acks(&daemon).await.is_empty());
 
-    // Its button acknowledges.
-    let (status, _, page) = http_exchange("POST", &link, "", &[]).await;
+    // The form asks for a name: without one, nothing is acknowledged.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, _, page) = http_exchange("POST", &link, "by=+&comment=", &form).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("Say who you are") && page.contains("name=\"by\""), "{page}");
+    assert!(acks(&daemon).await.is_empty());
+
+    // With a name, its button acknowledges, and the name is remembered for the next link.
+    let (status, headers, page) = http_exchange("POST", &link, "by=Alice+Martin&comment=resizing+%2Fvar", &form).await;
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("Acknowledged"), "{page}");
+    assert!(page.contains("Acknowledged") && page.contains("acknowledged by Alice Martin"), "{page}");
+    let cookie = headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("belfry_ack_by=Alice+Martin;") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let listed = acks(&daemon).await;
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["ackedBy"], "link");
+    assert_eq!((&listed[0]["ackedBy"], &listed[0]["comment"]), (&Value::from("Alice Martin"), &Value::from("resizing /var")));
     // The channel hears of it.
     let told = sink.wait_for(2).await[1].json();
-    assert!(told["text"].as_str().unwrap().starts_with("[ACK by link] DiskFull"), "{told}");
+    assert!(told["text"].as_str().unwrap().starts_with("[ACK by Alice Martin] DiskFull"), "{told}");
     assert!(ack_button(&told).is_none(), "nothing left to acknowledge");
     let group_key = listed[0]["groupKey"].as_str().unwrap().to_string();
     let (_, groups) = http_request("GET", &daemon.url("/api/v2/alerts/groups"), "").await;
     let groups: Value = serde_json::from_str(&groups).unwrap();
     assert_eq!(groups[0]["groupKey"], group_key.as_str());
-    assert_eq!(groups[0]["ack"]["ackedBy"], "link");
+    assert_eq!(groups[0]["ack"]["ackedBy"], "Alice Martin");
     assert!(groups[0]["ack"]["ackedAt"].as_str().unwrap().ends_with('Z') && groups[0]["ack"]["comment"].is_string(), "{groups}");
     daemon.audit_until(|r| r.iter().any(|r| r["action"] == "group.ack" && r["via"] == "link")).await;
     let (_, metrics) = http_request("GET", &daemon.url("/metrics"), "").await;
@@ -77,7 +90,7 @@ async fn a_notification_link_acks_its_group_until_a_new_alert_fires() {
     let mut forged = link.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
-    let (status, _, page) = http_exchange("POST", &forged, "", &[]).await;
+    let (status, _, page) = http_exchange("POST", &forged, "by=mallory", &form).await;
     assert_eq!(status, 404, "{page}");
     assert!(page.contains("not valid"), "{page}");
 
@@ -88,7 +101,7 @@ async fn a_notification_link_acks_its_group_until_a_new_alert_fires() {
     let token = link.rsplit('/').next().unwrap();
     let (status, _, page) = http_exchange("GET", &daemon.url(&format!("/api/belfry/v1/ack/{token}")), "", &[]).await;
     assert_eq!(status, 200, "{page}");
-    assert!(page.contains("Already acknowledged") && page.contains("link"), "{page}");
+    assert!(page.contains("Already acknowledged") && page.contains("Alice Martin"), "{page}");
 
     // A new alert in the group re-triggers it: notified (with a new button) and no longer acked.
     let seen = sink.count();
@@ -106,9 +119,13 @@ async fn a_notification_link_acks_its_group_until_a_new_alert_fires() {
         next += 1;
     };
     assert!(message["text"].as_str().unwrap().contains("FIRING:2"), "{message}");
-    assert!(ack_button(&message).is_some());
     daemon.audit_until(|_| true).await;
     assert!(acks(&daemon).await.is_empty(), "re-triggered");
+    // The new link's page fills in the name this browser gave before.
+    let next_link = ack_button(&message).expect("a new Acknowledge button");
+    let remembered = cookie.split(';').next().unwrap();
+    let (_, _, page) = http_exchange("GET", &next_link, "", &[("cookie", remembered)]).await;
+    assert!(page.contains("name=\"by\" value=\"Alice Martin\" required"), "{page}");
 }
 
 #[tokio::test]
@@ -146,4 +163,24 @@ async fn the_api_acks_and_withdraws_with_clear_errors() {
     let records = daemon.audit_until(|r| r.iter().any(|r| r["action"] == "group.unack")).await;
     let ack = records.iter().find(|r| r["action"] == "group.ack").unwrap();
     assert_eq!((ack["actor"].as_str(), ack["via"].as_str()), (Some("alice"), Some("api")));
+}
+
+#[tokio::test]
+async fn a_custom_title_still_says_who_acknowledged_and_a_link_in_the_template_is_not_shown_twice() {
+    let sink = HttpSink::start().await;
+    let templates =
+        "templates = { title = \"{{ commonLabels.alertname }} needs attention\", body = \"Acknowledge: {{ ackURL }}\" }\nconfig = ";
+    let daemon = Daemon::start(BIN, &config(&sink).replacen("config = ", templates, 1)).expect("daemon starts");
+    post(&daemon, "db1").await;
+    let firing = sink.wait_for(1).await[0].json();
+    assert_eq!(firing["text"], "DiskFull needs attention", "{firing}");
+    assert!(firing.to_string().contains("Acknowledge: http"), "the template shows the link: {firing}");
+    assert!(ack_button(&firing).is_none(), "so the plugin does not add its own: {firing}");
+
+    let (_, groups) = http_request("GET", &daemon.url("/api/v2/alerts/groups"), "").await;
+    let key = serde_json::from_str::<Value>(&groups).unwrap()[0]["groupKey"].as_str().unwrap().to_string();
+    let body = serde_json::json!({"groupKey": key, "ackedBy": "alice"}).to_string();
+    assert_eq!(http_request("POST", &daemon.url("/api/belfry/v1/acks"), &body).await.0, 200);
+    let told = sink.wait_for(2).await[1].json();
+    assert_eq!(told["text"], "[ACK by alice] DiskFull needs attention", "the acknowledgement never reads as the firing message: {told}");
 }

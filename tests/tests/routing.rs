@@ -150,6 +150,14 @@ async fn a_changed_script_goes_live_without_restart_and_a_broken_one_is_rejected
         wait_for_receiver(&sink, "chat", before + 1).await;
     }
     assert!(daemon.stderr().contains("the previous script keeps routing"));
+    // The tenant sees the last refusal in its API, not only in the daemon's log.
+    let (status, seen) = http_request("GET", &daemon.url("/api/belfry/v1/config"), "").await;
+    assert_eq!(status, 200, "{seen}");
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!((&seen["lastRejection"]["by"], &seen["lastRejection"]["current"]), (&"file-watcher".into(), &true.into()), "{seen}");
+    assert!(seen["lastRejection"]["error"].as_str().unwrap().contains("expected receivers [\"chat\"]"), "{seen}");
+    assert_eq!((&seen["routing"]["loadedBy"], &seen["routing"]["selfTestsPassed"]), (&"file-watcher".into(), &0.into()), "{seen}");
+    assert!(seen["routing"]["file"].as_str().unwrap().ends_with("route.rhai"), "{seen}");
     let reload_metric = "alertmanager_config_last_reload_successful{tenant=\"default\"}";
     let metrics = http_request("GET", &daemon.url("/metrics"), "").await.1;
     assert!(metrics.contains(&format!("{reload_metric} 0")), "{metrics}");

@@ -219,6 +219,17 @@ async fn reload_adds_changes_and_removes_tenants_and_refuses_bad_configs() {
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("tenants/cargo/tenant.toml:") && message.contains(": receivers[0].plugin: unknown plugin"), "{message}");
     assert_eq!(call(&daemon, "GET", "/api/v2/receivers", "", &c).await.0, 200, "old config still in effect");
+    // The tenant sees the refusal in its own API, with its file and key; another tenant sees
+    // nothing of it.
+    let (status, seen) = call(&daemon, "GET", "/api/belfry/v1/config", "", &c).await;
+    assert_eq!(status, 200, "{seen}");
+    let rejection = &seen["lastRejection"];
+    assert!(rejection["error"].as_str().unwrap().contains("tenants/cargo/tenant.toml:"), "{seen}");
+    assert!(rejection["error"].as_str().unwrap().contains("receivers[0].plugin: unknown plugin"), "{seen}");
+    assert_eq!((&rejection["by"], &rejection["current"], &seen["tenant"]), (&"api".into(), &true.into(), &"cargo".into()), "{seen}");
+    assert_eq!(seen["routing"]["loadedBy"], "api", "the configuration still routing: {seen}");
+    let (_, acme_seen) = call(&daemon, "GET", "/api/belfry/v1/config", "", &a).await;
+    assert!(acme_seen["lastRejection"].is_null(), "acme's files were fine: {acme_seen}");
     let (status, metrics) = call(&daemon, "GET", "/metrics", "", &admin).await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap().to_string();
@@ -243,6 +254,8 @@ async fn reload_adds_changes_and_removes_tenants_and_refuses_bad_configs() {
 
     let (_, metrics) = call(&daemon, "GET", "/metrics", "", &admin).await;
     assert!(metrics.as_str().unwrap().contains("alertmanager_config_last_reload_successful{tenant=\"cargo\"} 1"), "{metrics}");
+    let (_, seen) = call(&daemon, "GET", "/api/belfry/v1/config", "", &c).await;
+    assert_eq!(seen["lastRejection"]["current"], false, "a configuration went live after the refusal: {seen}");
 
     // Remove cargo: its token stops working, and its series go.
     daemon.write_file("tenants/cargo/tenant.toml", None);

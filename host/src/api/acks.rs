@@ -69,9 +69,25 @@ pub async fn delete(notifier: &Notifier, query: Option<&str>) -> Response<Body> 
     }
 }
 
+/// What someone did with an acknowledge link.
+pub enum LinkVisit<'a> {
+    /// Opened it (GET): show what it acknowledges and ask who acknowledges. The name they gave
+    /// last time (a cookie) fills the field in.
+    Open { cookie: Option<&'a str> },
+    /// Sent the page's form (POST): `by` and `comment`, form-encoded.
+    Confirm { form: &'a [u8] },
+}
+
+/// The cookie that remembers, for this browser, the name given on an acknowledge page.
+const NAME_COOKIE: &str = "belfry_ack_by";
+/// The longest name and comment an acknowledge page takes.
+const MAX_NAME_CHARS: usize = 100;
+const MAX_COMMENT_CHARS: usize = 1000;
+
 /// `GET|POST /api/belfry/v1/ack/{token}`: an acknowledge link. GET shows what it acknowledges
-/// and a button; only the button's POST acknowledges (link previews and mail scanners GET).
-pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, confirm: bool) -> Response<Body> {
+/// and a form asking who acknowledges; only the form's POST acknowledges (link previews and
+/// mail scanners GET). The name is recorded as `ackedBy` and remembered in a cookie.
+pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, visit: LinkVisit<'_>) -> Response<Body> {
     let now = Utc::now();
     let Some(links) = links else {
         return page(StatusCode::SERVICE_UNAVAILABLE, "Not ready", "Belfry is starting; try again in a moment.", None);
@@ -85,20 +101,48 @@ pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, conf
         return page(StatusCode::NOT_FOUND, "Nothing to acknowledge", "This link's tenant no longer exists.", None);
     };
     let notifier = &tenant.notifier;
-    if !confirm {
-        if let Some(ack) = notifier.ack_of(&key) {
-            let text = format!("{key}\n\nwas acknowledged by {} at {}.", ack.by, format_time(ack.at));
-            return page(StatusCode::OK, "Already acknowledged", &text, None);
+    let form = match visit {
+        LinkVisit::Open { cookie } => {
+            if let Some(ack) = notifier.ack_of(&key) {
+                let text = format!("{key}\n\nwas acknowledged by {} at {}.", ack.by, format_time(ack.at));
+                return page(StatusCode::OK, "Already acknowledged", &text, None);
+            }
+            let remembered = cookie.and_then(remembered_name).unwrap_or_default();
+            return page(StatusCode::OK, "Acknowledge this alert group?", &key, Some(ack_form(&remembered, None)));
         }
-        return page(StatusCode::OK, "Acknowledge this alert group?", &key, Some("Acknowledge"));
+        LinkVisit::Confirm { form } => form,
+    };
+    let field = |name: &str| form_urlencoded::parse(form).find(|(k, _)| k == name).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let (by, comment) = (field("by"), field("comment"));
+    let problem = if by.is_empty() {
+        Some("Say who you are: your name is recorded as who acknowledged.")
+    } else if by.chars().count() > MAX_NAME_CHARS || by.chars().any(char::is_control) {
+        Some("A name is at most 100 characters on one line.")
+    } else if comment.chars().count() > MAX_COMMENT_CHARS {
+        Some("A comment is at most 1000 characters.")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return page(StatusCode::BAD_REQUEST, "Acknowledge this alert group?", &key, Some(ack_form(&by, Some(problem))));
     }
-    match notifier.ack(&key, "link", "acknowledged from a notification link", AckVia::Link, now).await {
-        Ok(Some(_)) => page(
-            StatusCode::OK,
-            "Acknowledged",
-            &format!("{key}\n\nRepeats stop until a new alert fires in this group or it resolves."),
-            None,
-        ),
+    let comment = if comment.is_empty() { "acknowledged from a notification link".to_string() } else { comment };
+    match notifier.ack(&key, &by, &comment, AckVia::Link, now).await {
+        Ok(Some(_)) => {
+            let mut response = page(
+                StatusCode::OK,
+                "Acknowledged",
+                &format!("{key}\n\nacknowledged by {by}. Repeats stop until a new alert fires in this group or it resolves."),
+                None,
+            );
+            let value: String = form_urlencoded::byte_serialize(by.as_bytes()).collect();
+            // Only the acknowledge pages read it; a year, as a browser's own form memory would.
+            let cookie = format!("{NAME_COOKIE}={value}; Path={}; Max-Age=31536000; HttpOnly; SameSite=Strict", crate::ack::LINK_PATH);
+            if let Ok(cookie) = hyper::header::HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(hyper::header::SET_COOKIE, cookie);
+            }
+            response
+        }
         Ok(None) => page(StatusCode::NOT_FOUND, "Nothing to acknowledge", &format!("{key}\n\nhas resolved or no longer exists."), None),
         Err(e) => {
             page(StatusCode::INTERNAL_SERVER_ERROR, "Not stored", &format!("The acknowledgement could not be stored ({e}); retry."), None)
@@ -106,15 +150,37 @@ pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, conf
     }
 }
 
-/// A small self-contained HTML page; `button` adds a form that POSTs back to the same URL.
-fn page(status: StatusCode, title: &str, text: &str, button: Option<&str>) -> Response<Body> {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
-    let form = button.map_or(String::new(), |b| format!("<form method=\"post\"><button type=\"submit\">{}</button></form>", escape(b)));
+/// The name a `Cookie` header remembers from an earlier acknowledgement in this browser.
+fn remembered_name(cookie_header: &str) -> Option<String> {
+    let value = cookie_header.split(';').filter_map(|c| c.trim().split_once('=')).find(|(name, _)| *name == NAME_COOKIE)?.1;
+    let name = form_urlencoded::parse(format!("n={value}").as_bytes()).next()?.1.into_owned();
+    (!name.is_empty() && name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(char::is_control)).then_some(name)
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The acknowledge form: who (required, filled in with `name`), an optional comment, and the
+/// problem with the last attempt, if any. POSTs back to the same URL.
+fn ack_form(name: &str, problem: Option<&str>) -> String {
+    let problem = problem.map_or(String::new(), |p| format!("<p role=\"alert\" style=\"color:#b00\">{}</p>", escape_html(p)));
+    format!(
+        "{problem}<form method=\"post\"><p><label>Your name <input name=\"by\" value=\"{}\" required maxlength=\"{MAX_NAME_CHARS}\" autocomplete=\"name\"></label></p>\
+         <p><label>Comment <input name=\"comment\" maxlength=\"{MAX_COMMENT_CHARS}\" size=\"40\"></label></p>\
+         <button type=\"submit\">Acknowledge</button></form>",
+        escape_html(name)
+    )
+}
+
+/// A small self-contained HTML page; `form` (already HTML) goes under the text.
+fn page(status: StatusCode, title: &str, text: &str, form: Option<String>) -> Response<Body> {
     let html = format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\"><title>{t} · Belfry</title></head>\
          <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{t}</h1><pre style=\"white-space:pre-wrap\">{x}</pre>{form}</body></html>",
-        t = escape(title),
-        x = escape(text)
+        t = escape_html(title),
+        x = escape_html(text),
+        form = form.unwrap_or_default(),
     );
     Response::builder()
         .status(status)

@@ -126,7 +126,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
 const MAX_URI_BYTES: usize = 8 << 10;
 
 /// Endpoints and the methods they accept.
-const ENDPOINTS: [(&str, &[Method]); 16] = [
+const ENDPOINTS: [(&str, &[Method]); 17] = [
     ("/api/v2/alerts", &[Method::GET, Method::POST]),
     ("/api/v2/alerts/groups", &[Method::GET]),
     ("/api/belfry/v1/alertmanager", &[Method::POST]),
@@ -139,6 +139,7 @@ const ENDPOINTS: [(&str, &[Method]); 16] = [
     ("/api/belfry/v1/acks", &[Method::GET, Method::POST, Method::DELETE]),
     ("/api/belfry/v1/ack/{token}", &[Method::GET, Method::POST]),
     ("/api/belfry/v1/oncall", &[Method::GET]),
+    ("/api/belfry/v1/config", &[Method::GET]),
     ("/-/healthy", &[Method::GET, Method::HEAD]),
     ("/-/ready", &[Method::GET, Method::HEAD]),
     ("/-/reload", &[Method::POST]),
@@ -174,7 +175,16 @@ async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
     let tenants = app.daemon.tenants();
     // An acknowledge link authenticates itself: it is signed for one tenant's one group.
     if let Some(token) = ack_token {
-        return acks::link(&tenants, app.ack_links.get(), &token, method == Method::POST).await;
+        let links = app.ack_links.get();
+        if method == Method::POST {
+            let form = match read_body(req, app).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            return acks::link(&tenants, links, &token, acks::LinkVisit::Confirm { form: &form }).await;
+        }
+        let cookie = req.headers().get(hyper::header::COOKIE).and_then(|v| v.to_str().ok());
+        return acks::link(&tenants, links, &token, acks::LinkVisit::Open { cookie }).await;
     }
     // Metrics name every tenant and receiver: only for admins once tokens are in use.
     if path == "/metrics" {
@@ -246,6 +256,7 @@ async fn handle(
         ("/api/v2/receivers", _) => status::receivers(notifier),
         ("/api/belfry/v1/receivers", _) => status::receiver_health(notifier),
         ("/api/belfry/v1/oncall", _) => status::on_call(notifier, req.uri().query()),
+        ("/api/belfry/v1/config", _) => status::config(notifier),
         ("/api/belfry/v1/acks", &Method::POST) => match read_body(req, app).await {
             Ok(body) => acks::post(notifier, &body).await,
             Err(response) => response,

@@ -30,6 +30,15 @@ pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Re
     super::json(StatusCode::OK, &body)
 }
 
+/// `GET /api/belfry/v1/config`: the tenant's configuration as it runs: the routing script
+/// (file, when and by what it was loaded, self-tests passed) and the last change refused, with
+/// its `file:line` error, so a tenant sees a rejected script without the daemon's log.
+pub fn config(notifier: &Notifier) -> Response<Body> {
+    let mut body = notifier.config_status.to_json();
+    body["tenant"] = json!(notifier.tenant);
+    super::json(StatusCode::OK, &body)
+}
+
 /// `GET /api/belfry/v1/receivers`: the tenant's receivers with their health: breaker state,
 /// consecutive failures, last success, last failure and its class.
 pub fn receiver_health(notifier: &Notifier) -> Response<Body> {

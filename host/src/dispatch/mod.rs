@@ -77,6 +77,8 @@ pub struct Notifier {
     pub state: Arc<AlertState>,
     /// Its silences.
     pub silences: Arc<Silences>,
+    /// What the tenant sees of its configuration: the live script, the last refused change.
+    pub config_status: Arc<crate::tenant::ConfigStatus>,
     /// Where the notification log is persisted.
     pub store: Arc<dyn Store>,
     /// The tenant's limits.

@@ -1,5 +1,6 @@
 //! The Discord channel: a webhook message with one embed per alert (colour by state), within Discord's limits on content, embeds, fields and total length.
 
+use belfry_plugin_sdk::http::Class;
 use belfry_plugin_sdk::{AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
 use serde_json::{Value, json};
 
@@ -28,10 +29,10 @@ impl Plugin for Discord {
     const DESCRIPTION: &'static str = "Discord messages with embeds, by webhook";
 
     fn config(c: &mut Config) -> Target {
-        let url = c.secret_url("webhook_url", "Webhook URL (https://discord.com/api/webhooks/<id>/<token>)").unwrap_or_default();
-        if url.is_empty() {
-            c.error("webhook_url", "required: the channel's webhook URL (Server settings → Integrations → Webhooks)");
-        }
+        let url = c.required_secret_url(
+            "webhook_url",
+            "The channel's webhook URL, https://discord.com/api/webhooks/<id>/<token> (Server settings → Integrations → Webhooks)",
+        );
         let username = c.optional_text("username", "The name the messages are posted under (default: the webhook's)");
         Target { url, username }
     }
@@ -49,13 +50,17 @@ impl Plugin for Discord {
                 retry_after_ms: seconds.map(|s| (s * 1000.0).ceil() as u64),
             }));
         }
-        let response = response.check()?;
+        let response = response.check_with(STATUSES)?;
         let id = response.json::<Value>().ok().and_then(|v| v["id"].as_str().map(str::to_string));
         Ok(response.report(id))
     }
 }
 
 export_plugin!(Discord);
+
+/// Discord answers 404 `Unknown Webhook` (code 10015) for a webhook that was deleted or whose
+/// token is wrong: only the operator can fix that. The conformance kit checks this table.
+const STATUSES: &[(u16, Class)] = &[(404, Class::Misconfigured)];
 
 fn message(target: &Target, n: &Notification) -> Value {
     let title = belfry_plugin_sdk::title(n);

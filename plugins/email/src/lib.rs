@@ -2,7 +2,7 @@
 
 use belfry_plugin_sdk::mail::{self, escape_html, is_address};
 use belfry_plugin_sdk::{
-    Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, pair, title, truncate,
+    Alert, AlertStatus, Config, DeliveryError, DeliveryReport, Notification, Plugin, ack_link, export_plugin, pair, title, truncate,
 };
 
 struct Email;
@@ -66,7 +66,7 @@ export_plugin!(Email);
 
 /// The rendered body (the tenant's template), or a listing of the alerts.
 fn text(n: &Notification) -> String {
-    let ack = n.ack_url.as_deref().map_or(String::new(), |url| format!("\nAcknowledge: {url}\n"));
+    let ack = ack_link(n).map_or(String::new(), |url| format!("\nAcknowledge: {url}\n"));
     if let Some(body) = n.body.as_deref().filter(|b| !b.trim().is_empty()) {
         return truncate(&format!("{body}{ack}"), MAX_TEXT);
     }
@@ -98,8 +98,8 @@ fn html(n: &Notification, subject: &str) -> String {
         out.push_str(&format!("<p style=\"white-space:pre-wrap\">{}</p>\n", escape_html(&body)));
     }
     let mut links = Vec::new();
-    if let Some(url) = &n.ack_url {
-        links.push(("Acknowledge", url.as_str()));
+    if let Some(url) = ack_link(n) {
+        links.push(("Acknowledge", url));
     }
     for (label, name) in [("Runbook", "runbook_url"), ("Dashboard", "dashboard_url")] {
         if let Some(url) = pair(&n.common_annotations, name) {

@@ -17,13 +17,10 @@ impl Plugin for Teams {
     const DESCRIPTION: &'static str = "Microsoft Teams Adaptive Cards through a Workflows webhook";
 
     fn config(c: &mut Config) -> String {
-        let url = c
-            .secret_url("webhook_url", "The Workflows webhook URL (\"Post to a channel when a webhook request is received\")")
-            .unwrap_or_default();
-        if url.is_empty() {
-            c.error("webhook_url", "required: create a Workflows webhook for the channel and paste its URL");
-        }
-        url
+        c.required_secret_url(
+            "webhook_url",
+            "The Workflows webhook URL: create one for the channel (\"Post to a channel when a webhook request is received\") and paste it",
+        )
     }
 
     fn deliver(url: String, n: Notification) -> Result<DeliveryReport, DeliveryError> {
@@ -49,7 +46,7 @@ fn message(n: &Notification) -> Value {
     if n.external_url.starts_with("http") {
         actions.push(json!({"type": "Action.OpenUrl", "title": "Open in Belfry", "url": n.external_url}));
     }
-    if let Some(url) = n.ack_url.as_deref().filter(|u| u.starts_with("http")) {
+    if let Some(url) = belfry_plugin_sdk::ack_link(n) {
         actions.insert(0, json!({"type": "Action.OpenUrl", "title": "Acknowledge", "url": url}));
     }
     let card = |body_text: &str| {

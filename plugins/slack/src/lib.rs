@@ -1,5 +1,6 @@
 //! The Slack channel: an incoming webhook or `chat.postMessage` with a bot token; Block Kit with the severity's colour, the alerts as sections, their labels as fields and link buttons; within Slack's limits.
 
+use belfry_plugin_sdk::http::Class;
 use belfry_plugin_sdk::{Config, DeliveryError, DeliveryReport, Notification, Plugin, export_plugin, http, pair, truncate};
 use serde_json::{Value, json};
 
@@ -62,7 +63,7 @@ impl Plugin for Slack {
         match target {
             Target::Webhook(url) => {
                 // Answers `ok` as text, or an error code with a 4xx (`invalid_payload`, `no_service`...).
-                let response = http::post(&url).json(&message)?.send()?.check()?;
+                let response = http::post(&url).json(&message)?.send()?.check_with(WEBHOOK_STATUSES)?;
                 Ok(response.report(None))
             }
             Target::Api { token, channel, api_url } => {
@@ -95,6 +96,11 @@ impl Plugin for Slack {
 
 export_plugin!(Slack);
 
+/// An incoming webhook's errors that only the operator can fix (api.slack.com/messaging/webhooks,
+/// "Handling errors"): 404 `no_service` (the hook was removed or disabled) or
+/// `channel_not_found`, 410 `channel_is_archived`. The conformance kit checks this table.
+const WEBHOOK_STATUSES: &[(u16, Class)] = &[(404, Class::Misconfigured), (410, Class::Misconfigured)];
+
 /// The message: `text` (what notifications show) and one attachment with the severity's colour
 /// holding the blocks.
 fn message(n: &Notification) -> Value {
@@ -115,7 +121,7 @@ fn message(n: &Notification) -> Value {
         blocks.push(json!({"type": "section", "fields": fields}));
     }
     let mut buttons = Vec::new();
-    if let Some(url) = n.ack_url.as_deref().filter(|u| u.starts_with("http")) {
+    if let Some(url) = belfry_plugin_sdk::ack_link(n) {
         // Opens Belfry's confirmation page; the ack happens there (no Slack app needed).
         buttons.push(json!({"type": "button", "text": {"type": "plain_text", "text": "Acknowledge"}, "url": url, "style": "primary"}));
     }

@@ -88,6 +88,11 @@ struct Payload {
     version: &'static str,
     group_key: String,
     truncated_alerts: u64,
+    /// Belfry's addition: the group's acknowledge link while it fires (docs/ACKS.md), so a
+    /// webhook's consumer can offer it. Absent otherwise; consumers of Alertmanager's format
+    /// ignore fields they do not know.
+    #[serde(rename = "ackURL", skip_serializing_if = "Option::is_none")]
+    ack_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -121,6 +126,7 @@ impl Payload {
             version: "4",
             group_key: n.group_key,
             truncated_alerts: u64::from(n.truncated_alerts) + (total - kept) as u64,
+            ack_url: n.ack_url,
         }
     }
 }
