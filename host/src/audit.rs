@@ -13,6 +13,7 @@
 //! highest number the newest) and a new live file continues the chain: its first record's
 //! `prev` is the last hash of the file before, and `seq` goes on.
 
+use serde::Deserialize;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -393,6 +394,35 @@ fn verify_file(path: &Path, prev: &mut String, seq: &mut u64) -> Result<(), Chai
         *prev = hash;
     }
     Ok(())
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[audit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The hash-chained audit trail (JSON lines), relative to the config file; created on first
+    /// start, appended to afterwards. `belfry audit verify` checks it.
+    #[serde(default = "default_audit_path")]
+    pub path: PathBuf,
+    /// The live file is renamed `<path>.<n>` once it reaches this size; the chain goes on.
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { path: default_audit_path(), max_bytes: default_audit_max_bytes() }
+    }
+}
+
+fn default_audit_path() -> PathBuf {
+    PathBuf::from("data/audit.jsonl")
+}
+
+fn default_audit_max_bytes() -> u64 {
+    100 << 20
 }
 
 #[cfg(test)]

@@ -395,7 +395,7 @@ fn route_test(
     labels: Vec<String>,
     verify: Option<Vec<String>>,
 ) -> Result<(), StartError> {
-    use crate::route::{Router, RouterSpec};
+    use crate::route::Router;
     let config_file = config_file(config);
     let config = Config::load(&config_file)?;
     let views = config.tenants();
@@ -403,7 +403,7 @@ fn route_test(
         let known: Vec<&str> = views.iter().map(|v| v.name).collect();
         anyhow::anyhow!("no tenant `{tenant}` in {} (tenants: {})", config_file.display(), known.join(", "))
     })?;
-    let router = Router::build(RouterSpec::for_tenant(view)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let router = Router::build(view.router_spec()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = match at {
         Some(at) => chrono::DateTime::parse_from_rfc3339(&at)
             .map_err(|e| anyhow::anyhow!("--at `{at}`: {e} (write e.g. 2026-11-23T10:00:00Z)"))?

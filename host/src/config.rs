@@ -1,5 +1,6 @@
 //! The operator's TOML configuration: parsed strictly, checked whole, errors name file and key.
 
+use crate::plugin::Limits;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,6 +10,22 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::timeinterval::TimeIntervalConfig;
+
+use crate::api::ServerConfig;
+use crate::audit::AuditConfig;
+use crate::dispatch::{BreakerConfig, RateLimitConfig, RetryConfig};
+use crate::escalate::EscalationPolicyConfig;
+use crate::ingest::{TenantLimits, TenantLimitsOverride};
+use crate::inhibit::InhibitRuleConfig;
+use crate::oncall::ScheduleConfig;
+use crate::plugin::{PluginSource, RuntimeConfig, SmtpConfig};
+use crate::route::{RouteConfig, RouterSpec};
+use crate::secrets::SecretsConfig;
+use crate::silence::SilencesConfig;
+use crate::state::AlertsConfig;
+use crate::store::StoreConfig;
+use crate::template::TemplateDefaults;
+pub use crate::tenant::DEFAULT_TENANT;
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
@@ -80,99 +97,6 @@ pub struct Config {
     pub file: PathBuf,
 }
 
-/// `[server]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address of the HTTP API. Port 0 picks a free port (printed at start).
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// The URL users reach Belfry at, sent to plugins for links back. Defaults to `http://<listen>`.
-    #[serde(default)]
-    pub external_url: Option<String>,
-    /// Largest accepted request body.
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Take the tenant from the `X-Scope-OrgID` header (Mimir's convention). Only for a
-    /// listener that a trusted authenticating proxy fronts: anyone who can reach it can claim
-    /// any tenant.
-    #[serde(default)]
-    pub trust_scope_org_id: bool,
-    /// Tokens (`sha256:<hex>`) allowed to call `POST /-/reload` when tenants have tokens. In a
-    /// setup without any token, reload is open, as in Alertmanager.
-    #[serde(default)]
-    pub admin_tokens: Vec<String>,
-    /// How long the acknowledge links in notifications work (default 7 days).
-    #[serde(default = "default_ack_link_ttl", with = "humantime_serde")]
-    pub ack_link_ttl: Duration,
-    /// A new connection, or a request that has begun, must finish its headers within this.
-    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// A request's body must arrive within this once its headers are in (else 408).
-    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
-    pub body_read_timeout: Duration,
-    /// A keep-alive connection idle this long between requests is closed.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    /// Connections open at once; beyond it new ones wait in the listen backlog (logged). Keep
-    /// it well under the process's file-descriptor limit (`ulimit -n`): plugins' outbound
-    /// connections and the store need descriptors too.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
-
-fn default_header_read_timeout() -> Duration {
-    // A client sends its headers in one write; 10 s covers a congested link.
-    Duration::from_secs(10)
-}
-
-fn default_body_read_timeout() -> Duration {
-    // A 4 MiB body at 150 KB/s.
-    Duration::from_secs(30)
-}
-
-fn default_idle_timeout() -> Duration {
-    // Longer than Prometheus' default evaluation interval (1 m), so its connection is reused.
-    Duration::from_secs(90)
-}
-
-fn default_max_connections() -> usize {
-    // Under the common 1,024-descriptor soft limit with room for the rest; start raises the
-    // soft limit to the hard one where it can (as Go's runtime does).
-    768
-}
-
-fn default_ack_link_ttl() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-
-fn default_listen() -> SocketAddr {
-    // Alertmanager's port, so Prometheus configs that point at :9093 work unchanged.
-    SocketAddr::from(([127, 0, 0, 1], 9093))
-}
-
-fn default_max_body_bytes() -> usize {
-    // Prometheus sends at most `max_alerts_per_request`... its default batch of 64 alerts fits easily.
-    4 << 20
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: default_listen(),
-            external_url: None,
-            max_body_bytes: default_max_body_bytes(),
-            trust_scope_org_id: false,
-            admin_tokens: Vec::new(),
-            ack_link_ttl: default_ack_link_ttl(),
-            header_read_timeout: default_header_read_timeout(),
-            body_read_timeout: default_body_read_timeout(),
-            idle_timeout: default_idle_timeout(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
 /// `[tenants]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,66 +140,6 @@ pub struct TenantConfig {
     pub limits: TenantLimitsOverride,
 }
 
-/// Defines [`TenantLimits`] (every limit, with its default) and [`TenantLimitsOverride`]
-/// (the same keys, each optional) from one list, so the two cannot drift apart.
-macro_rules! tenant_limits {
-    ($($(#[doc = $doc:literal])* $name:ident: $ty:ty = $default:expr;)*) => {
-        /// `[limits]`: what one tenant may do. Every limit answers with a 4xx naming it.
-        #[derive(Debug, Clone, PartialEq, Deserialize)]
-        #[serde(deny_unknown_fields, default)]
-        pub struct TenantLimits {
-            $($(#[doc = $doc])* pub $name: $ty,)*
-        }
-
-        impl Default for TenantLimits {
-            fn default() -> Self {
-                TenantLimits { $($name: $default,)* }
-            }
-        }
-
-        /// A tenant's `[limits]`: keys set here replace the top-level ones.
-        #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct TenantLimitsOverride {
-            $($(#[doc = $doc])* #[serde(default)] pub $name: Option<$ty>,)*
-        }
-
-        impl TenantLimits {
-            /// These limits with `o`'s keys applied.
-            pub fn with(&self, o: &TenantLimitsOverride) -> TenantLimits {
-                TenantLimits { $($name: o.$name.unwrap_or(self.$name),)* }
-            }
-        }
-    };
-}
-
-tenant_limits! {
-    /// Alerts in one `POST /api/v2/alerts` (Prometheus sends 64 at most by default).
-    max_alerts_per_request: usize = 10_000;
-    /// Labels on one alert.
-    max_labels_per_alert: usize = 64;
-    /// Bytes in one label or annotation name.
-    max_label_name_bytes: usize = 256;
-    /// Bytes in one label value.
-    max_label_value_bytes: usize = 2_048;
-    /// Bytes in one annotation value.
-    max_annotation_value_bytes: usize = 16_384;
-    /// Alerts a tenant holds (firing, or resolved and not yet collected).
-    max_alerts: usize = 100_000;
-    /// Pending and active silences a tenant holds.
-    max_silences: usize = 10_000;
-    /// Alerts per second a tenant may post, sustained.
-    ingest_rate: u32 = 50_000;
-    /// Alerts a tenant may post in a burst above the rate.
-    ingest_burst: u32 = 100_000;
-    /// Routing-script time a tenant may use per second, in milliseconds, sustained: past it
-    /// (and its burst) its posts get 429 with Retry-After until the time is paid back. 500 is
-    /// half a core; a 7-rule script routes 50,000 alerts/s in about 300.
-    script_ms_per_second: u64 = 500;
-    /// Routing-script time a tenant may use at once above the sustained rate, in milliseconds.
-    script_burst_ms: u64 = 5_000;
-}
-
 /// A tenant read from its directory.
 #[derive(Debug)]
 pub struct TenantFile {
@@ -314,9 +178,6 @@ pub struct TenantView<'a> {
     pub limits: TenantLimits,
 }
 
-/// The tenant the top-level `[[receivers]]` and `[route]` define.
-pub const DEFAULT_TENANT: &str = "default";
-
 /// Tenant names are directory names and store keys: short, lowercase, no separators.
 pub fn check_tenant_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
@@ -344,50 +205,6 @@ pub fn parse_token_hash(s: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// `[store]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The store file, relative to the config file; created (with its directory) on first start.
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
-}
-
-fn default_store_path() -> PathBuf {
-    PathBuf::from("data/belfry.redb")
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig { path: default_store_path() }
-    }
-}
-
-/// `[templates]`: the default templates' language and the time zone times are shown in.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateDefaults {
-    /// `en`, `fr` or `de`.
-    #[serde(default = "default_locale")]
-    pub locale: String,
-    /// An IANA time zone, e.g. `Europe/Paris`.
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-}
-
-fn default_locale() -> String {
-    "en".into()
-}
-fn default_timezone() -> String {
-    "UTC".into()
-}
-
-impl Default for TemplateDefaults {
-    fn default() -> Self {
-        TemplateDefaults { locale: default_locale(), timezone: default_timezone() }
-    }
-}
-
 impl TenantView<'_> {
     /// The tenant's templates, compiled; a problem names the receiver's `templates.<part>`.
     pub fn templates(&self) -> Result<crate::template::Templates, Vec<ConfigError>> {
@@ -408,301 +225,6 @@ impl TenantView<'_> {
                 .collect()
         })
     }
-}
-
-/// `[secrets]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecretsConfig {
-    /// Master keys by id: `id = "env:NAME"` or `id = "file:/path"`, each holding 32 bytes of
-    /// base64 (`belfry secrets keygen`). Several ids may be live, so keys rotate.
-    #[serde(default)]
-    pub keys: BTreeMap<String, String>,
-}
-
-/// `[audit]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// The hash-chained audit trail (JSON lines), relative to the config file; created on first
-    /// start, appended to afterwards. `belfry audit verify` checks it.
-    #[serde(default = "default_audit_path")]
-    pub path: PathBuf,
-    /// The live file is renamed `<path>.<n>` once it reaches this size; the chain goes on.
-    #[serde(default = "default_audit_max_bytes")]
-    pub max_bytes: u64,
-}
-
-fn default_audit_max_bytes() -> u64 {
-    100 << 20
-}
-
-fn default_audit_path() -> PathBuf {
-    PathBuf::from("data/audit.jsonl")
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig { path: default_audit_path(), max_bytes: default_audit_max_bytes() }
-    }
-}
-
-/// `[alerts]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertsConfig {
-    /// `endsAt` given to alerts posted without one (Alertmanager's `resolve_timeout`), e.g. "5m".
-    #[serde(default = "default_resolve_timeout", with = "humantime_serde")]
-    pub resolve_timeout: Duration,
-    /// How long resolved alerts stay visible after their resolve was notified, e.g. "30m".
-    #[serde(default = "default_resolved_retention", with = "humantime_serde")]
-    pub resolved_retention: Duration,
-    /// How often Belfry looks for alerts that resolved by timeout and for garbage, e.g. "1s".
-    #[serde(default = "default_sweep_interval", with = "humantime_serde")]
-    pub sweep_interval: Duration,
-}
-
-fn default_resolve_timeout() -> Duration {
-    // Alertmanager's default.
-    Duration::from_secs(5 * 60)
-}
-fn default_resolved_retention() -> Duration {
-    // Alertmanager's alerts.gc-interval: resolved alerts stay listed for up to this long.
-    Duration::from_secs(30 * 60)
-}
-fn default_sweep_interval() -> Duration {
-    Duration::from_secs(1)
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            resolve_timeout: default_resolve_timeout(),
-            resolved_retention: default_resolved_retention(),
-            sweep_interval: default_sweep_interval(),
-        }
-    }
-}
-
-/// `[silences]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SilencesConfig {
-    /// Expired silences stay listed this long, then are deleted (Alertmanager's `data.retention`), e.g. "120h".
-    #[serde(default = "default_silence_retention", with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-fn default_silence_retention() -> Duration {
-    Duration::from_secs(120 * 3600)
-}
-
-impl Default for SilencesConfig {
-    fn default() -> Self {
-        SilencesConfig { retention: default_silence_retention() }
-    }
-}
-
-/// `[runtime]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Where compiled plugins are cached. Relative to the config file. Must be writable by
-    /// Belfry alone: its contents are loaded as native code.
-    #[serde(default = "default_cache_dir")]
-    pub cache_dir: PathBuf,
-    /// How plugin instances are shared between deliveries.
-    #[serde(default)]
-    pub isolation: Isolation,
-    /// How instance memory is allocated.
-    #[serde(default)]
-    pub allocator: Allocator,
-    /// Deliveries in flight at once, across all receivers.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// Deliveries one receiver runs at once; also the plugin instances it keeps for reuse.
-    #[serde(default = "default_max_per_receiver")]
-    pub max_in_flight_per_receiver: usize,
-    /// A profiler agent for plugins' compiled code (off by default).
-    #[serde(default)]
-    pub profiler: Profiler,
-    /// Default limits for every receiver; a receiver may lower or raise them.
-    #[serde(default)]
-    pub limits: Limits,
-}
-
-fn default_cache_dir() -> PathBuf {
-    PathBuf::from(".belfry/cache")
-}
-
-fn default_max_per_receiver() -> usize {
-    // Measured (docs/BENCHMARKS.md): 16 doubles the p99 of 64 at 10K alerts/s to one receiver.
-    64
-}
-
-fn default_max_in_flight() -> usize {
-    256
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            cache_dir: default_cache_dir(),
-            isolation: Isolation::default(),
-            allocator: Allocator::default(),
-            max_in_flight: default_max_in_flight(),
-            max_in_flight_per_receiver: default_max_per_receiver(),
-            profiler: Profiler::default(),
-            limits: Limits::default(),
-        }
-    }
-}
-
-/// How plugin instances are shared.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// An instance serves deliveries of one receiver only, and is reused by them; never shared
-    /// across receivers or tenants. Discarded after any trap or limit violation.
-    #[default]
-    PerReceiver,
-    /// A fresh instance for every delivery: nothing survives a delivery, at ~5x the cost.
-    PerDelivery,
-}
-
-/// How instance memory is allocated.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Allocator {
-    /// Allocate on demand: no up-front reservation. Best with `per-receiver` isolation.
-    #[default]
-    OnDemand,
-    /// Pre-reserved slots: faster instantiation, large virtual reservation.
-    Pooling,
-}
-
-/// What tells a profiler the names of plugins' functions, which wasmtime compiles at run time.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Profiler {
-    /// Nothing: profiles show plugins' code as anonymous addresses.
-    #[default]
-    None,
-    /// wasmtime writes `/tmp/perf-<pid>.map`, which `perf report` reads to name each compiled
-    /// function (its name in the component, if the build kept names; its index otherwise).
-    Perfmap,
-}
-
-/// Limits on one plugin call. Every one has a default; every violation is reported with blame.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Guest execution time per call, outside host calls (epoch-checked every 10 ms).
-    #[serde(default = "default_cpu_ms")]
-    pub cpu_ms: u64,
-    /// Linear memory per instance.
-    #[serde(default = "default_memory_mib")]
-    pub memory_mib: u64,
-    /// Wall time for one outbound HTTP request, response body included.
-    #[serde(default = "default_request_timeout_ms")]
-    pub request_timeout_ms: u64,
-    /// Response bodies are cut at this size.
-    #[serde(default = "default_response_max_bytes")]
-    pub response_max_bytes: u64,
-    /// Outbound requests per call.
-    #[serde(default = "default_max_requests")]
-    pub max_requests: u32,
-    /// Log lines per call; further lines are dropped and counted.
-    #[serde(default = "default_max_log_lines")]
-    pub max_log_lines: u32,
-    /// Alerts passed to the plugin per notification (firing first); the rest are counted in
-    /// `truncated_alerts`, as Alertmanager's webhook `max_alerts` does. Bounds the time and
-    /// memory of one call whatever the size of a group.
-    #[serde(default = "default_max_alerts")]
-    pub max_alerts: usize,
-    /// An instance whose linear memory grew past this during a call is dropped after it
-    /// instead of kept for the next delivery: memory never shrinks, so idle instances hold at
-    /// most `max_in_flight x keep_idle_memory_mib` per receiver.
-    #[serde(default = "default_keep_idle_memory_mib")]
-    pub keep_idle_memory_mib: u64,
-}
-
-fn default_keep_idle_memory_mib() -> u64 {
-    // Every bundled plugin delivers in 1-3 MiB; a 1,000-alert group in about 8.
-    16
-}
-
-fn default_max_alerts() -> usize {
-    1000
-}
-
-fn default_cpu_ms() -> u64 {
-    // Building a payload takes microseconds; 100 ms leaves room for 10,000-alert groups.
-    100
-}
-fn default_memory_mib() -> u64 {
-    64
-}
-fn default_request_timeout_ms() -> u64 {
-    10_000
-}
-fn default_response_max_bytes() -> u64 {
-    1 << 20
-}
-fn default_max_requests() -> u32 {
-    8
-}
-fn default_max_log_lines() -> u32 {
-    100
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            cpu_ms: default_cpu_ms(),
-            memory_mib: default_memory_mib(),
-            request_timeout_ms: default_request_timeout_ms(),
-            response_max_bytes: default_response_max_bytes(),
-            max_requests: default_max_requests(),
-            max_log_lines: default_max_log_lines(),
-            max_alerts: default_max_alerts(),
-            keep_idle_memory_mib: default_keep_idle_memory_mib(),
-        }
-    }
-}
-
-impl Limits {
-    /// Guest CPU budget per call.
-    pub fn cpu(&self) -> Duration {
-        Duration::from_millis(self.cpu_ms)
-    }
-    /// Timeout of one outbound request.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-    /// Memory cap in bytes.
-    pub fn memory_bytes(&self) -> usize {
-        usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
-    }
-    /// Linear memory above which an instance is not kept idle, in bytes.
-    pub fn idle_memory_bytes(&self) -> usize {
-        usize::try_from(self.keep_idle_memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
-    }
-    /// Wall bound of one delivery call: its CPU budget, every request's timeout, and a second.
-    pub fn call_timeout(&self) -> Duration {
-        self.cpu() + self.request_timeout() * self.max_requests.max(1) + Duration::from_secs(1)
-    }
-}
-
-/// `[plugins.<name>]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginSource {
-    /// The component (`.wasm`), relative to the config file.
-    pub path: PathBuf,
-    /// If set, the component's SHA-256 (hex) must match or the plugin is refused.
-    #[serde(default)]
-    pub sha256: Option<String>,
 }
 
 /// `[[receivers]]`.
@@ -757,300 +279,8 @@ pub struct ReceiverConfig {
     pub secrets: Vec<String>,
 }
 
-/// `[receivers.smtp]`: the server an email receiver sends through. The host holds it; the
-/// plugin only composes messages.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    /// `host:port` of the SMTP server (Alertmanager's `smarthost`), e.g. `smtp.example.com:587`.
-    pub smarthost: String,
-    /// How the connection is secured.
-    #[serde(default)]
-    pub tls: SmtpTls,
-    /// User name for SMTP AUTH (PLAIN or LOGIN); none: no authentication.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password for SMTP AUTH; may be a `${ENV}`, `${file:...}` or `enc:v1:` secret.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// A PEM file of extra CA certificates to trust (a private CA), besides the web's roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// The name sent in EHLO (default: `belfry`).
-    #[serde(default)]
-    pub hello: Option<String>,
-    /// Time allowed for a whole send: connect, TLS, AUTH and the message (default 30s).
-    #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-fn default_smtp_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// The TLS mode of an SMTP connection.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
-    #[default]
-    Starttls,
-    /// TLS from the first byte (SMTPS, port 465).
-    Implicit,
-    /// No TLS at all: only for a relay on the same host. Refused together with a password.
-    None,
-}
-
-impl SmtpConfig {
-    /// `smarthost` split into host and port; the error says what is wrong.
-    pub fn host_port(&self) -> Result<(String, u16), String> {
-        let (host, port) = self
-            .smarthost
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{}` has no port; write host:port, e.g. smtp.example.com:587", self.smarthost))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("`{}` has no host", self.smarthost));
-        }
-        let port = port.parse::<u16>().map_err(|_| format!("`{port}` is not a port number"))?;
-        Ok((host.to_string(), port))
-    }
-
-    /// Problems as (key under `smtp`, message).
-    fn check(&self, base_dir: &Path) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if let Err(why) = self.host_port() {
-            problems.push(("smarthost".into(), why));
-        }
-        if self.password.is_some() && self.username.is_none() {
-            problems.push(("username".into(), "a password needs a username".into()));
-        }
-        if self.tls == SmtpTls::None && self.password.is_some() {
-            problems.push((
-                "tls".into(),
-                "`none` would send the password in clear text; use `starttls` (port 587) or `implicit` (port 465)".into(),
-            ));
-        }
-        if let Some(path) = &self.ca_file {
-            let path = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
-            match std::fs::read(&path) {
-                Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {}
-                Ok(_) => problems.push(("ca_file".into(), format!("{} holds no PEM certificate", path.display()))),
-                Err(e) => problems.push(("ca_file".into(), format!("cannot read {}: {e}", path.display()))),
-            }
-        }
-        if self.timeout.is_zero() {
-            problems.push(("timeout".into(), "must be greater than zero".into()));
-        }
-        problems
-    }
-}
-
-/// `rate_limit = { messages = 1, per = "1s" }`: a token bucket per receiver.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// Notifications allowed per `per`.
-    pub messages: u32,
-    /// The period, e.g. "1s" or "1m".
-    #[serde(default = "default_rate_period", with = "humantime_serde")]
-    pub per: Duration,
-    /// Notifications that may go at once after a quiet spell (default: `messages`).
-    #[serde(default)]
-    pub burst: Option<u32>,
-}
-
-fn default_rate_period() -> Duration {
-    Duration::from_secs(1)
-}
-
-/// `retry = { ... }`: exponential backoff with full jitter; a service's Retry-After wins when longer.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Tries in all, the first included (1 = never retry).
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// Upper bound of the first backoff.
-    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
-    pub initial_backoff: Duration,
-    /// Upper bound of any backoff, Retry-After included.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
-    pub max_backoff: Duration,
-}
-
-fn default_max_attempts() -> u32 {
-    6
-}
-fn default_initial_backoff() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(60)
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig { max_attempts: default_max_attempts(), initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
-    }
-}
-
-/// `breaker = { ... }`: a per-receiver circuit breaker.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
-    /// Consecutive failed attempts that open the breaker.
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    /// How long an open breaker refuses deliveries before one probe is let through.
-    #[serde(default = "default_open_for", with = "humantime_serde")]
-    pub open_for: Duration,
-}
-
-fn default_failure_threshold() -> u32 {
-    5
-}
-fn default_open_for() -> Duration {
-    Duration::from_secs(30)
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig { failure_threshold: default_failure_threshold(), open_for: default_open_for() }
-    }
-}
-
-/// `[route]`: the tenant's routing script, its fallback receiver and the default grouping.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Where alerts go without a script, when the script returns `()`, and when it fails on
-    /// an alert.
-    pub receiver: String,
-    /// A Rhai routing script (docs/ROUTING.md), relative to the file that names it. Reloaded
-    /// when it changes.
-    #[serde(default)]
-    pub script: Option<PathBuf>,
-    /// Labels that form a group; `["..."]` groups by all labels, `[]` puts all alerts in one
-    /// group (Alertmanager's default).
-    #[serde(default)]
-    pub group_by: Vec<String>,
-    /// How long a new group waits for more alerts before its first notification.
-    #[serde(default = "default_group_wait", with = "humantime_serde")]
-    pub group_wait: Duration,
-    /// How long a group waits after a notification before notifying changes.
-    #[serde(default = "default_group_interval", with = "humantime_serde")]
-    pub group_interval: Duration,
-    /// How long before an unchanged, still firing group is notified again.
-    #[serde(default = "default_repeat_interval", with = "humantime_serde")]
-    pub repeat_interval: Duration,
-    /// The escalation policy of the default route (a script's routes name their own).
-    #[serde(default)]
-    pub escalation: Option<String>,
-}
-
-/// `[[escalation_policies]]`: who is notified next while a group fires unacknowledged.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EscalationPolicyConfig {
-    /// Unique within the tenant; routes name it (`escalation`).
-    pub name: String,
-    /// How many more times the steps run, from the first, after the last one (default 0).
-    #[serde(default)]
-    pub repeat: u32,
-    /// The steps, in order.
-    pub steps: Vec<EscalationStepConfig>,
-}
-
-/// `[[schedules]]`: an on-call schedule, named by escalation steps (`notify_on_call`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleConfig {
-    /// Unique within the tenant.
-    pub name: String,
-    /// IANA time zone of its handoffs and overrides (default UTC).
-    #[serde(default)]
-    pub location: Option<String>,
-    /// Layers of rotations; later ones override earlier ones where they apply.
-    #[serde(default)]
-    pub rotations: Vec<RotationConfig>,
-    /// Someone else on call for a while, over every rotation.
-    #[serde(default)]
-    pub overrides: Vec<OverrideConfig>,
-}
-
-/// One rotation of a schedule.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RotationConfig {
-    /// Receivers of the tenant, on call in turn.
-    pub receivers: Vec<String>,
-    /// The first handoff, a local time (`2026-11-02T09:00`).
-    pub start: String,
-    /// Each turn (`1d`, `7d`, `12h`); at least 1m.
-    #[serde(with = "humantime_serde")]
-    pub length: Duration,
-    /// The rotation applies only while one of these time intervals is active. None: always.
-    #[serde(default)]
-    pub active_time_intervals: Vec<String>,
-}
-
-/// An override of a schedule.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct OverrideConfig {
-    /// The receiver on call.
-    pub receiver: String,
-    /// From (local time).
-    pub start: String,
-    /// Until (local time, exclusive).
-    pub end: String,
-}
-
-/// One step of an escalation policy.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EscalationStepConfig {
-    /// How long after the previous step (for the first: after the group's first notification).
-    #[serde(with = "humantime_serde")]
-    pub wait: Duration,
-    /// Receivers of the tenant to notify.
-    #[serde(default)]
-    pub notify: Vec<String>,
-    /// Schedules whose on-call receiver to notify (`[[schedules]]`).
-    #[serde(default)]
-    pub notify_on_call: Vec<String>,
-    /// The step notifies only while one of these time intervals is active (business hours);
-    /// outside them it is passed over. None: always.
-    #[serde(default)]
-    pub active_time_intervals: Vec<String>,
-}
-
 fn default_true() -> bool {
     true
-}
-fn default_group_wait() -> Duration {
-    crate::route::RouteOptions::default().group_wait
-}
-fn default_group_interval() -> Duration {
-    crate::route::RouteOptions::default().group_interval
-}
-fn default_repeat_interval() -> Duration {
-    crate::route::RouteOptions::default().repeat_interval
-}
-
-/// `[[inhibit_rules]]`: firing alerts matching `source_matchers` mute alerts matching
-/// `target_matchers` that have the same values for the `equal` labels.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InhibitRuleConfig {
-    /// Matchers in Alertmanager's syntax, e.g. `severity="critical"`.
-    pub source_matchers: Vec<String>,
-    /// Matchers the muted alerts satisfy, e.g. `severity=~"warning|info"`.
-    pub target_matchers: Vec<String>,
-    /// Labels whose values must be equal in source and target.
-    #[serde(default)]
-    pub equal: Vec<String>,
 }
 
 /// A problem with the configuration: where, and what to do.
@@ -1129,6 +359,37 @@ pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
         }
     }
     found.map(|at| text[..at.min(text.len())].matches('\n').count() + 1)
+}
+
+impl TenantView<'_> {
+    /// What the tenant's router is built from; the script path resolved against the tenant's file.
+    pub fn router_spec(&self) -> RouterSpec {
+        let (view, route) = (self, self.route);
+        RouterSpec {
+            tenant: view.name.to_string(),
+            fallback: route.receiver.clone(),
+            defaults: crate::route::RouteOptions {
+                group_by: crate::route::GroupBy::from_names(route.group_by.clone()).unwrap_or(crate::route::GroupBy::Labels(Vec::new())),
+                group_wait: route.group_wait,
+                group_interval: route.group_interval,
+                repeat_interval: route.repeat_interval,
+                escalation: route.escalation.clone(),
+                ..crate::route::RouteOptions::default()
+            },
+            receivers: view.receivers.iter().map(|r| r.name.clone()).collect(),
+            time_intervals: view.time_intervals.iter().map(|i| i.name.clone()).collect(),
+            escalation_policies: view.escalation_policies.iter().map(|p| p.name.clone()).collect(),
+            script: route.script.as_ref().map(|p| {
+                let base = view.file.parent().unwrap_or(Path::new("."));
+                let path = if p.is_absolute() { p.clone() } else { base.join(p) };
+                // Absolute and canonical, so file-change events can be matched to it.
+                match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
+                    (Some(dir), Some(name)) => dir.join(name),
+                    _ => path,
+                }
+            }),
+        }
+    }
 }
 
 /// Every problem found in one configuration.
@@ -1730,6 +991,7 @@ fn is_duration_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::{Isolation, Profiler};
 
     const MINIMAL: &str = r#"
         [plugins.webhook]
@@ -1773,7 +1035,7 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = load(MINIMAL).unwrap();
-        assert_eq!(c.server.listen, default_listen());
+        assert_eq!(c.server.listen, std::net::SocketAddr::from(([127, 0, 0, 1], 9093)));
         assert_eq!(c.runtime.isolation, Isolation::PerReceiver);
         assert_eq!(c.runtime.limits, Limits::default());
         assert!(c.resolve(Path::new("webhook.wasm")).ends_with("webhook.wasm"));

@@ -17,8 +17,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::EscalationPolicyConfig;
-
 /// A tenant's escalation policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -112,6 +110,40 @@ impl Policy {
         }
         level
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[[escalation_policies]]`: who is notified next while a group fires unacknowledged.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationPolicyConfig {
+    /// Unique within the tenant; routes name it (`escalation`).
+    pub name: String,
+    /// How many more times the steps run, from the first, after the last one (default 0).
+    #[serde(default)]
+    pub repeat: u32,
+    /// The steps, in order.
+    pub steps: Vec<EscalationStepConfig>,
+}
+
+/// One step of an escalation policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationStepConfig {
+    /// How long after the previous step (for the first: after the group's first notification).
+    #[serde(with = "humantime_serde")]
+    pub wait: Duration,
+    /// Receivers of the tenant to notify.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Schedules whose on-call receiver to notify (`[[schedules]]`).
+    #[serde(default)]
+    pub notify_on_call: Vec<String>,
+    /// The step notifies only while one of these time intervals is active (business hours);
+    /// outside them it is passed over. None: always.
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
 }
 
 #[cfg(test)]

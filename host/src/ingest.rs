@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::alert::{Alert, LabelSet};
-use crate::config::TenantLimits;
 
 /// One element of the request array, as Prometheus sends it (`PostableAlert` in Alertmanager's OpenAPI).
 #[derive(Debug, Deserialize)]
@@ -153,6 +152,68 @@ fn parse_time(value: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
         .with_timezone(&Utc);
     use chrono::Datelike;
     Ok((t.year() != GO_ZERO_TIME_YEAR).then_some(t))
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// Defines [`TenantLimits`] (every limit, with its default) and [`TenantLimitsOverride`]
+/// (the same keys, each optional) from one list, so the two cannot drift apart.
+macro_rules! tenant_limits {
+    ($($(#[doc = $doc:literal])* $name:ident: $ty:ty = $default:expr;)*) => {
+        /// `[limits]`: what one tenant may do. Every limit answers with a 4xx naming it.
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct TenantLimits {
+            $($(#[doc = $doc])* pub $name: $ty,)*
+        }
+
+        impl Default for TenantLimits {
+            fn default() -> Self {
+                TenantLimits { $($name: $default,)* }
+            }
+        }
+
+        /// A tenant's `[limits]`: keys set here replace the top-level ones.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct TenantLimitsOverride {
+            $($(#[doc = $doc])* #[serde(default)] pub $name: Option<$ty>,)*
+        }
+
+        impl TenantLimits {
+            /// These limits with `o`'s keys applied.
+            pub fn with(&self, o: &TenantLimitsOverride) -> TenantLimits {
+                TenantLimits { $($name: o.$name.unwrap_or(self.$name),)* }
+            }
+        }
+    };
+}
+
+tenant_limits! {
+    /// Alerts in one `POST /api/v2/alerts` (Prometheus sends 64 at most by default).
+    max_alerts_per_request: usize = 10_000;
+    /// Labels on one alert.
+    max_labels_per_alert: usize = 64;
+    /// Bytes in one label or annotation name.
+    max_label_name_bytes: usize = 256;
+    /// Bytes in one label value.
+    max_label_value_bytes: usize = 2_048;
+    /// Bytes in one annotation value.
+    max_annotation_value_bytes: usize = 16_384;
+    /// Alerts a tenant holds (firing, or resolved and not yet collected).
+    max_alerts: usize = 100_000;
+    /// Pending and active silences a tenant holds.
+    max_silences: usize = 10_000;
+    /// Alerts per second a tenant may post, sustained.
+    ingest_rate: u32 = 50_000;
+    /// Alerts a tenant may post in a burst above the rate.
+    ingest_burst: u32 = 100_000;
+    /// Routing-script time a tenant may use per second, in milliseconds, sustained: past it
+    /// (and its burst) its posts get 429 with Retry-After until the time is paid back. 500 is
+    /// half a core; a 7-rule script routes 50,000 alerts/s in about 300.
+    script_ms_per_second: u64 = 500;
+    /// Routing-script time a tenant may use at once above the sustained rate, in milliseconds.
+    script_burst_ms: u64 = 5_000;
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! Inhibition rules with Alertmanager's semantics: a firing source alert mutes target alerts that share its `equal` labels.
 
+use serde::Deserialize;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::alert::{Fingerprint, LabelSet};
-use crate::config::InhibitRuleConfig;
 use crate::matcher::Matcher;
 use crate::state::{AlertState, AlertView};
 
@@ -113,6 +113,22 @@ impl Inhibitor {
         }
         None
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[[inhibit_rules]]`: firing alerts matching `source_matchers` mute alerts matching
+/// `target_matchers` that have the same values for the `equal` labels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleConfig {
+    /// Matchers in Alertmanager's syntax, e.g. `severity="critical"`.
+    pub source_matchers: Vec<String>,
+    /// Matchers the muted alerts satisfy, e.g. `severity=~"warning|info"`.
+    pub target_matchers: Vec<String>,
+    /// Labels whose values must be equal in source and target.
+    #[serde(default)]
+    pub equal: Vec<String>,
 }
 
 #[cfg(test)]

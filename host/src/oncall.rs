@@ -15,13 +15,13 @@
 //! Who is on call is a pure function of the configuration and the instant: nothing is stored,
 //! and a schedule edited by reload takes effect at once.
 
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::config::ScheduleConfig;
 use crate::timeinterval::parse_zone;
 
 /// A tenant's schedule.
@@ -180,10 +180,56 @@ pub fn schedules(configs: &[ScheduleConfig]) -> Schedules {
     configs.iter().filter_map(|c| Schedule::from_config(c).ok()).map(|s| (s.name.clone(), s)).collect()
 }
 
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[[schedules]]`: an on-call schedule, named by escalation steps (`notify_on_call`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Unique within the tenant.
+    pub name: String,
+    /// IANA time zone of its handoffs and overrides (default UTC).
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Layers of rotations; later ones override earlier ones where they apply.
+    #[serde(default)]
+    pub rotations: Vec<RotationConfig>,
+    /// Someone else on call for a while, over every rotation.
+    #[serde(default)]
+    pub overrides: Vec<OverrideConfig>,
+}
+
+/// One rotation of a schedule.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// Receivers of the tenant, on call in turn.
+    pub receivers: Vec<String>,
+    /// The first handoff, a local time (`2026-11-02T09:00`).
+    pub start: String,
+    /// Each turn (`1d`, `7d`, `12h`); at least 1m.
+    #[serde(with = "humantime_serde")]
+    pub length: Duration,
+    /// The rotation applies only while one of these time intervals is active. None: always.
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
+}
+
+/// An override of a schedule.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideConfig {
+    /// The receiver on call.
+    pub receiver: String,
+    /// From (local time).
+    pub start: String,
+    /// Until (local time, exclusive).
+    pub end: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{OverrideConfig, RotationConfig};
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -6,6 +6,7 @@
 //! `fn tests()` returning example alerts with the receivers they expect; they run before the
 //! script goes live. See docs/ROUTING.md.
 
+use serde::Deserialize;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -147,37 +148,6 @@ pub struct RouterSpec {
     pub escalation_policies: HashSet<String>,
     /// The script file, if the tenant has one.
     pub script: Option<PathBuf>,
-}
-
-impl RouterSpec {
-    /// What a tenant's router is built from; the script path resolved against the tenant's file.
-    pub fn for_tenant(view: &crate::config::TenantView<'_>) -> RouterSpec {
-        let route = view.route;
-        RouterSpec {
-            tenant: view.name.to_string(),
-            fallback: route.receiver.clone(),
-            defaults: RouteOptions {
-                group_by: GroupBy::from_names(route.group_by.clone()).unwrap_or(GroupBy::Labels(Vec::new())),
-                group_wait: route.group_wait,
-                group_interval: route.group_interval,
-                repeat_interval: route.repeat_interval,
-                escalation: route.escalation.clone(),
-                ..RouteOptions::default()
-            },
-            receivers: view.receivers.iter().map(|r| r.name.clone()).collect(),
-            time_intervals: view.time_intervals.iter().map(|i| i.name.clone()).collect(),
-            escalation_policies: view.escalation_policies.iter().map(|p| p.name.clone()).collect(),
-            script: route.script.as_ref().map(|p| {
-                let base = view.file.parent().unwrap_or(Path::new("."));
-                let path = if p.is_absolute() { p.clone() } else { base.join(p) };
-                // Absolute and canonical, so file-change events can be matched to it.
-                match (path.parent().and_then(|d| std::fs::canonicalize(d).ok()), path.file_name()) {
-                    (Some(dir), Some(name)) => dir.join(name),
-                    _ => path,
-                }
-            }),
-        }
-    }
 }
 
 /// Sandbox limits of a routing script, per evaluation.
@@ -864,6 +834,49 @@ fn describe_eval_error(e: &EvalAltResult, at: Position) -> String {
         None => what,
         Some(line) => format!("line {line}: {what}"),
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[route]`: the tenant's routing script, its fallback receiver and the default grouping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Where alerts go without a script, when the script returns `()`, and when it fails on
+    /// an alert.
+    pub receiver: String,
+    /// A Rhai routing script (docs/ROUTING.md), relative to the file that names it. Reloaded
+    /// when it changes.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
+    /// Labels that form a group; `["..."]` groups by all labels, `[]` puts all alerts in one
+    /// group (Alertmanager's default).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    #[serde(default = "default_group_wait", with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// How long a group waits after a notification before notifying changes.
+    #[serde(default = "default_group_interval", with = "humantime_serde")]
+    pub group_interval: Duration,
+    /// How long before an unchanged, still firing group is notified again.
+    #[serde(default = "default_repeat_interval", with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    /// The escalation policy of the default route (a script's routes name their own).
+    #[serde(default)]
+    pub escalation: Option<String>,
+}
+
+fn default_group_wait() -> Duration {
+    crate::route::RouteOptions::default().group_wait
+}
+
+fn default_group_interval() -> Duration {
+    crate::route::RouteOptions::default().group_interval
+}
+
+fn default_repeat_interval() -> Duration {
+    crate::route::RouteOptions::default().repeat_interval
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! id). Master keys are 32 random bytes, base64, read from the environment or a file named in
 //! `[secrets.keys]`; several ids may be live at once, so keys rotate without downtime.
 
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -189,6 +190,18 @@ pub fn rotate_text(text: &str, keyring: &Keyring, to: &str) -> Result<(String, u
     }
     out.push_str(rest);
     Ok((out, count))
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[secrets]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Master keys by id: `id = "env:NAME"` or `id = "file:/path"`, each holding 32 bytes of
+    /// base64 (`belfry secrets keygen`). Several ids may be live, so keys rotate.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -11,17 +11,18 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, App, Reload};
 use crate::audit::AuditLog;
-use crate::config::{BreakerConfig, RateLimitConfig, ReceiverConfig};
+use crate::config::ReceiverConfig;
 use crate::config::{Config, ConfigError, ConfigErrors, TenantView, parse_token_hash};
-use crate::dispatch::{Backoff, Breaker, Channel, Channels, Dispatcher, Gate, Notifier, OutboxEntry, RateLimit, Routing};
+use crate::dispatch::{Backoff, Breaker, Channel, Channels, ConfigStatus, Dispatcher, Gate, Notifier, OutboxEntry, RateLimit, Routing};
+use crate::dispatch::{BreakerConfig, RateLimitConfig};
 use crate::group::{Groups, History};
 use crate::inhibit::Inhibitor;
 use crate::plugin::{BindError, HostPattern, Plugin, ReceiverSpec, Runtime, RuntimeOptions};
-use crate::route::{Router, RouterSpec};
+use crate::route::Router;
 use crate::silence::Silences;
 use crate::state::{AlertSettings, AlertState};
-use crate::store::{Checkpoints, RedbStore, Store};
-use crate::tenant::{ConfigStatus, Tenant, Tenants};
+use crate::store::{Checkpoints, Record, RedbStore, Store, Table};
+use crate::tenant::{Tenant, Tenants};
 use crate::timeinterval::TimeInterval;
 
 /// Notifications in the delivery pipeline (waiting, retrying or in flight) before group
@@ -84,6 +85,20 @@ struct TenantState {
     silences: Arc<Silences>,
     routing: Arc<Mutex<Routing>>,
     config_status: Arc<ConfigStatus>,
+}
+
+/// The records of one table, decoded as `T`, with their tenant and id; the first that does not
+/// decode stops the start (`what` names the kind of record).
+fn decoded<T: serde::de::DeserializeOwned>(records: Vec<Record>, what: &str) -> Result<Vec<(String, String, T)>, StartError> {
+    records
+        .into_iter()
+        .map(|r| {
+            let value = crate::store::decode(&r.value)
+                .map_err(|e| anyhow::anyhow!("a stored {what} of tenant `{}` ({}) does not decode: {e}", r.tenant, r.id_text()))?;
+            let id = r.id_text();
+            Ok((r.tenant, id, value))
+        })
+        .collect()
 }
 
 /// A tenant built by a (re)load, and the router to route its alerts with once it goes live.
@@ -179,13 +194,13 @@ impl Daemon {
         }
         // New tenants (at start: all of them) get back what the store holds for them.
         if !new_states.is_empty() {
-            let snapshot = self.store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut snapshot = self.store.load().map_err(|e| anyhow::anyhow!("{e}"))?;
             if self.ack_links.get().is_none() {
-                let secret = match snapshot.meta.iter().find(|(name, _)| name == ACK_LINK_KEY) {
-                    Some((_, secret)) => secret.clone(),
+                let secret = match snapshot.records(Table::Meta).iter().find(|r| r.id_text() == ACK_LINK_KEY) {
+                    Some(record) => record.value.clone(),
                     None => {
                         let secret = crate::ack::AckLinks::generate_secret();
-                        let op = crate::store::Op::PutMeta { name: ACK_LINK_KEY.into(), value: secret.clone() };
+                        let op = crate::store::Op::put_meta(ACK_LINK_KEY, secret.clone());
                         self.store
                             .submit(vec![op])
                             .await
@@ -196,29 +211,36 @@ impl Daemon {
                 };
                 let _ = self.ack_links.set(crate::ack::AckLinks::new(&secret, self.ack_link_ttl));
             }
-            let mut alerts: HashMap<String, Vec<_>> = HashMap::new();
-            for (tenant, alert) in snapshot.alerts {
-                alerts.entry(tenant).or_default().push(alert);
+            // Alerts stay encoded until their tenant restores them, one at a time.
+            let mut alerts: HashMap<String, Vec<Record>> = HashMap::new();
+            for record in snapshot.take(Table::Alerts) {
+                alerts.entry(record.tenant.clone()).or_default().push(record);
             }
             let mut silences: HashMap<String, Vec<_>> = HashMap::new();
-            for (tenant, silence) in snapshot.silences {
+            for (tenant, _, silence) in decoded(snapshot.take(Table::Silences), "silence")? {
                 silences.entry(tenant).or_default().push(silence);
             }
             let mut logs: HashMap<String, Vec<_>> = HashMap::new();
-            for (tenant, group, entry) in snapshot.notify_log {
+            for (tenant, group, entry) in decoded(snapshot.take(Table::NotifyLog), "notification log entry")? {
                 logs.entry(tenant).or_default().push((group, entry));
             }
             let mut acks: HashMap<String, Vec<_>> = HashMap::new();
-            for (tenant, group, ack) in snapshot.acks {
+            for (tenant, group, ack) in decoded(snapshot.take(Table::Acks), "ack")? {
                 acks.entry(tenant).or_default().push((group, ack));
             }
             let mut escalations: HashMap<String, Vec<_>> = HashMap::new();
-            for (tenant, group, escalation) in snapshot.escalations {
+            for (tenant, group, escalation) in decoded(snapshot.take(Table::Escalations), "escalation")? {
                 escalations.entry(tenant).or_default().push((group, escalation));
             }
-            let mut outbox: HashMap<String, Vec<_>> = HashMap::new();
-            for (tenant, id, entry) in snapshot.outbox {
-                outbox.entry(tenant).or_default().push((id, entry));
+            let mut outbox: HashMap<String, Vec<(String, OutboxEntry)>> = HashMap::new();
+            for record in snapshot.take(Table::Outbox) {
+                match crate::store::decode(&record.value) {
+                    Ok(entry) => outbox.entry(record.tenant.clone()).or_default().push((record.id_text(), entry)),
+                    // One undecodable notification (say, from an incompatible version) must not stop the start.
+                    Err(e) => {
+                        tracing::error!(tenant = %record.tenant, id = %record.id_text(), error = %e, "skipping an undecodable outbox entry")
+                    }
+                }
             }
             for b in &mut built {
                 if new_states.iter().any(|(name, _)| *name == b.notifier.tenant) {
@@ -229,12 +251,14 @@ impl Daemon {
             let mut states = self.states.lock().expect("states lock");
             for (name, state) in new_states {
                 let encoded = alerts.remove(&name).unwrap_or_default();
-                state.alerts.restore(encoded.into_iter().filter_map(|e| match e.decode() {
-                    Ok(alert) => Some(alert),
-                    Err(message) => {
-                        // One corrupt record must not keep the tenant's other alerts down.
-                        tracing::error!(tenant = %name, error = %message, "skipping a stored alert");
-                        None
+                state.alerts.restore(encoded.into_iter().filter_map(|e| {
+                    match crate::store::decode::<crate::state::AlertRecord>(&e.value) {
+                        Ok(alert) => Some(alert),
+                        Err(message) => {
+                            // One corrupt record must not keep the tenant's other alerts down.
+                            tracing::error!(tenant = %name, error = %message, "skipping a stored alert that does not decode");
+                            None
+                        }
                     }
                 }));
                 state.silences.restore(silences.remove(&name).unwrap_or_default());
@@ -534,7 +558,7 @@ async fn bind_receiver(
 /// Compile the tenant's routing script and run its self-tests; a failure is a problem at the
 /// script's line.
 fn build_router(view: &TenantView<'_>, errors: &mut Vec<ConfigError>) -> Option<Router> {
-    let spec = RouterSpec::for_tenant(view);
+    let spec = view.router_spec();
     // A script that cannot be read is a problem of the key that names it.
     if let Some(script) = &spec.script
         && let Err(e) = std::fs::metadata(script)
@@ -577,9 +601,9 @@ fn sample_notification(tenant: &str, receiver: &str) -> crate::plugin::Notificat
 fn offline_runtime(config: &Config) -> Result<Runtime, StartError> {
     Ok(Runtime::new(RuntimeOptions {
         cache_dir: config.resolve(&config.runtime.cache_dir),
-        allocator: crate::config::Allocator::OnDemand,
+        allocator: crate::plugin::Allocator::OnDemand,
         pool_slots: 1,
-        profiler: crate::config::Profiler::None,
+        profiler: crate::plugin::Profiler::None,
     })?)
 }
 
@@ -803,7 +827,8 @@ pub async fn start(
     });
     let (tenants, built) = daemon.build_tenants(config).await?;
     daemon.commit(tenants, built, "start");
-    tokio::spawn(crate::watch::reload_changed_scripts(daemon.clone(), script_events));
+    let reloading = daemon.clone();
+    tokio::spawn(crate::watch::reload_changed_scripts(move |path| reloading.reload_script(path), script_events));
     tokio::spawn(flusher(daemon.clone()));
     tokio::spawn(sweep(daemon.clone(), config.alerts.sweep_interval));
     tokio::spawn(crate::alloc::return_freed_memory());

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::LabelSet;
 use crate::matcher::{ApiMatcher, Matcher};
-use crate::store::Op;
+use crate::store::{Op, Table};
 
 /// A silence as stored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,7 +201,7 @@ impl Silences {
                 id = existing_id.clone();
             } else if state != SilenceState::Expired {
                 expire(&mut prev.silence, now);
-                ops.push(Op::PutSilence { tenant: self.tenant.clone(), silence: prev.silence.clone() });
+                ops.push(Op::put(Table::Silences, &self.tenant, prev.silence.id.as_bytes(), &prev.silence));
             }
         }
         // A new silence cannot start in the past (Alertmanager moves it to now); an updated
@@ -228,7 +228,7 @@ impl Silences {
             created_by: p.created_by,
             comment: p.comment,
         };
-        ops.push(Op::PutSilence { tenant: self.tenant.clone(), silence: silence.clone() });
+        ops.push(Op::put(Table::Silences, &self.tenant, silence.id.as_bytes(), &silence));
         by_id.insert(id.clone(), Compiled { silence, matchers });
         Ok((id, ops))
     }
@@ -243,7 +243,7 @@ impl Silences {
             return Err(invalid(format!("silence {id} has already expired")));
         }
         expire(&mut c.silence, now);
-        Ok(vec![Op::PutSilence { tenant: self.tenant.clone(), silence: c.silence.clone() }])
+        Ok(vec![Op::put(Table::Silences, &self.tenant, c.silence.id.as_bytes(), &c.silence)])
     }
 
     /// One silence.
@@ -284,7 +284,7 @@ impl Silences {
         old.into_iter()
             .map(|id| {
                 by_id.remove(&id);
-                Op::DeleteSilence { tenant: self.tenant.clone(), id }
+                Op::delete(Table::Silences, &self.tenant, id.as_bytes())
             })
             .collect()
     }
@@ -296,6 +296,27 @@ fn expire(s: &mut Silence, now: DateTime<Utc>) {
     }
     s.ends_at = now;
     s.updated_at = now;
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[silences]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilencesConfig {
+    /// Expired silences stay listed this long, then are deleted (Alertmanager's `data.retention`), e.g. "120h".
+    #[serde(default = "default_silence_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for SilencesConfig {
+    fn default() -> Self {
+        SilencesConfig { retention: default_silence_retention() }
+    }
+}
+
+fn default_silence_retention() -> Duration {
+    Duration::from_secs(120 * 3600)
 }
 
 #[cfg(test)]
@@ -420,7 +441,10 @@ mod tests {
         let (id, _) = s.set(post(None, vec![m("a", "x", false, true)], "10:00:00", "11:00:00"), t("10:00:00"), usize::MAX).unwrap();
         assert!(s.collect_garbage(t("11:30:00")).is_empty());
         let collected = s.collect_garbage(t("12:00:00"));
-        assert!(matches!(collected.as_slice(), [Op::DeleteSilence { tenant, id: gone }] if tenant == "t" && *gone == id), "{collected:?}");
+        assert_eq!(
+            collected.iter().map(Op::target).collect::<Vec<_>>(),
+            [(Table::Silences, "t".to_string(), id.as_bytes().to_vec(), true)]
+        );
         assert!(s.list().is_empty());
     }
 }

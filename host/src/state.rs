@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, Fingerprint, LabelSet, Status};
-use crate::store::{Commit, Op, Store};
+use crate::store::{Commit, Op, Store, Table};
 
 /// An alert as Belfry keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -282,7 +282,7 @@ impl AlertState {
                 None => (new, true),
             };
             alerts.insert(fp, Stored::new(&record, interner));
-            ops.push(Op::PutAlert { tenant: self.tenant.clone(), alert: record });
+            ops.push(Op::put(Table::Alerts, &self.tenant, &fp.0.to_be_bytes(), &record));
             touched.push(Touched { fingerprint: fp, changed });
         }
         let commit = store.submit(ops);
@@ -325,7 +325,7 @@ impl AlertState {
             .into_iter()
             .map(|fp| {
                 held.alerts.remove(&fp);
-                Op::DeleteAlert { tenant: self.tenant.clone(), fingerprint: fp }
+                Op::delete(Table::Alerts, &self.tenant, &fp.0.to_be_bytes())
             })
             .collect();
         if !ops.is_empty() {
@@ -357,6 +357,47 @@ impl AlertState {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[alerts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// `endsAt` given to alerts posted without one (Alertmanager's `resolve_timeout`), e.g. "5m".
+    #[serde(default = "default_resolve_timeout", with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+    /// How long resolved alerts stay visible after their resolve was notified, e.g. "30m".
+    #[serde(default = "default_resolved_retention", with = "humantime_serde")]
+    pub resolved_retention: Duration,
+    /// How often Belfry looks for alerts that resolved by timeout and for garbage, e.g. "1s".
+    #[serde(default = "default_sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            resolve_timeout: default_resolve_timeout(),
+            resolved_retention: default_resolved_retention(),
+            sweep_interval: default_sweep_interval(),
+        }
+    }
+}
+
+fn default_resolve_timeout() -> Duration {
+    // Alertmanager's default.
+    Duration::from_secs(5 * 60)
+}
+
+fn default_resolved_retention() -> Duration {
+    // Alertmanager's alerts.gc-interval: resolved alerts stay listed for up to this long.
+    Duration::from_secs(30 * 60)
+}
+
+fn default_sweep_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! so a template cannot loop forever. A template that fails on a notification falls back to
 //! the default template; the failure is reported to the caller.
 
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -278,6 +279,34 @@ fn escape_chars(text: &str, special: &str) -> String {
         out.push(c);
     }
     out
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[templates]`: the default templates' language and the time zone times are shown in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDefaults {
+    /// `en`, `fr` or `de`.
+    #[serde(default = "default_locale")]
+    pub locale: String,
+    /// An IANA time zone, e.g. `Europe/Paris`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+impl Default for TemplateDefaults {
+    fn default() -> Self {
+        TemplateDefaults { locale: default_locale(), timezone: default_timezone() }
+    }
+}
+
+fn default_locale() -> String {
+    "en".into()
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
 }
 
 #[cfg(test)]

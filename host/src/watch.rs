@@ -2,13 +2,11 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-
-use crate::serve::Daemon;
 
 /// Editors write a file in several steps (truncate, write, rename): wait this long after the
 /// first event for the rest.
@@ -50,8 +48,9 @@ impl ScriptWatcher {
     }
 }
 
-/// Receives changed paths, debounces them, and has the daemon reload the scripts among them.
-pub async fn reload_changed_scripts(daemon: Arc<Daemon>, mut changed: mpsc::UnboundedReceiver<PathBuf>) {
+/// Receives changed paths, debounces them, and hands each to `reload` (the daemon reloads the
+/// routing scripts among them).
+pub async fn reload_changed_scripts(reload: impl Fn(&std::path::Path), mut changed: mpsc::UnboundedReceiver<PathBuf>) {
     while let Some(first) = changed.recv().await {
         tokio::time::sleep(DEBOUNCE).await;
         let mut paths = HashSet::from([first]);
@@ -59,7 +58,7 @@ pub async fn reload_changed_scripts(daemon: Arc<Daemon>, mut changed: mpsc::Unbo
             paths.insert(more);
         }
         for path in paths {
-            daemon.reload_script(&path);
+            reload(&path);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use belfry::config::{Allocator, Isolation};
+use belfry::plugin::{Allocator, Isolation};
 use belfry::plugin::{Receiver, Runtime, RuntimeOptions};
 use belfry_tests::load::cpu_seconds;
 use belfry_tests::{misbehave_wasm, notification, spec, webhook_wasm};

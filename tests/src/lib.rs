@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use belfry::config::{Isolation, Limits};
 use belfry::plugin::{BindError, HostPattern, Plugin, Receiver, ReceiverSpec, Runtime, RuntimeOptions};
+use belfry::plugin::{Isolation, Limits};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;

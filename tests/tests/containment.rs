@@ -161,7 +161,7 @@ async fn per_delivery_isolation_shares_nothing_between_deliveries() {
     let rt = TestRuntime::new();
     let plugin = rt.load(misbehave_wasm()).await;
     let mut s = spec("a", "mode = 'count'", &[]);
-    s.isolation = belfry::config::Isolation::PerDelivery;
+    s.isolation = belfry::plugin::Isolation::PerDelivery;
     let a = bind(&plugin, s).await;
     for _ in 0..3 {
         assert_eq!(a.deliver(&notification("a", "x")).await.unwrap().remote_id.as_deref(), Some("a:1"));

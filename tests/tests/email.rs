@@ -1,7 +1,7 @@
 //! The email plugin and the host's SMTP capability against a real SMTP server on loopback: STARTTLS, implicit TLS, AUTH, reply classes, MIME parts, threading.
 
-use belfry::config::{SmtpConfig, SmtpTls};
 use belfry::plugin::{BindError, FailureKind, Mailer, Receiver};
+use belfry::plugin::{SmtpConfig, SmtpTls};
 use belfry_tests::smtp::{ReceivedMail, SmtpMode, SmtpServer, test_ca_file};
 use belfry_tests::{Daemon, TestRuntime, bind, email_wasm, http_request, notification, spec, spec_for_big_input};
 

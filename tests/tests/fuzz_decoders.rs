@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use belfry::config::{Config, TenantLimits, parse_token_hash};
+use belfry::config::{Config, parse_token_hash};
+use belfry::ingest::TenantLimits;
 use belfry::ingest::{decode_alertmanager_webhook, decode_event, decode_postable_alerts};
 use belfry::matcher::Matcher;
 use belfry::silence::PostableSilence;

@@ -5,7 +5,7 @@ use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Body, error, json};
+use super::respond::{Body, error, json};
 use crate::ack::{Ack, AckLinks, LinkError};
 use crate::alert::format_time;
 use crate::dispatch::{AckVia, Notifier};

@@ -8,7 +8,7 @@ use crate::alert::{LabelSet, format_time};
 use crate::matcher::Matcher;
 use hyper::{Response, StatusCode};
 
-use super::{Body, error};
+use super::respond::{Body, error};
 use crate::dispatch::Notifier;
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub async fn post_event(notifier: &Arc<Notifier>, body: &[u8]) -> Response<Body>
     if let Err(response) = accept(notifier, vec![alert], now).await {
         return response;
     }
-    super::json(StatusCode::OK, &json!({ "dedup_key": dedup_key, "fingerprint": fingerprint }))
+    super::respond::json(StatusCode::OK, &json!({ "dedup_key": dedup_key, "fingerprint": fingerprint }))
 }
 
 /// A 400 for a request with an invalid alert, counted in `alertmanager_alerts_invalid_total`
@@ -220,7 +220,7 @@ fn gettable(l: &Listed) -> Gettable<'_> {
 /// `GET /api/v2/alerts`.
 pub fn get(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
     match matching(notifier, query) {
-        Ok(listed) => super::json(StatusCode::OK, &listed.iter().map(gettable).collect::<Vec<_>>()),
+        Ok(listed) => super::respond::json(StatusCode::OK, &listed.iter().map(gettable).collect::<Vec<_>>()),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
@@ -254,7 +254,7 @@ pub fn groups(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         })
         .collect();
     groups.sort_by(|a, b| a.group_key.cmp(b.group_key));
-    super::json(StatusCode::OK, &groups)
+    super::respond::json(StatusCode::OK, &groups)
 }
 
 /// Alertmanager's `alertGroup`, and Belfry's additions: the key that acks and notifications

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 
-use super::Body;
+use super::respond::Body;
 
 /// 200 "OK": the daemon only starts serving once its plugins are loaded and its config is valid.
 pub fn ok() -> Response<Body> {

@@ -4,12 +4,16 @@ mod acks;
 mod alerts;
 mod conn;
 mod health;
+mod respond;
 mod silences;
 mod status;
 
+use serde::Deserialize;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -33,6 +37,7 @@ pub trait Reload: Send + Sync {
 }
 
 pub use conn::Timeouts;
+pub use respond::{Body, error, json};
 
 /// What the API handlers need.
 pub struct App {
@@ -51,9 +56,6 @@ pub struct App {
     /// Checks acknowledge links (set once the store is loaded).
     pub ack_links: Arc<std::sync::OnceLock<crate::ack::AckLinks>>,
 }
-
-/// A response body.
-pub type Body = Full<Bytes>;
 
 /// Serve `app` on `listener` until `shutdown` resolves: at most `max_connections` at once, each
 /// closed when idle or slow to send its headers (see [`conn`]).
@@ -300,18 +302,97 @@ async fn read_body(req: Request<Incoming>, app: &App) -> Result<Bytes, Response<
     }
 }
 
-/// A JSON error in Alertmanager's shape: `{"code": 400, "message": "..."}`.
-pub fn error(status: StatusCode, message: String) -> Response<Body> {
-    let body = serde_json::json!({ "code": status.as_u16(), "message": message });
-    json(status, &body)
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP API. Port 0 picks a free port (printed at start).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The URL users reach Belfry at, sent to plugins for links back. Defaults to `http://<listen>`.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Take the tenant from the `X-Scope-OrgID` header (Mimir's convention). Only for a
+    /// listener that a trusted authenticating proxy fronts: anyone who can reach it can claim
+    /// any tenant.
+    #[serde(default)]
+    pub trust_scope_org_id: bool,
+    /// Tokens (`sha256:<hex>`) allowed to call `POST /-/reload` when tenants have tokens. In a
+    /// setup without any token, reload is open, as in Alertmanager.
+    #[serde(default)]
+    pub admin_tokens: Vec<String>,
+    /// How long the acknowledge links in notifications work (default 7 days).
+    #[serde(default = "default_ack_link_ttl", with = "humantime_serde")]
+    pub ack_link_ttl: Duration,
+    /// A new connection, or a request that has begun, must finish its headers within this.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this once its headers are in (else 408).
+    #[serde(default = "default_body_read_timeout", with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond it new ones wait in the listen backlog (logged). Keep
+    /// it well under the process's file-descriptor limit (`ulimit -n`): plugins' outbound
+    /// connections and the store need descriptors too.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
-/// A JSON response.
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("API answers serialize (string keys, no failing Serialize impls)");
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            external_url: None,
+            max_body_bytes: default_max_body_bytes(),
+            trust_scope_org_id: false,
+            admin_tokens: Vec::new(),
+            ack_link_ttl: default_ack_link_ttl(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    // Alertmanager's port, so Prometheus configs that point at :9093 work unchanged.
+    SocketAddr::from(([127, 0, 0, 1], 9093))
+}
+
+fn default_max_body_bytes() -> usize {
+    // Prometheus sends at most `max_alerts_per_request`... its default batch of 64 alerts fits easily.
+    4 << 20
+}
+
+fn default_ack_link_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_header_read_timeout() -> Duration {
+    // A client sends its headers in one write; 10 s covers a congested link.
+    Duration::from_secs(10)
+}
+
+fn default_body_read_timeout() -> Duration {
+    // A 4 MiB body at 150 KB/s.
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    // Longer than Prometheus' default evaluation interval (1 m), so its connection is reused.
+    Duration::from_secs(90)
+}
+
+fn default_max_connections() -> usize {
+    // Under the common 1,024-descriptor soft limit with room for the rest; start raises the
+    // soft limit to the hard one where it can (as Go's runtime does).
+    768
 }

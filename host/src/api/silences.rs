@@ -4,7 +4,7 @@ use chrono::Utc;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Body, error};
+use super::respond::{Body, error};
 use crate::alert::format_time;
 use crate::dispatch::Notifier;
 use crate::matcher::Matcher;
@@ -60,7 +60,7 @@ pub async fn post(notifier: &Notifier, body: &[u8]) -> Response<Body> {
         let fields = json!({"via": "api", "silence": id, "matchers": s.matchers, "startsAt": format_time(s.starts_at), "endsAt": format_time(s.ends_at), "comment": s.comment});
         notifier.audit.record(&notifier.tenant, "silence.set", &s.created_by, &fields);
     }
-    super::json(StatusCode::OK, &json!({ "silenceID": id }))
+    super::respond::json(StatusCode::OK, &json!({ "silenceID": id }))
 }
 
 /// `GET /api/v2/silences`, optionally with `filter` matchers (a silence is listed when each
@@ -90,13 +90,13 @@ pub fn list(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         SilenceState::Expired => (2, -s.ends_at.timestamp_millis()),
     };
     silences.sort_by_key(rank);
-    super::json(StatusCode::OK, &Value::Array(silences.iter().map(|s| gettable(s, now)).collect()))
+    super::respond::json(StatusCode::OK, &Value::Array(silences.iter().map(|s| gettable(s, now)).collect()))
 }
 
 /// `GET /api/v2/silence/{id}`.
 pub fn get(notifier: &Notifier, id: &str) -> Response<Body> {
     match notifier.silences.get(id) {
-        Some(s) => super::json(StatusCode::OK, &gettable(&s, Utc::now())),
+        Some(s) => super::respond::json(StatusCode::OK, &gettable(&s, Utc::now())),
         None => error(StatusCode::NOT_FOUND, format!("silence {id} not found")),
     }
 }

@@ -3,7 +3,7 @@
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::Body;
+use super::respond::Body;
 use crate::alert::format_time;
 use crate::dispatch::Notifier;
 
@@ -27,7 +27,7 @@ pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Re
             "branch": "", "revision": "", "buildUser": "", "buildDate": "", "goVersion": "",
         },
     });
-    super::json(StatusCode::OK, &body)
+    super::respond::json(StatusCode::OK, &body)
 }
 
 /// `GET /api/belfry/v1/config`: the tenant's configuration as it runs: the routing script
@@ -36,7 +36,7 @@ pub fn status(notifier: &Notifier, started: chrono::DateTime<chrono::Utc>) -> Re
 pub fn config(notifier: &Notifier) -> Response<Body> {
     let mut body = notifier.config_status.to_json();
     body["tenant"] = json!(notifier.tenant);
-    super::json(StatusCode::OK, &body)
+    super::respond::json(StatusCode::OK, &body)
 }
 
 /// `GET /api/belfry/v1/receivers`: the tenant's receivers with their health: breaker state,
@@ -62,7 +62,7 @@ pub fn receiver_health(notifier: &Notifier) -> Response<Body> {
             })
         })
         .collect();
-    super::json(StatusCode::OK, &json!(list))
+    super::respond::json(StatusCode::OK, &json!(list))
 }
 
 /// Who each of the tenant's schedules has on call, now or `?at=<RFC 3339>`:
@@ -73,12 +73,12 @@ pub fn on_call(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
         match (&*key, chrono::DateTime::parse_from_rfc3339(&value)) {
             ("at", Ok(t)) => at = t.with_timezone(&chrono::Utc),
             ("at", Err(_)) => {
-                return super::error(
+                return super::respond::error(
                     StatusCode::BAD_REQUEST,
                     format!("at: `{value}` is not an RFC 3339 time such as 2026-11-24T09:00:00Z"),
                 );
             }
-            _ => return super::error(StatusCode::BAD_REQUEST, format!("unknown parameter `{key}`; the one parameter is `at`")),
+            _ => return super::respond::error(StatusCode::BAD_REQUEST, format!("unknown parameter `{key}`; the one parameter is `at`")),
         }
     }
     let mut names: Vec<&String> = notifier.schedules.keys().collect();
@@ -90,12 +90,12 @@ pub fn on_call(notifier: &Notifier, query: Option<&str>) -> Response<Body> {
             json!({"schedule": name, "receiver": found.as_ref().map(|o| &o.receiver), "source": found.as_ref().map(|o| &o.source)})
         })
         .collect();
-    super::json(StatusCode::OK, &json!({"at": format_time(at), "onCall": list}))
+    super::respond::json(StatusCode::OK, &json!({"at": format_time(at), "onCall": list}))
 }
 
 /// The tenant's receivers: `[{"name": ...}]`.
 pub fn receivers(notifier: &Notifier) -> Response<Body> {
     let mut names: Vec<&String> = notifier.channels.keys().collect();
     names.sort();
-    super::json(StatusCode::OK, &json!(names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()))
+    super::respond::json(StatusCode::OK, &json!(names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()))
 }

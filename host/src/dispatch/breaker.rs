@@ -1,11 +1,11 @@
 //! Per-receiver circuit breaker: after enough consecutive failures a receiver is skipped for a while, then one probe decides.
 
+use serde::Deserialize;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::BreakerConfig;
 use crate::plugin::{DeliveryFailure, FailureKind};
 
 /// Where the breaker stands.
@@ -131,6 +131,34 @@ impl Breaker {
             }
         }
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `breaker = { ... }`: a per-receiver circuit breaker.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed attempts that open the breaker.
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// How long an open breaker refuses deliveries before one probe is let through.
+    #[serde(default = "default_open_for", with = "humantime_serde")]
+    pub open_for: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig { failure_threshold: default_failure_threshold(), open_for: default_open_for() }
+    }
+}
+
+fn default_failure_threshold() -> u32 {
+    5
+}
+
+fn default_open_for() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[cfg(test)]

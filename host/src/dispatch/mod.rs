@@ -2,6 +2,7 @@
 
 mod breaker;
 mod budget;
+mod config_status;
 mod pipeline;
 mod ratelimit;
 mod retry;
@@ -11,11 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-pub use breaker::{Admission, Breaker, BreakerState, Verdict};
+pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, Verdict};
 pub use budget::ScriptBudget;
-pub use pipeline::{Channel, Channels, Decision, Dispatcher, Gate, Health, Job, OutboxEntry};
-pub use ratelimit::{RateLimit, TokioClock};
-pub use retry::Backoff;
+pub use config_status::ConfigStatus;
+pub use pipeline::{Channel, Channels, Decision, Dispatcher, Gate, Health, Job, OutboxEntry, Refusals};
+pub use ratelimit::{RateLimit, RateLimitConfig, TokioClock};
+pub use retry::{Backoff, RetryConfig};
 
 use crate::ack::Ack;
 use crate::alert::{self, Alert, Fingerprint, Status};
@@ -25,7 +27,7 @@ use crate::plugin::{self, AlertStatus, Notification};
 use crate::route::{RouteOptions, Router};
 use crate::silence::Silences;
 use crate::state::{AlertRecord, AlertState, Touched};
-use crate::store::{Op, Store};
+use crate::store::{Op, Store, Table};
 use crate::timeinterval::TimeInterval;
 
 /// A tenant's router and groups, swapped together so an alert is routed by exactly one script.
@@ -78,11 +80,11 @@ pub struct Notifier {
     /// Its silences.
     pub silences: Arc<Silences>,
     /// What the tenant sees of its configuration: the live script, the last refused change.
-    pub config_status: Arc<crate::tenant::ConfigStatus>,
+    pub config_status: Arc<ConfigStatus>,
     /// Where the notification log is persisted.
     pub store: Arc<dyn Store>,
     /// The tenant's limits.
-    pub limits: crate::config::TenantLimits,
+    pub limits: crate::ingest::TenantLimits,
     /// The tenant's ingest rate (alerts per second, with a burst).
     pub ingest_rate: governor::DefaultDirectRateLimiter,
     /// The tenant's routing-script time: ingest is refused while it is in debt.
@@ -111,13 +113,12 @@ pub struct Redecide {
     store: Arc<dyn Store>,
 }
 
-impl Redecide {
-    /// The notification of group `key` decided at `decided_at` was refused for good.
-    pub fn refused(&self, key: &str, decided_at: DateTime<Utc>) {
+impl Refusals for Redecide {
+    fn refused(&self, key: &str, decided_at: DateTime<Utc>) {
         let Some(routing) = self.routing.upgrade() else { return };
         let forgotten = routing.lock().expect("routing lock").groups.forget_refused(key, decided_at, Utc::now());
         if forgotten {
-            self.store.submit_background(vec![Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }]);
+            self.store.submit_background(vec![Op::delete(Table::NotifyLog, &self.tenant, key.as_bytes())]);
             self.wake.notify_one();
             tracing::info!(group = %key, "the group will notify again at its next group_interval");
         }
@@ -249,8 +250,7 @@ impl Notifier {
             let ops = orphaned
                 .iter()
                 .flat_map(|k| {
-                    let (tenant, group) = (self.tenant.clone(), k.to_string());
-                    [Op::DeleteNotifyLog { tenant: tenant.clone(), group: group.clone() }, Op::DeleteAck { tenant, group }]
+                    [Op::delete(Table::NotifyLog, &self.tenant, k.as_bytes()), Op::delete(Table::Acks, &self.tenant, k.as_bytes())]
                 })
                 .collect();
             self.store.submit_background(ops);
@@ -313,7 +313,7 @@ impl Notifier {
                 (ended, self.history_ops(&mut routing.groups))
             };
             let mut ops = acks;
-            ops.extend(ended.iter().map(|k| Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: k.to_string() }));
+            ops.extend(ended.iter().map(|k| Op::delete(Table::NotifyLog, &self.tenant, k.as_bytes())));
             if !ops.is_empty() {
                 self.store.submit_background(ops);
             }
@@ -440,12 +440,12 @@ impl Notifier {
     fn history_ops(&self, groups: &mut Groups) -> Vec<Op> {
         let tenant = &self.tenant;
         let acks = groups.take_ack_changes().into_iter().map(|(key, ack)| match ack {
-            Some(ack) => Op::PutAck { tenant: tenant.clone(), group: key.to_string(), ack },
-            None => Op::DeleteAck { tenant: tenant.clone(), group: key.to_string() },
+            Some(ack) => Op::put(Table::Acks, tenant, key.as_bytes(), &ack),
+            None => Op::delete(Table::Acks, tenant, key.as_bytes()),
         });
         let escalations = groups.take_escalation_changes().into_iter().map(|(key, e)| match e {
-            Some(escalation) => Op::PutEscalation { tenant: tenant.clone(), group: key.to_string(), escalation },
-            None => Op::DeleteEscalation { tenant: tenant.clone(), group: key.to_string() },
+            Some(escalation) => Op::put(Table::Escalations, tenant, key.as_bytes(), &escalation),
+            None => Op::delete(Table::Escalations, tenant, key.as_bytes()),
         });
         acks.chain(escalations).collect()
     }
@@ -466,12 +466,12 @@ impl Notifier {
     /// A job for `entry`, and its outbox write added to `ops`.
     fn outboxed(&self, entry: OutboxEntry, ops: &mut Vec<Op>) -> Job {
         let job = self.job(new_outbox_id(), entry, None, Decision::InOutbox);
-        ops.push(Op::PutOutbox { tenant: self.tenant.clone(), id: job.id.clone(), entry: Box::new(job.entry.clone()) });
+        ops.push(Op::put(Table::Outbox, &self.tenant, job.id.as_bytes(), &job.entry));
         job
     }
 
     /// Job `id` for `entry`, whose store writes stand as `decision` says.
-    fn job(&self, id: String, entry: OutboxEntry, redecide: Option<Redecide>, decision: Decision) -> Job {
+    fn job(&self, id: String, entry: OutboxEntry, redecide: Option<Arc<dyn Refusals>>, decision: Decision) -> Job {
         Job {
             tenant: self.tenant.clone(),
             id,
@@ -483,8 +483,13 @@ impl Notifier {
         }
     }
 
-    fn redecide(&self) -> Redecide {
-        Redecide { tenant: self.tenant.clone(), routing: Arc::downgrade(&self.routing), wake: self.wake.clone(), store: self.store.clone() }
+    fn redecide(&self) -> Arc<dyn Refusals> {
+        Arc::new(Redecide {
+            tenant: self.tenant.clone(),
+            routing: Arc::downgrade(&self.routing),
+            wake: self.wake.clone(),
+            store: self.store.clone(),
+        })
     }
 
     /// The earliest time a group is due.
@@ -548,7 +553,7 @@ impl Notifier {
             let outcome = self.routing().groups.flush(&key, now, alerts, time_muted, send_resolved);
             match outcome {
                 FlushOutcome::Notify(mut flush) => {
-                    let log = Op::PutNotifyLog { tenant: self.tenant.clone(), group: flush.key.to_string(), entry: flush.entry.clone() };
+                    let log = Op::put(Table::NotifyLog, &self.tenant, flush.key.as_bytes(), &flush.entry);
                     if flush.alerts.is_empty() {
                         ops.push(log);
                         continue;
@@ -565,7 +570,7 @@ impl Notifier {
                     // group's alerts stored and its log as it was, so the restart decides again.
                     jobs.push(self.job(new_outbox_id(), entry, Some(self.redecide()), Decision::Deferred(log)));
                 }
-                FlushOutcome::Gone => ops.push(Op::DeleteNotifyLog { tenant: self.tenant.clone(), group: key.to_string() }),
+                FlushOutcome::Gone => ops.push(Op::delete(Table::NotifyLog, &self.tenant, key.as_bytes())),
                 FlushOutcome::Held | FlushOutcome::Unchanged => {}
             }
         }

@@ -25,7 +25,7 @@ use super::retry::Backoff;
 use crate::audit::AuditLog;
 use crate::metrics::{Metrics, receiver_labels, with};
 use crate::plugin::{DeliveryFailure, DeliveryReport, FailureKind, Notification, Receiver};
-use crate::store::{Op, Store};
+use crate::store::{Op, Store, Table};
 
 /// A notification waiting in the outbox for its channel to accept it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -95,6 +95,13 @@ pub struct Health {
 /// A tenant's channels by receiver name.
 pub type Channels = HashMap<String, Channel>;
 
+/// What to do when every receiver of a notification's chain refused it for good: the
+/// notifier that decided it puts its group back in line (`Redecide` in dispatch/mod.rs).
+pub trait Refusals: Send + Sync {
+    /// The notification of group `key` decided at `decided_at` was refused for good.
+    fn refused(&self, key: &str, decided_at: DateTime<Utc>);
+}
+
 /// One notification to take through the pipeline.
 pub struct Job {
     /// The tenant.
@@ -108,7 +115,7 @@ pub struct Job {
     /// The tenant's templates, for the render stage.
     pub templates: Arc<crate::template::Templates>,
     /// For a group's notification: puts the group back in line when every receiver refuses it.
-    pub redecide: Option<super::Redecide>,
+    pub redecide: Option<Arc<dyn Refusals>>,
     /// Where the decision stands in the store.
     pub decision: Decision,
 }
@@ -409,7 +416,7 @@ impl Pipeline {
         }
         self.settle(&mut job);
         if let Decision::InOutbox = job.decision {
-            let _ = self.writes.send(Op::DeleteOutbox { tenant: job.tenant, id: job.id });
+            let _ = self.writes.send(Op::delete(Table::Outbox, &job.tenant, job.id.as_bytes()));
         }
     }
 
@@ -418,8 +425,7 @@ impl Pipeline {
     fn hold(&self, job: &mut Job, slot: &mut RunnerSlot) {
         slot.leave();
         if let Some(log) = job.take_deferred(Decision::InOutbox) {
-            let entry = Box::new(job.entry.clone());
-            let _ = self.writes.send(Op::PutOutbox { tenant: job.tenant.clone(), id: job.id.clone(), entry });
+            let _ = self.writes.send(Op::put(Table::Outbox, &job.tenant, job.id.as_bytes(), &job.entry));
             let _ = self.writes.send(log);
         }
     }

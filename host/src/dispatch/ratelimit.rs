@@ -1,5 +1,6 @@
 //! Per-receiver rate limit: a token bucket (governor) on tokio's clock, so tests drive it with paused time.
 
+use serde::Deserialize;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -7,8 +8,6 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-
-use crate::config::RateLimitConfig;
 
 /// governor's clock reading tokio's time (paused in tests, real otherwise).
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,6 +48,26 @@ impl RateLimit {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `rate_limit = { messages = 1, per = "1s" }`: a token bucket per receiver.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Notifications allowed per `per`.
+    pub messages: u32,
+    /// The period, e.g. "1s" or "1m".
+    #[serde(default = "default_rate_period", with = "humantime_serde")]
+    pub per: Duration,
+    /// Notifications that may go at once after a quiet spell (default: `messages`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_rate_period() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
 //! Retry timing: exponential backoff with full jitter, where a service's Retry-After wins when it asks for longer.
 
+use serde::Deserialize;
 use std::time::Duration;
-
-use crate::config::RetryConfig;
 
 /// When to try again, and how often.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +39,41 @@ impl Backoff {
             None => jittered,
         }
     }
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `retry = { ... }`: exponential backoff with full jitter; a service's Retry-After wins when longer.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tries in all, the first included (1 = never retry).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Upper bound of the first backoff.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Upper bound of any backoff, Retry-After included.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_attempts: default_max_attempts(), initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    6
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[cfg(test)]

@@ -10,10 +10,13 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::bindings::belfry::receiver::smtp::{Error, Message as PluginMessage};
 use super::outbound::{Capture, CapturedMail};
-use crate::config::{SmtpConfig, SmtpTls};
 
 /// A message larger than this is refused before it is sent (most servers stop at 10–35 MB).
 pub const MAX_MESSAGE_BYTES: usize = 10 << 20;
@@ -187,6 +190,97 @@ fn random_id() -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// Its section of the configuration file, which `config` assembles (docs/CONFIG.md).
+
+/// `[receivers.smtp]`: the server an email receiver sends through. The host holds it; the
+/// plugin only composes messages.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `host:port` of the SMTP server (Alertmanager's `smarthost`), e.g. `smtp.example.com:587`.
+    pub smarthost: String,
+    /// How the connection is secured.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// User name for SMTP AUTH (PLAIN or LOGIN); none: no authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for SMTP AUTH; may be a `${ENV}`, `${file:...}` or `enc:v1:` secret.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A PEM file of extra CA certificates to trust (a private CA), besides the web's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name sent in EHLO (default: `belfry`).
+    #[serde(default)]
+    pub hello: Option<String>,
+    /// Time allowed for a whole send: connect, TLS, AUTH and the message (default 30s).
+    #[serde(default = "default_smtp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl SmtpConfig {
+    /// `smarthost` split into host and port; the error says what is wrong.
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let (host, port) = self
+            .smarthost
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{}` has no port; write host:port, e.g. smtp.example.com:587", self.smarthost))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{}` has no host", self.smarthost));
+        }
+        let port = port.parse::<u16>().map_err(|_| format!("`{port}` is not a port number"))?;
+        Ok((host.to_string(), port))
+    }
+
+    /// Problems as (key under `smtp`, message).
+    pub fn check(&self, base_dir: &Path) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Err(why) = self.host_port() {
+            problems.push(("smarthost".into(), why));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            problems.push(("username".into(), "a password needs a username".into()));
+        }
+        if self.tls == SmtpTls::None && self.password.is_some() {
+            problems.push((
+                "tls".into(),
+                "`none` would send the password in clear text; use `starttls` (port 587) or `implicit` (port 465)".into(),
+            ));
+        }
+        if let Some(path) = &self.ca_file {
+            let path = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+            match std::fs::read(&path) {
+                Ok(pem) if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {}
+                Ok(_) => problems.push(("ca_file".into(), format!("{} holds no PEM certificate", path.display()))),
+                Err(e) => problems.push(("ca_file".into(), format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        if self.timeout.is_zero() {
+            problems.push(("timeout".into(), "must be greater than zero".into()));
+        }
+        problems
+    }
+}
+
+fn default_smtp_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The TLS mode of an SMTP connection.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+    /// No TLS at all: only for a relay on the same host. Refused together with a password.
+    None,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod error;
 mod mailer;
 mod outbound;
 mod sandbox;
+mod settings;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,11 +28,11 @@ pub use bindings::belfry::receiver::types::{
 };
 pub use cache::LoadSource;
 pub use error::{Blame, DeliveryFailure, FailureKind};
-pub use mailer::Mailer;
+pub use mailer::{Mailer, SmtpConfig, SmtpTls};
 pub use outbound::{Capture, Captured, CapturedMail, HostPattern, HttpGrant, Outbound, is_internal, shown_header};
 pub use sandbox::{Redactor, Usage};
+pub use settings::{Allocator, Isolation, Limits, PluginSource, Profiler, RuntimeConfig};
 
-use crate::config::{Allocator, Isolation, Limits, Profiler};
 use bindings::ReceiverPre;
 use sandbox::{Grants, Instance, State};
 

@@ -13,7 +13,7 @@ use super::bindings::{Receiver as Bindings, ReceiverPre};
 use super::error::{Blame, DeliveryFailure, FailureKind};
 use super::mailer::Mailer;
 use super::outbound::Outbound;
-use crate::config::Limits;
+use super::settings::Limits;
 
 /// Who an instance works for; fixed for the instance's life.
 pub struct Grants {
