@@ -43,7 +43,6 @@ pub mod metrics;
 pub mod oncall;
 pub mod plugin;
 pub mod route;
-mod route_check;
 pub mod secrets;
 pub mod serve;
 pub mod silence;

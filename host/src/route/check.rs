@@ -55,7 +55,7 @@ pub fn unknown_alert_field(text: &str) -> Option<(String, Position)> {
 }
 
 /// The first property of a chain (`lables` in `.lables.team`), with its position.
-fn first_property(expr: &Expr) -> Option<(String, Position)> {
+pub(super) fn first_property(expr: &Expr) -> Option<(String, Position)> {
     match expr {
         Expr::Property(property, at) => Some((property.2.to_string(), *at)),
         Expr::Dot(chain, _, _) | Expr::Index(chain, _, _) => first_property(&chain.lhs),
@@ -65,7 +65,7 @@ fn first_property(expr: &Expr) -> Option<(String, Position)> {
 
 /// `text` compiled without optimization, so that every literal and property keeps its own
 /// position (the optimizer folds constant maps into values).
-fn unoptimized(text: &str) -> Option<rhai::AST> {
+pub(super) fn unoptimized(text: &str) -> Option<rhai::AST> {
     let mut engine = Engine::new_raw();
     engine.set_optimization_level(OptimizationLevel::None);
     engine.compile(text).ok()
@@ -114,7 +114,7 @@ pub fn literal_receivers(text: &str) -> Vec<(String, Position)> {
 }
 
 /// The literal names a returned value spells out: a string, or an array's strings.
-fn returned(value: &Expr, found: &mut Vec<(String, Position)>) {
+pub(super) fn returned(value: &Expr, found: &mut Vec<(String, Position)>) {
     match value {
         Expr::StringConstant(name, at) => found.push((name.to_string(), *at)),
         Expr::Array(items, _) => items.iter().for_each(|item| returned(item, found)),
@@ -123,14 +123,14 @@ fn returned(value: &Expr, found: &mut Vec<(String, Position)>) {
     }
 }
 
-fn tail_of_block(block: &StmtBlock, found: &mut Vec<(String, Position)>) {
+pub(super) fn tail_of_block(block: &StmtBlock, found: &mut Vec<(String, Position)>) {
     if let Some(last) = block.statements().last() {
         tail_of_stmt(last, found);
     }
 }
 
 /// The value a statement in tail position gives, through `if`, `switch` and blocks.
-fn tail_of_stmt(stmt: &Stmt, found: &mut Vec<(String, Position)>) {
+pub(super) fn tail_of_stmt(stmt: &Stmt, found: &mut Vec<(String, Position)>) {
     match stmt {
         Stmt::Expr(value) => returned(value, found),
         Stmt::Block(block) => tail_of_block(block, found),
