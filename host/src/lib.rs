@@ -2,29 +2,44 @@
 //!
 //! # Layout
 //!
-//! Modules in the order an alert flows through them:
+//! Layers, from the command line down to the alert model. **Each module depends only on
+//! modules listed below it** (on a later line, or later on its own line); nothing depends
+//! upward and there is no cycle, file by file too: a folder's `mod.rs` declares its parts
+//! and re-exports them, and the parts depend on each other in one direction.
+//! `tests/tests/layers.rs` checks this list against every `use crate::`, `super::` and child
+//! module path in `host/src`, and that no file grows past 800 lines.
 //!
-//! - [`config`]: the operator's TOML, parsed strictly; errors name the file and key.
-//! - [`api`]: HTTP to domain and back (`/api/v2/alerts`, health).
-//! - [`tenant`]: who a request acts for (token or trusted proxy header) and what each tenant owns.
-//! - [`ingest`]: decodes and validates Alertmanager's postable alerts.
-//! - [`alert`]: the alert model: label sets, fingerprints, status.
-//! - [`matcher`]: Alertmanager's label matchers, for API filters and silences.
-//! - [`state`]: each tenant's alerts with Alertmanager's merge semantics.
-//! - [`store`]: durable state (redb) behind a narrow interface, with group commit.
-//! - [`route`]: each tenant's Rhai routing script: receivers, grouping and timing per alert.
-//! - [`group`]: aggregation groups, their schedule and the notification log (dedup).
-//! - [`silence`], [`inhibit`], [`timeinterval`]: what mutes a notification.
-//! - [`ack`], [`escalate`], [`oncall`]: acknowledgements, escalation policies and the on-call
-//!   schedules their steps page.
-//! - [`dispatch`]: ties these together per tenant, then delivers: outbox, rate limit, retry,
-//!   circuit breaker, failover.
-//! - [`watch`]: reloads a tenant's routing script when its file changes.
-//! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
-//! - [`metrics`]: Prometheus metrics with Alertmanager's names.
-//! - [`audit`]: the hash-chained audit trail of every delivery attempt and outcome.
-//! - [`serve`]: wires the above into the daemon; rebuilds the tenants on reload.
+//! An alert enters at [`api`], is decoded by [`ingest`], merged into [`state`] and made
+//! durable by [`store`]; [`dispatch`] routes it with the tenant's [`route`] script into
+//! [`group`]s, mutes what [`silence`]s and [`inhibit`]ion rules say, and delivers through
+//! [`plugin`]s.
+//!
 //! - [`cli`]: the `belfry` command line.
+//! - [`serve`]: wires the layers below into the daemon; rebuilds the tenants on reload.
+//! - [`watch`]: reloads a tenant's routing script when its file changes.
+//! - [`config`]: the operator's TOML: assembles the sections the modules below own (each
+//!   deserializes its own), reads tenant directories and secrets, cross-checks, and names file,
+//!   key and line for every problem.
+//! - [`api`]: HTTP to domain and back (Alertmanager's API v2, Belfry's additions, health).
+//! - [`tenant`]: who a request acts for (token or trusted proxy header) and what each tenant owns.
+//! - [`dispatch`]: ties the domain together per tenant (route, group, mute, escalate,
+//!   acknowledge), then delivers: outbox, rate limit, retry, circuit breaker, failover.
+//! - [`secrets`]: secret references and encrypted values in the configuration.
+//! - [`audit`]: the hash-chained audit trail of every delivery attempt and outcome.
+//! - [`template`]: the title and body a notification is rendered with.
+//! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
+//! - [`ingest`]: decodes and validates Alertmanager's postable alerts, within the tenant's limits.
+//! - [`group`]: aggregation groups, their schedule and the notification log (dedup).
+//! - [`route`]: each tenant's Rhai routing script: receivers, grouping and timing per alert.
+//! - [`oncall`], [`escalate`], [`ack`]: on-call schedules, the escalation policies whose steps
+//!   page them, acknowledgements.
+//! - [`inhibit`], [`silence`]: what mutes a notification.
+//! - [`state`]: each tenant's alerts with Alertmanager's merge semantics.
+//! - [`store`]: durable tables of (tenant, id) → bytes with group commit, knowing no domain type.
+//! - [`timeinterval`], [`matcher`], [`alert`]: time intervals, label matchers, the alert model
+//!   (label sets, fingerprints, status).
+//! - [`metrics`], [`alloc`]: Prometheus metrics with Alertmanager's names; the allocator and
+//!   its per-thread meter.
 
 pub mod ack;
 pub mod alert;
