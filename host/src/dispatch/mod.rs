@@ -53,9 +53,9 @@ impl Routing {
 /// notifications, notifications to receivers.
 ///
 /// The stages, in order (each one a function here or a module of its own):
-/// route (route.rs) → group (group.rs) → mute: silences (silence.rs), inhibitions
+/// route (route/) → group (group/) → mute: silences (silence.rs), inhibitions
 /// (inhibit.rs), time intervals (timeinterval.rs) → dedup against the notification log
-/// (group.rs) → outbox → rate limit, plugin, retry, breaker, failover, audit (pipeline.rs).
+/// (group/) → outbox → rate limit, plugin, retry, breaker, failover, audit (pipeline.rs).
 pub struct Notifier {
     /// The tenant.
     pub tenant: String,

@@ -2,7 +2,7 @@
 //!
 //! Prometheus re-sends every firing alert each evaluation interval with the same `startsAt`
 //! and a moving `endsAt`: that is one alert, updated, not a new one. What was notified about
-//! each alert is not kept here but in the groups' notification log (`group.rs`).
+//! each alert is not kept here but in the groups' notification log (`group/nflog.rs`).
 
 use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! changes (at the next `group_interval` boundary), a firing alert's `endsAt` passes, its
 //! `repeat_interval` is due, or silences and inhibitions change. An idle group costs no CPU,
 //! so 100K groups cost what their memory costs. Everything here is pure state with the time
-//! passed in: the caller (dispatch.rs) fetches alerts, decides muting and delivers.
+//! passed in: the caller (the host's dispatch) fetches alerts, decides muting and delivers.
 
 mod aggregate;
 mod flush;

@@ -288,7 +288,7 @@ mod tests {
         m.notification_latency.get_or_create(&l).observe(0.1);
         m.plugin_cpu.get_or_create(&l).inc_by(0.1);
         let dashboard: serde_json::Value =
-            serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).expect("the dashboard is JSON");
+            serde_json::from_str(include_str!("../../../docs/grafana-dashboard.json")).expect("the dashboard is JSON");
         let text = m.encode();
         let known: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
         let panels = dashboard["panels"].as_array().unwrap();

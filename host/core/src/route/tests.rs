@@ -72,7 +72,7 @@ fn a_script_picks_receivers_grouping_and_timing() {
 
 #[test]
 fn the_routing_guide_examples_compile_and_route_without_errors() {
-    let guide = include_str!("../../../docs/ROUTING.md");
+    let guide = include_str!("../../../../docs/ROUTING.md");
     let mut examples = 0;
     for block in guide.split("```rust").skip(1).filter_map(|b| b.split("```").next()) {
         if !block.contains("fn route(") {

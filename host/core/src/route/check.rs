@@ -13,7 +13,7 @@
 
 use rhai::{ASTFlags, ASTNode, Engine, Expr, OptimizationLevel, Position, Stmt, StmtBlock};
 
-/// The fields of the map a script's `route(alert)` gets (route.rs, `alert_map`).
+/// The fields of the map a script's `route(alert)` gets (route/router.rs, `alert_map`).
 pub const ALERT_FIELDS: [&str; 7] = ["labels", "annotations", "status", "starts_at", "starts_at_unix", "fingerprint", "tenant"];
 
 /// The first `alert.<field>` or `alert["<field>"]` in `text` naming a field no alert has, with
