@@ -30,6 +30,7 @@
 //!   acknowledge), then delivers: outbox, rate limit, retry, circuit breaker, failover.
 //! - [`secrets`]: secret references and encrypted values in the configuration.
 //! - [`audit`]: the hash-chained audit trail of every delivery attempt and outcome.
+//! - [`cluster`]: several replicas on one engine (PostgreSQL): the store backend they share.
 //! - [`template`]: the title and body a notification is rendered with.
 //! - [`plugin`]: compiles, caches and sandboxes channel plugins; one receiver's instances never serve another.
 //! - [`ingest`]: decodes and validates Alertmanager's postable alerts, within the tenant's limits.
@@ -48,6 +49,7 @@
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;

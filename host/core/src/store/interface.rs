@@ -68,6 +68,12 @@ impl Op {
         Op { table: Table::Meta, key: key("", name.as_bytes()), value: Some(value) }
     }
 
+    /// What a backend stores: the table, the record's key (tenant and id) and its new value,
+    /// `None` to remove it. A backend keeps the key as given and gives it back in the snapshot.
+    pub fn parts(&self) -> (Table, &[u8], Option<&[u8]>) {
+        (self.table, &self.key, self.value.as_deref())
+    }
+
     /// The table, tenant and id it writes, and whether it removes (for tests and logs).
     pub fn target(&self) -> (Table, String, Vec<u8>, bool) {
         let (tenant, id) = split_key(&self.key).unwrap_or_default();
@@ -111,6 +117,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Add a record of `table` as a backend stored it: its key as [`Op::parts`] gave it.
+    pub fn push_stored(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> Result<(), String> {
+        let (tenant, id) = split_key(key).ok_or("a malformed key (no tenant)")?;
+        self.push(table, Record { tenant, id: id.into(), value });
+        Ok(())
+    }
+
     /// Add a record of `table`.
     pub fn push(&mut self, table: Table, record: Record) {
         self.tables[table as usize].push(record);
