@@ -46,8 +46,12 @@ impl Postgres {
         let pid = pid.lines().next().unwrap().trim().to_string();
         let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap().stdout;
         let mut pids: Vec<String> = String::from_utf8_lossy(&children).split_whitespace().map(str::to_string).collect();
+        assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success(), "the postmaster is running");
+        // A backend may have exited on its own since pgrep listed it: that one needs no kill.
+        for child in &pids {
+            let _ = Command::new("kill").args(["-9", child]).stderr(std::process::Stdio::null()).status();
+        }
         pids.push(pid);
-        assert!(Command::new("kill").arg("-9").args(&pids).status().unwrap().success());
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(p)) {
             assert!(std::time::Instant::now() < deadline, "postgres did not die");
