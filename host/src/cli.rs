@@ -268,7 +268,7 @@ async fn check_tenant(config: PathBuf, dir: PathBuf) -> Result<(), StartError> {
     if !dir.join("tenant.toml").is_file() {
         return Err(anyhow::anyhow!("{}: no tenant.toml here; --tenant names a tenant's directory", dir.display()).into());
     }
-    let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+    let name = crate::config::tenant_name_of(&dir);
     let (config, errors) = Config::load_with_tenant(&file, &dir);
     let tenants = |errors: crate::config::ConfigErrors| {
         let theirs = |e: &crate::config::ConfigError| e.file.starts_with(&dir) || e.key.starts_with("plugins.");

@@ -116,7 +116,7 @@ pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, visi
     let (by, comment) = (field("by"), field("comment"));
     let problem = if by.is_empty() {
         Some("Say who you are: your name is recorded as who acknowledged.")
-    } else if by.chars().count() > MAX_NAME_CHARS || by.chars().any(char::is_control) {
+    } else if !is_name(&by) {
         Some("A name is at most 100 characters on one line.")
     } else if comment.chars().count() > MAX_COMMENT_CHARS {
         Some("A comment is at most 1000 characters.")
@@ -154,7 +154,12 @@ pub async fn link(tenants: &Tenants, links: Option<&AckLinks>, token: &str, visi
 fn remembered_name(cookie_header: &str) -> Option<String> {
     let value = cookie_header.split(';').filter_map(|c| c.trim().split_once('=')).find(|(name, _)| *name == NAME_COOKIE)?.1;
     let name = form_urlencoded::parse(format!("n={value}").as_bytes()).next()?.1.into_owned();
-    (!name.is_empty() && name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(char::is_control)).then_some(name)
+    (!name.is_empty() && is_name(&name)).then_some(name)
+}
+
+/// Whether `name` is one an acknowledge page takes: at most [`MAX_NAME_CHARS`], one line.
+fn is_name(name: &str) -> bool {
+    name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(char::is_control)
 }
 
 fn escape_html(s: &str) -> String {

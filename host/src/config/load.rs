@@ -50,23 +50,22 @@ impl Config {
         let Some(mut config) = config else { return (None, ConfigErrors(errors).located()) };
         config.file = file.to_path_buf();
         config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.tenant_files = config.read_tenant_dirs(&mut errors);
-        if let Some(dir) = local_tenant {
-            let name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
-            config.tenant_files.retain(|t| t.name != name);
-            errors.retain(|e| !e.file.ends_with(Path::new(&name).join("tenant.toml")));
-            if let Some(tenant) = config.read_tenant(dir, name, &mut errors) {
-                config.tenant_files.push(tenant);
-            }
+        // The platform's copy of a tenant checked from its own directory is not read at all.
+        let local = local_tenant.map(|dir| (dir, tenant_name_of(dir)));
+        config.tenant_files = config.read_tenant_dirs(local.as_ref().map(|(_, name)| name.as_str()), &mut errors);
+        if let Some((dir, name)) = local
+            && let Some(tenant) = config.read_tenant(dir, name, &mut errors)
+        {
+            config.tenant_files.push(tenant);
         }
         config.resolve_secrets(&mut errors);
         config.check(&mut errors);
         (Some(config), ConfigErrors(errors).located())
     }
 
-    /// Every `tenants/<name>/tenant.toml`, in name order, with each problem in `errors`; a
-    /// tenant whose file does not parse is left out.
-    pub(super) fn read_tenant_dirs(&self, errors: &mut Vec<ConfigError>) -> Vec<TenantFile> {
+    /// Every `tenants/<name>/tenant.toml` but `except`'s, in name order, with each problem in
+    /// `errors`; a tenant whose file does not parse is left out.
+    pub(super) fn read_tenant_dirs(&self, except: Option<&str>, errors: &mut Vec<ConfigError>) -> Vec<TenantFile> {
         let Some(dir) = &self.tenants.dir else { return Vec::new() };
         let dir = self.resolve(dir);
         let entries = match std::fs::read_dir(&dir) {
@@ -85,7 +84,7 @@ impl Config {
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
+            .filter(|n| !n.starts_with('.') && Some(n.as_str()) != except)
             .collect();
         names.sort();
         let mut tenants = Vec::new();
@@ -189,4 +188,9 @@ impl Config {
             }
         }
     }
+}
+
+/// The name of the tenant whose directory is `dir`: the directory's own name, wherever it is.
+pub fn tenant_name_of(dir: &Path) -> String {
+    dir.canonicalize().ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default()
 }

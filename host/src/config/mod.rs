@@ -17,3 +17,4 @@ pub use crate::tenant::DEFAULT_TENANT;
 pub use crate::timeinterval::TimeIntervalConfig;
 pub use errors::{ConfigError, ConfigErrors, line_of_key};
 pub use file::{Config, ReceiverConfig, TenantConfig, TenantFile, TenantView, TenantsConfig, check_tenant_name, parse_token_hash};
+pub use load::tenant_name_of;

@@ -81,6 +81,9 @@ pub struct Notifier {
     pub silences: Arc<Silences>,
     /// What the tenant sees of its configuration: the live script, the last refused change.
     pub config_status: Arc<ConfigStatus>,
+    /// What puts a group back in line when its notification is refused for good; made on the
+    /// first job that needs it.
+    pub refusals: std::sync::OnceLock<Arc<dyn Refusals>>,
     /// Where the notification log is persisted.
     pub store: Arc<dyn Store>,
     /// The tenant's limits.
@@ -483,13 +486,18 @@ impl Notifier {
         }
     }
 
+    /// The tenant's refusal callback, made once and shared by every job (not a copy per job).
     fn redecide(&self) -> Arc<dyn Refusals> {
-        Arc::new(Redecide {
-            tenant: self.tenant.clone(),
-            routing: Arc::downgrade(&self.routing),
-            wake: self.wake.clone(),
-            store: self.store.clone(),
-        })
+        self.refusals
+            .get_or_init(|| {
+                Arc::new(Redecide {
+                    tenant: self.tenant.clone(),
+                    routing: Arc::downgrade(&self.routing),
+                    wake: self.wake.clone(),
+                    store: self.store.clone(),
+                })
+            })
+            .clone()
     }
 
     /// The earliest time a group is due.

@@ -158,6 +158,7 @@ impl Daemon {
                 state: state.alerts,
                 silences: state.silences,
                 config_status: state.config_status,
+                refusals: std::sync::OnceLock::new(),
                 store: self.store.clone(),
                 ingest_rate: governor::RateLimiter::direct(
                     governor::Quota::per_second(std::num::NonZeroU32::new(view.limits.ingest_rate.max(1)).expect("at least 1"))

@@ -19,8 +19,7 @@ pub const ALERT_FIELDS: [&str; 7] = ["labels", "annotations", "status", "starts_
 /// The first `alert.<field>` or `alert["<field>"]` in `text` naming a field no alert has, with
 /// its position; `alert` is the name `route()` gives its parameter (in `tests()`, where alerts
 /// are written as maps with other keys, nothing is checked).
-pub fn unknown_alert_field(text: &str) -> Option<(String, Position)> {
-    let ast = unoptimized(text)?;
+pub fn unknown_alert_field(ast: &rhai::AST) -> Option<(String, Position)> {
     let param = ast.iter_fn_def().find(|f| f.name == "route" && f.params.len() == 1)?.params[0].clone();
     let tests =
         ast.iter_fn_def().find(|f| f.name == "tests" && f.params.is_empty()).map(|f| (f.body.start_position(), f.body.end_position()));
@@ -65,15 +64,14 @@ pub(super) fn first_property(expr: &Expr) -> Option<(String, Position)> {
 
 /// `text` compiled without optimization, so that every literal and property keeps its own
 /// position (the optimizer folds constant maps into values).
-pub(super) fn unoptimized(text: &str) -> Option<rhai::AST> {
+pub fn unoptimized(text: &str) -> Option<rhai::AST> {
     let mut engine = Engine::new_raw();
     engine.set_optimization_level(OptimizationLevel::None);
     engine.compile(text).ok()
 }
 
 /// Every receiver name `text` spells out where `route()` returns it, with its position.
-pub fn literal_receivers(text: &str) -> Vec<(String, Position)> {
-    let Some(ast) = unoptimized(text) else { return Vec::new() };
+pub fn literal_receivers(ast: &rhai::AST) -> Vec<(String, Position)> {
     // Where each function's body lies: `route` is read, `tests` is not.
     let span = |name: &str, params: usize| {
         ast.iter_fn_def().find(|f| f.name == name && f.params.len() == params).map(|f| (f.body.start_position(), f.body.end_position()))

@@ -57,7 +57,9 @@ impl Script {
             starts_at: text.contains("starts_at"),
             fingerprint: text.contains("fingerprint"),
         };
-        if let Some((field, at)) = super::check::unknown_alert_field(text) {
+        // Both checks read one unoptimized AST (the optimizer folds literals away).
+        let unoptimized = super::check::unoptimized(text);
+        if let Some((field, at)) = unoptimized.as_ref().and_then(super::check::unknown_alert_field) {
             return Err(ScriptError {
                 file: file.to_path_buf(),
                 line: at.line(),
@@ -67,7 +69,13 @@ impl Script {
                 ),
             });
         }
-        let literal_receivers = super::check::literal_receivers(text).into_iter().map(|(name, at)| (name, at.line())).collect();
+        let literal_receivers = unoptimized
+            .as_ref()
+            .map(super::check::literal_receivers)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, at)| (name, at.line()))
+            .collect();
         Ok(Script { file: file.to_path_buf(), engine, ast, uses, literal_receivers })
     }
 }
